@@ -1,0 +1,3 @@
+from tuneterm.cli import run
+
+run()

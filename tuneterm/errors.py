@@ -1,0 +1,21 @@
+"""Errors shared by every layer (no torch, no textual)."""
+
+from __future__ import annotations
+
+
+class TunetermError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with; the message is one line."""
+
+    exit_code = 1
+
+
+class UserError(TunetermError):
+    """Bad input: usage, an invalid session file, an unknown run. Exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+class TrainingError(TunetermError):
+    """The run failed (non-finite loss under `stop`, a worker crash, ...). Exit code 1."""
+
+    exit_code = 1

@@ -1,0 +1,204 @@
+"""The session file's schema: plain dataclasses, no torch, no textual.
+
+Every table of a session TOML file maps to one dataclass here; every key to one field.
+The loader (``tuneterm.session.io``) turns TOML into these objects and checks ranges; the
+engine reads them; ``to_dict`` turns them back into TOML-ready dicts (round trip).
+
+Field metadata carries what the validator and the TUI need: a one-line ``help`` and,
+where it applies, the allowed range (``min``/``max``, with ``min_open``/``max_open`` for
+open interval ends) or the allowed ``choices``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEDULES = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt")
+TASKS = ("sequence-classification",)
+METRICS = ("val_loss", "val_accuracy", "val_f1")
+NONFINITE_POLICIES = ("stop", "skip")
+KERNELS = ("auto", "triton", "torch")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16")
+
+# Knobs that a live edit (`tuneterm set`, the TUI, the control channel) may change while a
+# run trains, and where they live in the session. Everything else is fixed for a run.
+EDITABLE = {
+    "learning_rate": "hyperparameters",
+    "weight_decay": "hyperparameters",
+    "dropout": "hyperparameters",
+    "batch_size": "hyperparameters",
+    "epochs": "hyperparameters",
+    "max_steps": "hyperparameters",
+    "schedule": "hyperparameters",
+    "warmup_steps": "hyperparameters",
+    "warmup_ratio": "hyperparameters",
+    "grad_clip": "hyperparameters",
+    "patience": "early_stopping",
+}
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field with validator/TUI metadata."""
+    meta["help"] = help
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SessionMeta:
+    name: str = _f("session", "name of the session; runs are named after it",
+                   pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    seed: int = _f(0, "seed for data order, dropout masks and the head's initialisation", min=0, max=2**63 - 1)
+    description: str = _f("", "free text")
+
+
+@dataclass
+class ModelSpec:
+    source: str = _f("builtin:tiny-bert",
+                     "builtin:minilm-l6 | builtin:tiny-bert | builtin:tiny-gpt2 | builtin:tiny-llama | "
+                     "a local Hugging Face model folder (relative to the workspace) | a hub id (online only)")
+    task: str = _f("sequence-classification", "what the model is trained to do", choices=TASKS)
+    dtype: str = _f("float32", "parameter dtype; bfloat16 keeps fp32 master weights in the optimizer",
+                    choices=DTYPES)
+
+
+@dataclass
+class DataSpec:
+    source: str = _f("builtin:bbc-news",
+                     "builtin:bbc-news | builtin:tweet-sentiment | a local .csv or .jsonl file (relative to the workspace)")
+    text_field: str = _f("text", "column/key holding the text (local files)")
+    label_field: str = _f("label", "column/key holding the label (local files)")
+    validation: str = _f("", "a separate validation .csv/.jsonl; empty: split off validation_split")
+    validation_split: float = _f(0.2, "share of the data held out for validation", min=0.0, max=1.0,
+                                 min_open=True, max_open=True)
+    max_length: int = _f(128, "tokens per example after truncation", min=8, max=8192)
+    max_samples: int = _f(0, "cap on training examples (0: all) — start small", min=0)
+    max_eval_samples: int = _f(0, "cap on validation examples (0: all)", min=0)
+
+
+@dataclass
+class Hyperparameters:
+    learning_rate: float = _f(5e-5, "peak learning rate", min=0.0, max=1.0, min_open=True)
+    batch_size: int = _f(16, "examples per micro-batch", min=1, max=65536)
+    gradient_accumulation: int = _f(1, "micro-batches per optimizer step", min=1, max=4096)
+    epochs: float = _f(1.0, "passes over the training data (ignored when max_steps > 0)", min=0.0,
+                       max=10000.0, min_open=True)
+    max_steps: int = _f(0, "optimizer steps to run (0: derive from epochs)", min=0)
+    dropout: float = _f(0.1, "dropout probability in every dropout site", min=0.0, max=1.0, max_open=True)
+    weight_decay: float = _f(0.01, "decoupled weight decay on weights of dim >= 2", min=0.0, max=10.0)
+    schedule: str = _f("linear", "learning-rate schedule after warmup", choices=SCHEDULES)
+    warmup_ratio: float = _f(0.0, "share of the total steps spent warming up", min=0.0, max=1.0)
+    warmup_steps: int = _f(0, "warmup steps (overrides warmup_ratio when > 0)", min=0)
+    num_cycles: float = _f(1.0, "cosine_with_restarts: number of hard restarts", min=0.0, min_open=True)
+    power: float = _f(1.0, "polynomial: decay power", min=0.0, min_open=True)
+    lr_end: float = _f(0.0, "polynomial: final learning rate", min=0.0)
+    grad_clip: float = _f(1.0, "max global gradient norm (0: no clipping)", min=0.0)
+    adam_beta1: float = _f(0.9, "Adam beta1", min=0.0, max=1.0, max_open=True)
+    adam_beta2: float = _f(0.999, "Adam beta2", min=0.0, max=1.0, max_open=True)
+    adam_eps: float = _f(1e-8, "Adam epsilon", min=0.0, max=1.0, min_open=True)
+
+
+@dataclass
+class EvaluationSpec:
+    interval_steps: int = _f(0, "evaluate every N optimizer steps (0: at each epoch end)", min=0)
+    metrics: list = _f(["loss", "accuracy", "f1"], "validation metrics to compute",
+                       item_choices=("loss", "accuracy", "f1"))
+    batch_size: int = _f(0, "evaluation batch size (0: twice the training batch size)", min=0)
+
+
+@dataclass
+class EarlyStopping:
+    enabled: bool = _f(False, "stop when the metric stops improving")
+    metric: str = _f("val_loss", "metric to watch", choices=METRICS)
+    mode: str = _f("", "min | max (empty: min for losses, max otherwise)", choices=("", "min", "max"))
+    patience: int = _f(3, "evaluations without improvement before stopping", min=1, max=100000)
+    min_delta: float = _f(0.0, "smallest change that counts as an improvement", min=0.0)
+
+
+@dataclass
+class CheckpointSpec:
+    interval_steps: int = _f(100, "checkpoint every N optimizer steps (0: only at the end/pause)", min=0)
+    keep_last: int = _f(2, "checkpoints kept besides the best", min=1, max=1000)
+    keep_best: bool = _f(True, "keep the checkpoint with the best early-stopping metric")
+
+
+@dataclass
+class FreezeSpec:
+    layers: list = _f([], "layer groups frozen at the start (see `tuneterm layers`)")
+
+
+@dataclass
+class RuntimeSpec:
+    device: str = _f("auto", "auto | cpu | cuda", choices=DEVICES)
+    kernels: str = _f("auto", "auto (Triton on CUDA) | triton | torch", choices=KERNELS)
+    nonfinite: str = _f("stop", "on a NaN/inf loss: stop (fail, keep the last good checkpoint) | skip the step",
+                        choices=NONFINITE_POLICIES)
+    threads: int = _f(0, "CPU threads for torch (0: torch's default)", min=0, max=1024)
+
+
+@dataclass
+class Edit:
+    """One entry of the live-edit log: applied when ``step`` optimizer steps have completed,
+    before the next step starts."""
+    step: int
+    set: dict = field(default_factory=dict)
+    freeze: list = field(default_factory=list)
+    unfreeze: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d: dict = {"step": self.step}
+        if self.set:
+            d["set"] = dict(self.set)
+        if self.freeze:
+            d["freeze"] = list(self.freeze)
+        if self.unfreeze:
+            d["unfreeze"] = list(self.unfreeze)
+        return d
+
+
+SECTIONS = {
+    "session": SessionMeta,
+    "model": ModelSpec,
+    "data": DataSpec,
+    "hyperparameters": Hyperparameters,
+    "evaluation": EvaluationSpec,
+    "early_stopping": EarlyStopping,
+    "checkpoint": CheckpointSpec,
+    "freeze": FreezeSpec,
+    "runtime": RuntimeSpec,
+}
+
+
+@dataclass
+class Session:
+    session: SessionMeta = field(default_factory=SessionMeta)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    freeze: FreezeSpec = field(default_factory=FreezeSpec)
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    edits: list = field(default_factory=list)  # list[Edit]
+
+    @property
+    def name(self) -> str:
+        return self.session.name
+
+    def to_dict(self) -> dict:
+        """A TOML-ready dict: every section, then the edit log (omitted when empty)."""
+        out: dict = {}
+        for sec in SECTIONS:
+            out[sec] = dataclasses.asdict(getattr(self, sec))
+        if self.edits:
+            out["edits"] = [e.to_dict() for e in self.edits]
+        return out
+
+    def copy(self) -> "Session":
+        return copy.deepcopy(self)
