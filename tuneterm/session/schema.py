@@ -23,6 +23,10 @@ NONFINITE_POLICIES = ("stop", "skip")
 KERNELS = ("auto", "triton", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16")
+# The built-in sources (the engine's registries must match; the validator checks names
+# against these without importing the engine).
+BUILTIN_MODELS = ("builtin:minilm-l6", "builtin:tiny-bert", "builtin:tiny-gpt2", "builtin:tiny-llama")
+BUILTIN_DATA = ("builtin:bbc-news", "builtin:tweet-sentiment")
 
 # Knobs that a live edit (`tuneterm set`, the TUI, the control channel) may change while a
 # run trains, and where they live in the session. Everything else is fixed for a run.
@@ -52,7 +56,8 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
 @dataclass
 class SessionMeta:
     name: str = _f("session", "name of the session; runs are named after it",
-                   pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+                   pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                   pattern_help="use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     seed: int = _f(0, "seed for data order, dropout masks and the head's initialisation", min=0, max=2**63 - 1)
     description: str = _f("", "free text")
 
@@ -86,8 +91,10 @@ class Hyperparameters:
     learning_rate: float = _f(5e-5, "peak learning rate", min=0.0, max=1.0, min_open=True)
     batch_size: int = _f(16, "examples per micro-batch", min=1, max=65536)
     gradient_accumulation: int = _f(1, "micro-batches per optimizer step", min=1, max=4096)
+    # 0 is allowed so that `max_steps = 500, epochs = 0` reads naturally; the validator
+    # requires one of the two to be > 0.
     epochs: float = _f(1.0, "passes over the training data (ignored when max_steps > 0)", min=0.0,
-                       max=10000.0, min_open=True)
+                       max=10000.0)
     max_steps: int = _f(0, "optimizer steps to run (0: derive from epochs)", min=0)
     dropout: float = _f(0.1, "dropout probability in every dropout site", min=0.0, max=1.0, max_open=True)
     weight_decay: float = _f(0.01, "decoupled weight decay on weights of dim >= 2", min=0.0, max=10.0)
