@@ -1,0 +1,317 @@
+"""The synchronous runner client used by the CLI verbs and the TUI (no torch, no textual).
+
+One ``RunnerClient`` holds one socket for requests (thread-safe: a lock serialises them)
+and opens one more socket per ``subscribe`` stream, so a blocking stream never holds up
+requests. ``close()`` ends every stream (from any thread) and the request socket.
+
+Requests and answers are the JSON lines of docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from tuneterm import protocol
+from tuneterm.errors import UserError
+from tuneterm.runner.paths import RunnerUnavailable, log_path, read_pid, socket_path
+from tuneterm.workspace import resolve_workspace
+
+__all__ = ["RunnerClient", "RunnerUnavailable", "start_daemon", "daemon_running"]
+
+# Requests that may take long on the daemon side (pre-flight checks load the model).
+_ADD_TIMEOUT = 900.0
+
+
+class _Conn:
+    """One socket speaking JSON lines."""
+
+    def __init__(self, path: Path, timeout: float):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(str(path))
+        except OSError:
+            self.sock.close()
+            raise
+        self.buf = b""
+
+    def send(self, msg: dict) -> None:
+        self.sock.sendall(protocol.encode(msg))
+
+    def recv(self, timeout: float | None) -> dict | None:
+        """The next message, or None at end of stream."""
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return protocol.decode(line)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def daemon_running(workspace: Path) -> bool:
+    try:
+        c = _Conn(socket_path(resolve_workspace(workspace)), 2.0)
+    except OSError:
+        return False
+    c.close()
+    return True
+
+
+def start_daemon(workspace: Path, *, timeout: float = 10.0, slots: int | None = None) -> dict:
+    """Start the detached daemon for ``workspace`` and wait until it serves (or says why not).
+
+    Returns {"pid": N, "started": bool}; ``started`` is False when one was already running.
+    Raises RunnerUnavailable with the daemon's own one-line reason when it refuses to start
+    (a corrupt queue database, an unusable runtime folder, ...).
+    """
+    ws = resolve_workspace(workspace)
+    rfd, wfd = os.pipe()
+    cmd = [sys.executable, "-m", "tuneterm.runner.daemon", "--workspace", str(ws), "--ready-fd", str(wfd)]
+    if slots is not None:
+        cmd += ["--slots", str(slots)]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, pass_fds=(wfd,), start_new_session=True,
+                                close_fds=True, cwd="/")
+    finally:
+        os.close(wfd)
+    # The daemon double-forks: this child exits at once; the grandchild writes one line to
+    # the pipe when it serves ("ok PID" / "running PID") or cannot start ("error MESSAGE").
+    deadline = time.monotonic() + timeout
+    data = b""
+    with os.fdopen(rfd, "rb", buffering=0) as r:
+        os.set_blocking(r.fileno(), False)
+        while time.monotonic() < deadline:
+            try:
+                chunk = r.read(4096)
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                data += chunk
+                if b"\n" in data:
+                    break
+            elif chunk == b"":  # every writer closed
+                break
+            else:
+                time.sleep(0.02)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    line = data.decode(errors="replace").strip()
+    if line.startswith("ok"):
+        return {"pid": int(line.split()[1]), "started": True}
+    if line.startswith("running"):
+        return {"pid": int(line.split()[1]), "started": False}
+    if line.startswith("error"):
+        raise RunnerUnavailable(line[len("error"):].strip())
+    raise RunnerUnavailable(f"the runner daemon did not start within {timeout:.0f}s; see {log_path(ws)}")
+
+
+class RunnerClient:
+    """A connection to the workspace's runner daemon."""
+
+    def __init__(self, workspace: Path, conn: "_Conn", hello: dict, timeout: float):
+        self.workspace = workspace
+        self.daemon = hello
+        self._conn: _Conn | None = conn
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._streams: set[_Conn] = set()
+        self._closed = False
+
+    # -- connecting ---------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, workspace: Path, *, start: bool = True, timeout: float = 10.0) -> "RunnerClient":
+        """Connect to the daemon of ``workspace``, starting it first when none runs and
+        ``start`` is true. Raises RunnerUnavailable when that is not possible."""
+        ws = resolve_workspace(workspace)
+        path = socket_path(ws)
+        try:
+            conn = _Conn(path, timeout)
+        except OSError as first:
+            if not start:
+                raise RunnerUnavailable(f"no runner daemon for {ws} ({first.strerror or first}); "
+                                        "start one with `tuneterm daemon start`") from None
+            start_daemon(ws, timeout=timeout)
+            try:
+                conn = _Conn(path, timeout)
+            except OSError as e:
+                raise RunnerUnavailable(f"cannot reach the runner daemon at {path}: {e.strerror or e}") from None
+        hello = cls._handshake(conn, ws, timeout)
+        return cls(ws, conn, hello, timeout)
+
+    @staticmethod
+    def _handshake(conn: "_Conn", ws: Path, timeout: float) -> dict:
+        try:
+            conn.send({"type": "hello", "id": "0", "workspace": str(ws)})
+            msg = conn.recv(timeout)
+        except (OSError, protocol.ProtocolError) as e:
+            conn.close()
+            raise RunnerUnavailable(f"runner daemon handshake failed: {e}") from None
+        if msg is None or msg.get("type") != "ok":
+            conn.close()
+            reason = (msg or {}).get("error", "connection closed")
+            raise RunnerUnavailable(f"runner daemon refused the connection: {reason}")
+        return msg.get("result", {})
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _request(self, type_: str, timeout: float | None = None, **fields: Any) -> Any:
+        with self._lock:
+            if self._closed or self._conn is None:
+                raise RunnerUnavailable("the runner client is closed or lost its daemon; connect again")
+            rid = str(next(self._ids))
+            try:
+                self._conn.send({"type": type_, "id": rid, **fields})
+                while True:
+                    msg = self._conn.recv(timeout or self._timeout)
+                    if msg is None:
+                        raise ConnectionError("the runner daemon closed the connection")
+                    if msg.get("id") == rid:
+                        break
+            except (OSError, protocol.ProtocolError) as e:
+                self._conn.close()
+                self._conn = None
+                raise RunnerUnavailable(f"lost the runner daemon: {e}") from None
+        if msg.get("type") == "error":
+            if msg.get("code") == "user":
+                raise UserError(msg.get("error", "bad request"))
+            raise RunnerUnavailable(f"runner daemon error: {msg.get('error')}")
+        return msg.get("result")
+
+    def status(self) -> dict:
+        """Daemon facts: pid, version, workspace, slots, counts per state, uptime."""
+        return self._request("status")
+
+    def list_sessions(self) -> list[dict]:
+        """Every session in queue order (the fields are in docs/protocol.md)."""
+        return self._request("list")
+
+    def get(self, ref: str | int) -> dict:
+        """One session, by id, run id or a unique prefix of a run id."""
+        return self._request("get", ref=ref)
+
+    def add(self, session_path: str | Path, *, smoke: bool = False, check: bool = True) -> dict:
+        """Queue a session file (inside the workspace). The daemon checks it first (schema,
+        model/tokenizer/data load; one training step with ``smoke``) unless ``check`` is
+        false, copies it into a new run directory and returns the queued session."""
+        p = Path(session_path)
+        p = (p if p.is_absolute() else Path.cwd() / p).resolve()
+        # The key makes a repeated request (after a lost answer) idempotent on the daemon.
+        return self._request("add", timeout=_ADD_TIMEOUT, path=str(p), smoke=bool(smoke),
+                             check=bool(check), key=uuid.uuid4().hex)
+
+    def pause(self, ref: str | int) -> dict:
+        return self._request("pause", ref=ref)
+
+    def resume(self, ref: str | int) -> dict:
+        return self._request("resume", ref=ref)
+
+    def cancel(self, ref: str | int) -> dict:
+        return self._request("cancel", ref=ref)
+
+    def retry(self, ref: str | int) -> dict:
+        return self._request("retry", ref=ref)
+
+    def move(self, ref: str | int, *, to: int | None = None, by: int | None = None) -> dict:
+        """Reorder: ``to`` a 1-based queue position, or ``by`` places (negative = earlier)."""
+        if (to is None) == (by is None):
+            raise UserError("move: give exactly one of to= or by=")
+        return self._request("move", ref=ref, to=to, by=by)
+
+    def control(self, ref: str | int, msg: dict, timeout: float = 30.0) -> dict:
+        """Forward a control message to the session's worker; returns the worker's ack
+        ({"type": "ack", "step": N}) or reject ({"type": "reject", "reason": ...}). A session
+        that is not running gets a reject."""
+        try:
+            msg = protocol.check_control(dict(msg))
+        except protocol.ProtocolError as e:
+            raise UserError(str(e)) from None
+        msg = {"v": protocol.VERSION, **msg}
+        msg["id"] = msg.get("id") or protocol.new_id()
+        return self._request("control", timeout=timeout + 10.0, ref=ref, msg=msg, wait=timeout)
+
+    def shutdown(self, timeout: float = 120.0) -> dict:
+        """Stop the daemon; running workers are paused at a checkpoint first and resume
+        when a daemon starts again."""
+        return self._request("shutdown", timeout=timeout)
+
+    def subscribe(self, ref: str | int, *, history: bool = True) -> Iterator[dict]:
+        """Metric, event and state messages of one session: first its history from the run
+        directory (when ``history``; those carry ``"history": true``), then live ones, without
+        gap or duplicate. Blocks; ends when the session ends (done, failed, cancelled) or when
+        ``close()`` is called. Raises UserError at once for a bad ref."""
+        if self._closed:
+            raise RunnerUnavailable("the runner client is closed")
+        try:
+            conn = _Conn(socket_path(self.workspace), self._timeout)
+        except OSError as e:
+            raise RunnerUnavailable(f"cannot reach the runner daemon: {e.strerror or e}") from None
+        self._handshake(conn, self.workspace, self._timeout)
+        try:
+            conn.send({"type": "subscribe", "id": "s", "ref": ref, "history": bool(history)})
+            first = conn.recv(self._timeout)
+        except (OSError, protocol.ProtocolError) as e:
+            conn.close()
+            raise RunnerUnavailable(f"lost the runner daemon: {e}") from None
+        if first is None or first.get("type") == "error":
+            conn.close()
+            if first is not None and first.get("code") == "user":
+                raise UserError(first.get("error", "bad request"))
+            raise RunnerUnavailable(f"runner daemon error: {(first or {}).get('error', 'connection closed')}")
+        self._streams.add(conn)
+        return self._stream(conn)
+
+    def _stream(self, conn: "_Conn") -> Iterator[dict]:
+        try:
+            while not self._closed:
+                try:
+                    msg = conn.recv(None)
+                except (OSError, protocol.ProtocolError):
+                    return
+                if msg is None or msg.get("type") == "end":
+                    return
+                yield msg
+        finally:
+            self._streams.discard(conn)
+            conn.close()
+
+    def close(self) -> None:
+        """End every stream of this client (safe from any thread) and disconnect."""
+        self._closed = True
+        for c in list(self._streams):
+            c.close()
+        self._streams.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "RunnerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def daemon_pid(self) -> int | None:
+        return self.daemon.get("pid") or read_pid(self.workspace)

@@ -1,0 +1,95 @@
+"""Where the runner keeps its files (no torch, no textual).
+
+    WS/.tuneterm/queue.db        the queue (SQLite, WAL)
+    WS/.tuneterm/daemon.pid      pid of the running daemon
+    WS/.tuneterm/daemon.lock     flock held by the daemon for its lifetime (one per workspace)
+    WS/.tuneterm/daemon.log      the daemon's log
+    WS/.tuneterm/config.toml     [runner] settings (slots, max_crashes, worker command)
+    RUNTIME/<hash>.sock          the socket: RUNTIME is an owner-only (0700) per-user folder,
+                                 $TUNETERM_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tuneterm,
+                                 else /tmp/tuneterm-<uid>
+
+The socket cannot live in the workspace: Unix socket paths are limited to ~107 bytes and
+workspaces can be deep. The file name is a hash of the workspace's resolved path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from tuneterm.errors import TunetermError
+
+SOCKET_PATH_MAX = 107
+
+
+class RunnerUnavailable(TunetermError):
+    """The runner daemon cannot be reached or started. Exit code 1."""
+
+    exit_code = 1
+
+
+def runtime_dir() -> Path:
+    """The per-user runtime folder, created 0700 and checked to be ours and private."""
+    env = os.environ.get("TUNETERM_RUNTIME_DIR")
+    if env:
+        d = Path(env)
+    elif os.environ.get("XDG_RUNTIME_DIR") and len(os.environ["XDG_RUNTIME_DIR"]) < 60:
+        d = Path(os.environ["XDG_RUNTIME_DIR"]) / "tuneterm"
+    else:
+        d = Path(f"/tmp/tuneterm-{os.getuid()}")
+    try:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunnerUnavailable(f"cannot create the runtime folder {d}: {e.strerror}") from None
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        # Someone else created /tmp/tuneterm-<uid> (or a symlink there): never use it.
+        raise RunnerUnavailable(f"runtime folder {d} is not a directory owned by uid {os.getuid()}; remove it")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(d, 0o700)
+    return d
+
+
+def socket_path(ws: Path) -> Path:
+    digest = hashlib.sha256(str(Path(ws).resolve()).encode()).hexdigest()[:20]
+    p = runtime_dir() / f"{digest}.sock"
+    if len(str(p)) > SOCKET_PATH_MAX:
+        raise RunnerUnavailable(f"socket path {p} is longer than {SOCKET_PATH_MAX} bytes; "
+                                "set TUNETERM_RUNTIME_DIR to a short folder")
+    return p
+
+
+def tuneterm_dir(ws: Path) -> Path:
+    d = Path(ws) / ".tuneterm"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def db_path(ws: Path) -> Path:
+    return tuneterm_dir(ws) / "queue.db"
+
+
+def pid_path(ws: Path) -> Path:
+    return tuneterm_dir(ws) / "daemon.pid"
+
+
+def lock_path(ws: Path) -> Path:
+    return tuneterm_dir(ws) / "daemon.lock"
+
+
+def log_path(ws: Path) -> Path:
+    return tuneterm_dir(ws) / "daemon.log"
+
+
+def config_path(ws: Path) -> Path:
+    return tuneterm_dir(ws) / "config.toml"
+
+
+def read_pid(ws: Path) -> int | None:
+    try:
+        return int(pid_path(ws).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
