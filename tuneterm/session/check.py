@@ -96,6 +96,7 @@ def check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
     type, None) or (None, a message). An int is fine where a float is expected; a bool
     is never a number."""
     k, meta = kind(f), f.metadata
+    given = value  # messages show the value as written
     if k == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None, f"expected a number, got {toml_type(value)} {fmt(value)}"
@@ -113,6 +114,8 @@ def check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
     elif k == "str":
         if not isinstance(value, str):
             return None, f"expected a string, got {toml_type(value)} {fmt(value)}"
+        if meta.get("nonempty") and not value.strip():
+            return None, "must not be empty"
     elif k == "list":
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             return None, f"expected a list of strings, got {toml_type(value)} {fmt(value)}"
@@ -132,8 +135,8 @@ def check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
         )
         if bad:
             if rt[0] in "[(":
-                return None, f"{fmt(value)} is out of range {rt}"
-            return None, f"{fmt(value)} is out of range: must be {rt}"
+                return None, f"{fmt(given)} is out of range {rt}"
+            return None, f"{fmt(given)} is out of range: must be {rt}"
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         shown = ", ".join(c if c else "'' (empty)" for c in choices)

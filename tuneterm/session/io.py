@@ -180,10 +180,10 @@ def _build_edits(raw: Any, out: list[tuple[str, str]]) -> list[Edit]:
         if not isinstance(e, dict):
             out.append((p, f"expected a table, got {toml_type(e)} {fmt(e)}"))
             continue
-        for k in e:
-            if k not in EDIT_KEYS:
-                out.append((f"{p}.{k}", "unknown key" + (did_you_mean(k, EDIT_KEYS)
-                                                         or f"; an edit has: {', '.join(EDIT_KEYS)}")))
+        unknown = [k for k in e if k not in EDIT_KEYS]
+        for k in unknown:
+            out.append((f"{p}.{k}", "unknown key" + (did_you_mean(k, EDIT_KEYS)
+                                                     or f"; an edit has: {', '.join(EDIT_KEYS)}")))
         step = e.get("step")
         if "step" not in e:
             out.append((p, "missing step (the optimizer step the edit applies after)"))
@@ -222,7 +222,7 @@ def _build_edits(raw: Any, out: list[tuple[str, str]]) -> list[Edit]:
                     out.append((f"{p}.{k}", f"expected a non-empty list of layer names, got {fmt(v)}"))
                 v = []
             lists[k] = list(v)
-        if not any(k in e for k in ("set", "freeze", "unfreeze")):
+        if not unknown and not any(k in e for k in ("set", "freeze", "unfreeze")):
             out.append((p, "an edit needs set, freeze or unfreeze"))
         edits.append(Edit(step=step if step is not None else 0, set=values, **lists))
     return edits

@@ -66,7 +66,8 @@ class SessionMeta:
 class ModelSpec:
     source: str = _f("builtin:tiny-bert",
                      "builtin:minilm-l6 | builtin:tiny-bert | builtin:tiny-gpt2 | builtin:tiny-llama | "
-                     "a local Hugging Face model folder (relative to the workspace) | a hub id (online only)")
+                     "a local Hugging Face model folder (relative to the workspace) | a hub id (online only)",
+                     nonempty=True)
     task: str = _f("sequence-classification", "what the model is trained to do", choices=TASKS)
     dtype: str = _f("float32", "parameter dtype; bfloat16 keeps fp32 master weights in the optimizer",
                     choices=DTYPES)
@@ -75,9 +76,10 @@ class ModelSpec:
 @dataclass
 class DataSpec:
     source: str = _f("builtin:bbc-news",
-                     "builtin:bbc-news | builtin:tweet-sentiment | a local .csv or .jsonl file (relative to the workspace)")
-    text_field: str = _f("text", "column/key holding the text (local files)")
-    label_field: str = _f("label", "column/key holding the label (local files)")
+                     "builtin:bbc-news | builtin:tweet-sentiment | a local .csv or .jsonl file (relative to the workspace)",
+                     nonempty=True)
+    text_field: str = _f("text", "column/key holding the text (local files)", nonempty=True)
+    label_field: str = _f("label", "column/key holding the label (local files)", nonempty=True)
     validation: str = _f("", "a separate validation .csv/.jsonl; empty: split off validation_split")
     validation_split: float = _f(0.2, "share of the data held out for validation", min=0.0, max=1.0,
                                  min_open=True, max_open=True)
