@@ -1,7 +1,168 @@
-"""Verbs of this group (placeholder until implemented)."""
+"""`tuneterm run`, `replay`, `layers`: the engine in the foreground, no daemon."""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
+
+from tuneterm.cli.common import add_json, add_train_flags, add_workspace, print_json, print_table, workspace_of
+from tuneterm.errors import UserError
+
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("run", help="train a session in the foreground; prints the run directory",
+                       description="Train a session in the foreground (no daemon): a progress bar on "
+                       "stderr, the run directory on stdout at the end. Ctrl-C checkpoints and stops; "
+                       "`--resume RUN_DIR` continues from the last checkpoint.")
+    p.add_argument("session", nargs="?", help="session file (.toml)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument("--control", metavar="PATH",
+                   help="read live control messages (JSON lines) from a file or FIFO ('-': stdin)")
+    add_train_flags(p)
+    add_workspace(p)
+    add_json(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("replay", help="re-run a run or session file with its recorded edits",
+                       description="Re-run a finished run (or a session file) applying every recorded edit "
+                       "at its step. With --check, compare the metrics with the original run's and exit 1 "
+                       "naming the first step that differs.")
+    p.add_argument("target", help="run directory / run id, or a session file")
+    p.add_argument("--check", action="store_true", help="compare with the original run's metrics")
+    add_train_flags(p)
+    add_workspace(p)
+    add_json(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("layers", help="the freezable layer groups of a session's model",
+                       description="List the layer groups (the units of freezing) of the session's model "
+                       "with parameter counts, and which the session freezes.")
+    p.add_argument("session", help="session file (.toml) or a run directory")
+    add_workspace(p)
+    add_json(p)
+    p.set_defaults(func=cmd_layers)
+
+
+def _load(path: str, ws: Path):
+    from tuneterm.session.io import load_session
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "session.toml"
+    return load_session(p, ws)
+
+
+def _apply_flags(session, args) -> None:
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise UserError(f"--max-steps: {args.max_steps} must be at least 1")
+        session.hyperparameters.max_steps = args.max_steps
+    if args.kernels:
+        session.runtime.kernels = args.kernels
+    if args.device:
+        session.runtime.device = args.device
+
+
+def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str | None = None) -> int:
+    from tuneterm.engine.control import Mailbox, Progress
+    from tuneterm.engine.loop import summary
+    from tuneterm.engine.runs import EXIT_PAUSED, setup_logging, train_run
+    from tuneterm.errors import TrainingError
+
+    setup_logging(run_dir, to_stderr=False)
+    mailbox = Mailbox()
+    if control:
+        mailbox.read_path(control)
+    import signal
+
+    def on_int(signum, frame):  # noqa: ARG001
+        mailbox.put({"type": "pause", "id": "ctrl-c"})
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts
+
+    signal.signal(signal.SIGINT, on_int)
+    signal.signal(signal.SIGTERM, on_int)
+    sys.stderr.write(f"run: {run_dir}\n")
+    try:
+        code, state = train_run(run_dir, ws, sinks=[Progress()], mailbox=mailbox, resume=resume)
+    except TrainingError as e:
+        sys.stderr.write(f"tuneterm: training failed: {e}\n")
+        print(run_dir)
+        return 1
+    info = summary(run_dir)
+    info["state"] = state
+    if getattr(args, "json", False):
+        print_json(info)
+    else:
+        parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items() if k != "run_dir"]
+        sys.stderr.write("summary: " + " ".join(parts) + "\n")
+        if code == EXIT_PAUSED:
+            sys.stderr.write(f"paused; continue with: tuneterm run --resume {run_dir}\n")
+        print(run_dir)
+    return 130 if code == EXIT_PAUSED else code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tuneterm.workspace import find_run
+
+    ws = workspace_of(args)
+    if args.resume:
+        if args.session:
+            raise UserError("give either a session file or --resume RUN_DIR, not both")
+        if args.max_steps is not None or args.kernels or args.device:
+            raise UserError("--resume continues the run as recorded: --max-steps/--kernels/--device don't apply")
+        run_dir = find_run(ws, args.resume)
+        return _train(run_dir, ws, args, resume=True, control=args.control)
+    if not args.session:
+        raise UserError("run: give a session file (or --resume RUN_DIR)")
+    from tuneterm.engine.runs import create_run
+
+    session = _load(args.session, ws)
+    _apply_flags(session, args)
+    run_dir = create_run(ws, session)
+    return _train(run_dir, ws, args, control=args.control)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tuneterm.engine.runs import compare_metrics, create_run, read_rows
+    from tuneterm.workspace import find_run
+
+    ws = workspace_of(args)
+    target = Path(args.target)
+    original = None
+    if target.suffix == ".toml" and target.is_file():
+        session = _load(str(target), ws)
+    else:
+        original = find_run(ws, args.target)
+        session = _load(str(original), ws)
+    if args.check and original is None:
+        raise UserError("replay --check needs a run directory to compare with (got a session file)")
+    _apply_flags(session, args)
+    run_dir = create_run(ws, session, run_id=None)
+    code = _train(run_dir, ws, args)
+    if code != 0 or not args.check:
+        return code
+    diff = compare_metrics(read_rows(original / "metrics.jsonl"), read_rows(run_dir / "metrics.jsonl"))
+    if diff:
+        sys.stderr.write(f"replay differs from {original.name} at {diff}\n")
+        return 1
+    n = len(read_rows(run_dir / "metrics.jsonl"))
+    sys.stderr.write(f"replay matches {original.name}: {n} metric rows identical\n")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from tuneterm.engine.check import layer_table
+
+    ws = workspace_of(args)
+    session = _load(args.session, ws)
+    rows = layer_table(session, ws)
+    total = sum(r["params"] for r in rows)
+    trainable = sum(r["params"] for r in rows if not r["frozen"])
+    if args.json:
+        print_json({"layers": rows, "total_params": total, "trainable_params": trainable})
+        return 0
+    print_table([{"layer": r["name"], "params": f"{r['params']:,}", "frozen": "yes" if r["frozen"] else ""}
+                 for r in rows], ["layer", "params", "frozen"])
+    print(f"trainable: {trainable:,} of {total:,} parameters ({100 * trainable / max(1, total):.1f}%)")
+    return 0

@@ -1,0 +1,111 @@
+"""`tuneterm run`: determinism, resume after kill -9, layers, architectures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from engine_helpers import rows, run_cli, strip_clock
+from safetensors.torch import load_file
+
+
+def test_two_runs_write_identical_metrics(workspace, tiny_session, capsys):
+    s = tiny_session()
+    code1, out1, _ = run_cli(["run", str(s)], capsys)
+    code2, out2, _ = run_cli(["run", str(s)], capsys)
+    assert code1 == code2 == 0
+    a, b = Path(out1.strip()), Path(out2.strip())
+    assert a != b
+    ra, rb = rows(a), rows(b)
+    assert len([r for r in ra if r["kind"] == "train"]) == 24  # 2 epochs x 96/8
+    assert any(r["kind"] == "eval" for r in ra)
+    assert strip_clock(ra) == strip_clock(rb)
+    # the loss moved: the run trained
+    losses = [r["loss"] for r in ra if r["kind"] == "train"]
+    assert len(set(losses)) > 10
+
+
+def _final_weights(run_dir: Path) -> dict:
+    last = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
+    return load_file(str(last / "model.safetensors"))
+
+
+def test_kill9_then_resume_equals_uninterrupted(workspace, tiny_session, capsys):
+    s = tiny_session(epochs=6)  # 72 steps: time to kill it mid-run
+    code, out, _ = run_cli(["run", str(s)], capsys)
+    assert code == 0
+    reference = Path(out.strip())
+
+    # The same session in a child process, killed with SIGKILL after its second checkpoint.
+    env = {**os.environ, "TUNETERM_HOME": str(workspace)}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneterm", "run", str(s)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs_before = {p.name for p in (workspace / "runs").iterdir()}
+    deadline = time.monotonic() + 120
+    run_dir = None
+    while time.monotonic() < deadline:
+        new = [p for p in (workspace / "runs").iterdir() if p.name not in runs_before | {reference.name}]
+        if new:
+            run_dir = new[0]
+            ck = run_dir / "checkpoints"
+            if (ck / "step-00000008").is_dir():
+                break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert run_dir is not None and proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(r["step"] for r in rows(run_dir) if r["kind"] == "train")
+    assert killed_at < 72
+
+    code, out, _ = run_cli(["run", "--resume", str(run_dir)], capsys)
+    assert code == 0
+    assert strip_clock(rows(run_dir)) == strip_clock(rows(reference))
+    wa, wb = _final_weights(reference), _final_weights(run_dir)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_layers_lists_groups_with_counts(workspace, tiny_session, capsys):
+    s = tiny_session(extra='\n[freeze]\nlayers = ["embeddings"]\n')
+    code, out, _ = run_cli(["layers", str(s), "--json"], capsys)
+    assert code == 0
+    import json
+
+    info = json.loads(out)
+    names = [r["name"] for r in info["layers"]]
+    assert names == ["embeddings", "layer.0", "layer.1", "head"]
+    assert info["layers"][0]["frozen"] and not info["layers"][1]["frozen"]
+    assert info["trainable_params"] == info["total_params"] - info["layers"][0]["params"]
+
+
+def test_unknown_freeze_layer_is_refused(workspace, tiny_session, capsys):
+    s = tiny_session(extra='\n[freeze]\nlayers = ["layer.7"]\n')
+    code, _, err = run_cli(["run", str(s)], capsys)
+    assert code == 2
+    assert "layer.7" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("model", ["builtin:tiny-bert", "builtin:tiny-gpt2", "builtin:tiny-llama"])
+def test_groups_and_a_training_step_on_each_architecture(workspace, tiny_session, capsys, model):
+    s = tiny_session(name=model.split(":")[1], model=model,
+                     extra='\n[freeze]\nlayers = ["embeddings", "layer.0"]\n')
+    code, out, _ = run_cli(["layers", str(s), "--json"], capsys)
+    import json
+
+    names = [r["name"] for r in json.loads(out)["layers"]]
+    assert names == ["embeddings", "layer.0", "layer.1", "head"]
+    code, out, err = run_cli(["run", str(s), "--max-steps", "3"], capsys)
+    assert code == 0, err
+    run_dir = Path(out.strip())
+    train = [r for r in rows(run_dir) if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3]
+    assert all(r["loss"] is not None and r["loss"] > 0 for r in train)

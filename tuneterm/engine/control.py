@@ -1,0 +1,224 @@
+"""The control mailbox and the metric sinks: how the loop talks to the outside world.
+
+The loop never knows where messages come from (stdin of a worker, a ``--control`` file or
+FIFO) nor where its rows go (the run directory, the daemon over stdout, a progress bar).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Protocol
+
+from tuneterm import protocol
+
+
+class Mailbox:
+    """Control messages read by a background thread, drained by the loop at step boundaries.
+
+    A message may carry ``"at_step": N`` to be held until N steps have completed (scripted
+    steering from a file). Malformed lines are answered with a reject (id unknown)."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue = queue.Queue()
+        self._held: list[dict] = []
+        self.closed = threading.Event()
+
+    def put(self, msg: dict) -> None:
+        self._q.put(msg)
+
+    def drain(self, step: int) -> list[dict]:
+        while True:
+            try:
+                self._held.append(self._q.get_nowait())
+            except queue.Empty:
+                break
+        due = [m for m in self._held if int(m.get("at_step", 0) or 0) <= step]
+        self._held = [m for m in self._held if m not in due]
+        return due
+
+    def pending(self) -> bool:
+        return bool(self._held) or not self._q.empty()
+
+    def read_stream(self, stream: IO[str], follow: bool = False) -> threading.Thread:
+        def pump() -> None:
+            try:
+                for line in stream:
+                    if not line.strip():
+                        continue
+                    try:
+                        self.put(protocol.decode(line))
+                    except protocol.ProtocolError as e:
+                        self.put({"type": "_invalid", "reason": str(e)})
+            except (OSError, ValueError):
+                pass
+            finally:
+                self.closed.set()
+
+        t = threading.Thread(target=pump, name="control-reader", daemon=True)
+        t.start()
+        return t
+
+    def read_path(self, path: str) -> None:
+        """``-`` is stdin; a FIFO or a regular file is read line by line."""
+        if path == "-":
+            self.read_stream(sys.stdin)
+            return
+        p = Path(path)
+        if not p.exists():
+            from tuneterm.errors import UserError
+
+            raise UserError(f"--control: no such file {path!r}")
+
+        def opener() -> None:
+            # Opening a FIFO blocks until a writer appears: do it in the thread.
+            with open(p, encoding="utf-8") as fh:
+                self.read_stream(fh).join()
+
+        threading.Thread(target=opener, name="control-open", daemon=True).start()
+
+
+class Sink(Protocol):
+    def metric(self, row: dict) -> None: ...
+    def event(self, row: dict) -> None: ...
+    def reply(self, msg: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+class RunFiles:
+    """metrics.jsonl and events.jsonl in the run directory (the source of truth)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.events_path = run_dir / "events.jsonl"
+        self._m = open(self.metrics_path, "a", encoding="utf-8")
+        self._e = open(self.events_path, "a", encoding="utf-8")
+
+    def metric(self, row: dict) -> None:
+        self._m.write(json.dumps(row, allow_nan=False) + "\n")
+        self._m.flush()
+
+    def event(self, row: dict) -> None:
+        self._e.write(json.dumps(row, allow_nan=False) + "\n")
+        self._e.flush()
+
+    def reply(self, msg: dict) -> None:
+        pass
+
+    def sync(self) -> None:
+        for fh in (self._m, self._e):
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def close(self) -> None:
+        self._m.close()
+        self._e.close()
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Drop rows with ``step`` > the checkpoint's (written after it by a killed attempt)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line from a kill
+        if int(row.get("step", 0)) <= step:
+            keep.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class StdoutProtocol:
+    """Every row and reply as a protocol message on stdout (the worker's channel to the
+    daemon). A closed pipe (the daemon went away) is ignored: training goes on."""
+
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
+        self.stream = stream or sys.stdout.buffer
+        self.alive = True
+
+    def _send(self, msg: dict) -> None:
+        if not self.alive:
+            return
+        try:
+            self.stream.write(protocol.encode(msg))
+            self.stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self.alive = False
+
+    def metric(self, row: dict) -> None:
+        self._send(protocol.metric(row))
+
+    def event(self, row: dict) -> None:
+        self._send(protocol.event(row))
+
+    def reply(self, msg: dict) -> None:
+        self._send(msg)
+
+    def close(self) -> None:
+        pass
+
+
+class Progress:
+    """A one-line progress bar on stderr for `tuneterm run` (only on a terminal)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.total = 0
+        self.last = 0.0
+        self.t0 = time.monotonic()
+        self.step0: int | None = None
+
+    def metric(self, row: dict) -> None:
+        if row.get("kind") == "eval":
+            parts = [f"{k}={row[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_f1") if row.get(k) is not None]
+            self._line(f"eval @ step {row['step']}: " + " ".join(parts), final=True)
+            return
+        step, total = row["step"], row.get("total_steps") or self.total
+        self.total = total
+        if self.step0 is None:
+            self.step0 = step - 1
+        now = time.monotonic()
+        if not self.tty or (now - self.last < 0.1 and step < total):
+            return
+        self.last = now
+        frac = min(1.0, step / total) if total else 0.0
+        width = 24
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        rate = (step - self.step0) / max(1e-9, now - self.t0)
+        eta = (total - step) / rate if rate > 0 else 0
+        loss = "nan" if row.get("loss") is None else f"{row['loss']:.4f}"
+        self._line(f"[{bar}] {step}/{total} ep {row['epoch']:.2f} loss {loss} lr {row['lr']:.2e} "
+                   f"{rate:.1f} it/s eta {int(eta)}s")
+
+    def _line(self, text: str, final: bool = False) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
+        elif final:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def event(self, row: dict) -> None:
+        kind = row.get("kind")
+        if kind in ("edit", "reject", "early_stop", "error", "checkpoint"):
+            detail = {k: v for k, v in row.items() if k not in ("kind", "time")}
+            if kind == "checkpoint" and not self.tty:
+                return
+            self._line(f"{kind}: {json.dumps(detail)}", final=True)
+
+    def reply(self, msg: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,136 @@
+"""AdamW as the loop sees it: decay only on weights of dim >= 2, live freezing, exact state.
+
+Two implementations behind one small interface:
+  torch   ``torch.optim.AdamW`` with two parameter groups (decay / no decay). A frozen
+          parameter has ``requires_grad=False`` and no gradient, so AdamW skips it; its
+          state is dropped, so unfreezing starts from zero moments and step 0 — what a
+          fresh ``torch.optim.AdamW`` does for a parameter it has never seen.
+  flat    tuneterm_kernels' ``FlatAdamW``: flat fp32 buffers, one fused launch per step
+          (Triton on CUDA; its PyTorch path elsewhere), freezing by a segment flag.
+The learning rate and weight decay are passed in each step (the schedule is a pure
+function of the step, computed by the loop).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def split_decay(named_params) -> tuple[list, list]:
+    """(decay, no_decay): weights of dim >= 2 decay; biases and norms do not (nanoGPT)."""
+    decay, no_decay = [], []
+    for name, p in named_params:
+        (decay if p.dim() >= 2 else no_decay).append((name, p))
+    return decay, no_decay
+
+
+class TorchAdamW:
+    impl = "torch"
+
+    def __init__(self, named_params, *, betas, eps):
+        self.names = {p: n for n, p in named_params}
+        self.params = {n: p for n, p in named_params}
+        decay, no_decay = split_decay(named_params)
+        self.n_decay = sum(p.numel() for _, p in decay)
+        self.n_no_decay = sum(p.numel() for _, p in no_decay)
+        self.opt = torch.optim.AdamW(
+            [{"params": [p for _, p in decay], "weight_decay": 0.0},
+             {"params": [p for _, p in no_decay], "weight_decay": 0.0}],
+            lr=0.0, betas=betas, eps=eps, foreach=False,
+        )
+
+    def trainable(self) -> list:
+        return [p for p in self.params.values() if p.requires_grad]
+
+    def grad_norm(self) -> torch.Tensor:
+        grads = [p.grad for p in self.trainable() if p.grad is not None]
+        if not grads:
+            return torch.zeros(())
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0)
+
+    def step(self, lr: float, weight_decay: float, grad_scale: float = 1.0) -> None:
+        if grad_scale != 1.0:
+            for p in self.trainable():
+                if p.grad is not None:
+                    p.grad.mul_(grad_scale)
+        self.opt.param_groups[0]["lr"] = lr
+        self.opt.param_groups[0]["weight_decay"] = weight_decay
+        self.opt.param_groups[1]["lr"] = lr
+        self.opt.step()
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def set_frozen(self, params, frozen: bool) -> None:
+        # Freezing drops the state (no optimizer memory for frozen weights); unfreezing
+        # therefore starts from zero moments and step 0.
+        for p in params:
+            self.opt.state.pop(p, None)
+
+    def state_tensors(self) -> tuple[dict, dict]:
+        tensors, steps = {}, {}
+        for p, st in self.opt.state.items():
+            if not st:
+                continue
+            n = self.names[p]
+            tensors[f"exp_avg/{n}"] = st["exp_avg"]
+            tensors[f"exp_avg_sq/{n}"] = st["exp_avg_sq"]
+            steps[n] = float(st["step"])
+        return tensors, {"impl": "torch", "steps": steps}
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
+        self.opt.state.clear()
+        for n, step in meta.get("steps", {}).items():
+            p = self.params[n]
+            self.opt.state[p] = {
+                "step": torch.tensor(step, dtype=torch.float32),
+                "exp_avg": tensors[f"exp_avg/{n}"].to(p.device).clone(),
+                "exp_avg_sq": tensors[f"exp_avg_sq/{n}"].to(p.device).clone(),
+            }
+
+
+class FlatAdamWAdapter:
+    """tuneterm_kernels.FlatAdamW behind the same interface."""
+
+    def __init__(self, named_params, *, betas, eps, impl: str):
+        from tuneterm_kernels.adamw import FlatAdamW
+
+        self.impl = impl
+        self.betas, self.eps = betas, eps
+        self.params = {n: p for n, p in named_params}
+        self.opt = FlatAdamW([(n, p, p.dim() >= 2) for n, p in named_params], impl=impl)
+        decay, no_decay = split_decay(named_params)
+        self.n_decay = sum(p.numel() for _, p in decay)
+        self.n_no_decay = sum(p.numel() for _, p in no_decay)
+
+    def trainable(self) -> list:
+        return [p for p in self.params.values() if p.requires_grad]
+
+    def grad_norm(self) -> torch.Tensor:
+        return self.opt.grad_norm()
+
+    def step(self, lr: float, weight_decay: float, grad_scale: float = 1.0) -> None:
+        self.opt.step(lr=lr, weight_decay=weight_decay, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+                      grad_scale=grad_scale)
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad()
+
+    def set_frozen(self, params, frozen: bool) -> None:
+        self.opt.set_active(list(params), not frozen)
+
+    def state_tensors(self) -> tuple[dict, dict]:
+        tensors, meta = self.opt.state_dict()
+        return tensors, {"impl": "flat", **meta}
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
+        self.opt.load_state_dict(tensors, {k: v for k, v in meta.items() if k != "impl"})
+
+
+def build(named_params, hp, *, impl: str, dtype: torch.dtype):
+    """``impl`` is the resolved kernel choice ("triton" | "torch")."""
+    betas = (hp.adam_beta1, hp.adam_beta2)
+    if impl == "triton" or dtype != torch.float32:
+        # bf16 parameters need fp32 master weights: only the flat optimizer keeps them.
+        return FlatAdamWAdapter(named_params, betas=betas, eps=hp.adam_eps, impl=impl)
+    return TorchAdamW(named_params, betas=betas, eps=hp.adam_eps)
