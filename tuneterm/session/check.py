@@ -66,6 +66,8 @@ def toml_type(v: Any) -> str:
 
 def _bound(v: Any) -> str:
     """A range bound, compactly: 0.0 -> 0, 1e-08 stays."""
+    if v == 2**63 - 1:
+        return "2^63-1"
     if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
         return str(int(v))
     return fmt(v)

@@ -102,7 +102,7 @@ class Hyperparameters:
     weight_decay: float = _f(0.01, "decoupled weight decay on weights of dim >= 2", min=0.0, max=10.0)
     schedule: str = _f("linear", "learning-rate schedule after warmup", choices=SCHEDULES)
     warmup_ratio: float = _f(0.0, "share of the total steps spent warming up", min=0.0, max=1.0)
-    warmup_steps: int = _f(0, "warmup steps (overrides warmup_ratio when > 0)", min=0)
+    warmup_steps: int = _f(0, "warmup steps (overrides warmup_ratio when > 0; a session file gives one of the two)", min=0)
     num_cycles: float = _f(1.0, "cosine_with_restarts: number of hard restarts", min=0.0, min_open=True)
     power: float = _f(1.0, "polynomial: decay power", min=0.0, min_open=True)
     lr_end: float = _f(0.0, "polynomial: final learning rate", min=0.0)
