@@ -1,0 +1,346 @@
+"""The daemon process: detaching, the one-per-workspace lock, the Unix socket and the
+request dispatch (no torch, no textual). Requests and answers: docs/protocol.md.
+
+    python -m tuneterm.runner.daemon --workspace WS [--slots N] [--foreground] [--ready-fd FD]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from tuneterm import __version__, protocol
+from tuneterm.errors import TunetermError, UserError
+from tuneterm.runner.daemon import Daemon
+from tuneterm.runner.executor import LocalExecutor, gpu_count
+from tuneterm.runner.paths import (RunnerUnavailable, config_path, db_path, lock_path, log_path, pid_path,
+                                   read_pid, socket_path)
+from tuneterm.runner.store import CorruptQueue, open_store
+from tuneterm.workspace import resolve_workspace
+
+log = logging.getLogger("tuneterm.runner")
+
+LINE_LIMIT = 1 << 20
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED: the kernel's
+    word, not the client's)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def peer_allowed(uid: int) -> bool:
+    return uid == os.getuid()
+
+
+def load_config(ws: Path) -> dict:
+    """WS/.tuneterm/config.toml, table [runner]: slots, max_crashes, worker, worker_args."""
+    path = config_path(ws)
+    if not path.exists():
+        return {}
+    try:
+        cfg = tomllib.loads(path.read_text()).get("runner", {})
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"{path}: {e}") from None
+    known = {"slots", "max_crashes", "worker", "worker_args"}
+    unknown = set(cfg) - known
+    if unknown:
+        raise UserError(f"{path}: unknown [runner] keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    for k in ("slots", "max_crashes"):
+        if k in cfg and (not isinstance(cfg[k], int) or isinstance(cfg[k], bool) or cfg[k] < 0):
+            raise UserError(f"{path}: [runner] {k} must be a non-negative integer")
+    for k in ("worker", "worker_args"):
+        if k in cfg and (not isinstance(cfg[k], list) or not all(isinstance(x, str) for x in cfg[k])):
+            raise UserError(f"{path}: [runner] {k} must be a list of strings")
+    return cfg
+
+
+class Server:
+    def __init__(self, daemon: Daemon, sock_path: Path):
+        self.daemon = daemon
+        self.sock_path = sock_path
+        self.server: asyncio.AbstractServer | None = None
+        self.conns: set[asyncio.StreamWriter] = set()
+
+    async def start(self, sock: socket.socket) -> None:
+        self.server = await asyncio.start_unix_server(self.handle, sock=sock, limit=LINE_LIMIT)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        try:
+            uid = peer_uid(sock)
+        except OSError:
+            uid = -1
+        if not peer_allowed(uid):
+            log.warning("refused a connection from uid %s", uid)
+            await self._send(writer, {"type": "error", "id": None, "code": "denied",
+                                      "error": f"permission denied: uid {uid} does not own this runner"})
+            writer.close()
+            return
+        self.conns.add(writer)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._send(writer, _error(None, "user", f"a request is at most {LINE_LIMIT} bytes"))
+                    break
+                if not line:
+                    break
+                try:
+                    req = protocol.decode(line)
+                except protocol.ProtocolError as e:
+                    await self._send(writer, _error(None, "user", f"bad request: {e}"))
+                    continue
+                if req["type"] == "subscribe":
+                    await self.subscribe(req, writer)
+                    break
+                await self._send(writer, await self.dispatch(req))
+                if req["type"] == "shutdown":
+                    break
+        except (ConnectionError, BrokenPipeError):
+            pass
+        finally:
+            self.conns.discard(writer)
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, msg: dict) -> None:
+        writer.write(protocol.encode(msg))
+        await writer.drain()
+
+    async def dispatch(self, req: dict) -> dict:
+        d = self.daemon
+        rid, t = req.get("id"), req["type"]
+        try:
+            if t == "hello":
+                result = {"pid": os.getpid(), "version": __version__, "protocol": protocol.VERSION,
+                          "workspace": str(d.ws)}
+            elif t == "status":
+                result = {**d.status(), "socket": str(self.sock_path), "log": str(log_path(d.ws)),
+                          "version": __version__}
+            elif t == "list":
+                result = d.list()
+            elif t == "get":
+                result = d.view(d.resolve(req.get("ref")))
+            elif t == "add":
+                if not isinstance(req.get("path"), str):
+                    raise UserError("add: 'path' must be a string")
+                result = await d.add(req["path"], smoke=bool(req.get("smoke")), check=req.get("check", True) is not False,
+                                     key=req.get("key") if isinstance(req.get("key"), str) else None)
+            elif t in ("pause", "resume", "cancel", "retry"):
+                result = getattr(d, t)(req.get("ref"))
+            elif t == "move":
+                result = d.move(req.get("ref"), req.get("to"), req.get("by"))
+            elif t == "control":
+                msg = req.get("msg")
+                if not isinstance(msg, dict):
+                    raise UserError("control: 'msg' must be a control message object")
+                wait = req.get("wait", 30.0)
+                wait = float(wait) if isinstance(wait, (int, float)) and 0 < wait <= 3600 else 30.0
+                result = await d.control(req.get("ref"), msg, wait)
+            elif t == "shutdown":
+                await d.shutdown()
+                result = {"stopped": True, "pid": os.getpid()}
+            else:
+                raise UserError(f"unknown request {t!r}")
+        except TunetermError as e:
+            return _error(rid, "user" if isinstance(e, UserError) else "internal", str(e))
+        except Exception as e:
+            log.exception("request %s failed", t)
+            return _error(rid, "internal", f"{type(e).__name__}: {e}")
+        return {"v": protocol.VERSION, "type": "ok", "id": rid, "result": result}
+
+    async def subscribe(self, req: dict, writer: asyncio.StreamWriter) -> None:
+        d = self.daemon
+        try:
+            row = d.resolve(req.get("ref"))
+        except UserError as e:
+            await self._send(writer, _error(req.get("id"), "user", str(e)))
+            return
+        q: asyncio.Queue = asyncio.Queue()
+        # From here to the registration nothing awaits: no row can slip between the history
+        # (what the tailer has consumed) and the live stream (what it consumes next).
+        tail = d.refresh(row)
+        hist = tail.history()
+        while hist is None:  # a file was rewritten under us: catch up and read again
+            tail = d.refresh(row)
+            hist = tail.history()
+        view = d.view(d.store.get(row["id"]))
+        q.put_nowait({"v": protocol.VERSION, "type": "ok", "id": req.get("id"), "result": view})
+        if req.get("history", True):
+            for kind, data in hist:
+                q.put_nowait({"v": protocol.VERSION, "type": kind, "data": data, "history": True})
+        q.put_nowait({"v": protocol.VERSION, "type": "state", "state": view["state"], "session": view})
+        if view["state"] in ("done", "failed", "cancelled") and row["id"] not in d.runs:
+            q.put_nowait({"v": protocol.VERSION, "type": "end", "state": view["state"]})
+        else:
+            d.subs[row["id"]].add(q)
+        try:
+            while True:
+                msg = await q.get()
+                writer.write(protocol.encode(msg))
+                if q.empty():
+                    await writer.drain()
+                if msg["type"] == "end":
+                    await writer.drain()
+                    break
+        except (ConnectionError, BrokenPipeError):
+            pass
+        finally:
+            d.subs.get(row["id"], set()).discard(q)
+
+
+def _error(rid, code: str, message: str) -> dict:
+    return {"v": protocol.VERSION, "type": "error", "id": rid, "code": code, "error": message}
+
+
+# -- the process ------------------------------------------------------------------------------
+
+
+def _ready(fd: int | None, line: str) -> None:
+    if fd is None:
+        sys.stderr.write(line + "\n")
+        return
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _detach() -> None:
+    """Double fork: a new session without a controlling terminal that can never acquire
+    one (the grandchild is not a session leader). stdio to /dev/null."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """Bind the daemon's socket 0600, replacing a stale one (nobody accepting on it)."""
+    if path.exists() or path.is_symlink():
+        st = os.lstat(path)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise RunnerUnavailable(f"{path} exists and is not a socket; remove it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            log.info("replacing the stale socket %s", path)
+            path.unlink()
+        except OSError as e:
+            raise RunnerUnavailable(f"cannot probe {path}: {e}") from None
+        else:
+            raise RunnerUnavailable(f"another process serves {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # born 0600: no window in which others could connect
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tuneterm-daemon")
+    ap.add_argument("--workspace", required=True)
+    ap.add_argument("--slots", type=int)
+    ap.add_argument("--foreground", action="store_true")
+    ap.add_argument("--ready-fd", type=int)
+    args = ap.parse_args(argv)
+    ws = resolve_workspace(args.workspace)
+    ready = args.ready_fd
+    if not args.foreground:
+        _detach()
+    os.umask(0o077)
+    os.chdir("/")
+    logging.basicConfig(filename=str(log_path(ws)), level=logging.INFO,
+                        format="%(asctime)s %(levelname)s [%(process)d] %(message)s")
+    # Tracebacks of a crash land in the log too.
+    err = os.open(log_path(ws), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    if not args.foreground:
+        os.dup2(err, 2)
+    os.close(err)
+
+    lock_fd = os.open(lock_path(ws), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = read_pid(ws)
+        _ready(ready, f"running {pid or 0}")
+        return 0
+    try:
+        cfg = load_config(ws)
+        store = open_store(db_path(ws))
+        sock_path = socket_path(ws)
+        sock = bind_socket(sock_path)
+    except (CorruptQueue, RunnerUnavailable, UserError) as e:
+        log.error("not starting: %s", e)
+        _ready(ready, f"error {e}")
+        return 1
+    tmp = pid_path(ws).with_suffix(".tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    os.replace(tmp, pid_path(ws))
+
+    gpus = gpu_count()
+    slots = args.slots if args.slots is not None else cfg.get("slots", max(1, gpus))
+    executor = LocalExecutor(cfg.get("worker"), cfg.get("worker_args"), gpus=gpus)
+    log.info("daemon %s starting for %s (slots %s, socket %s)", os.getpid(), ws, slots, sock_path)
+    try:
+        asyncio.run(_serve(ws, store, executor, slots, cfg.get("max_crashes", 3), sock, sock_path, ready))
+    finally:
+        try:
+            if read_pid(ws) == os.getpid():
+                pid_path(ws).unlink()
+            # Still holding the workspace lock: no other daemon can have bound this path.
+            sock_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        log.info("daemon %s stopped", os.getpid())
+    return 0
+
+
+async def _serve(ws, store, executor, slots, max_crashes, sock, sock_path, ready) -> None:
+    daemon = Daemon(ws, store, executor, slots=slots, max_crashes=max_crashes)
+    server = Server(daemon, sock_path)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(daemon.shutdown()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # survives a hang-up
+    daemon.recover()
+    await server.start(sock)
+    sched = asyncio.ensure_future(daemon.scheduler())
+    _ready(ready, f"ok {os.getpid()}")
+    await daemon.stopped.wait()
+    server.server.close()
+    sched.cancel()
+    await asyncio.sleep(0.2)  # let the shutdown answer reach its client
+    store.close()

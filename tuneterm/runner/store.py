@@ -1,0 +1,184 @@
+"""The queue: one SQLite table of sessions (no torch, no textual).
+
+Durability (the reasons are in docs/runner.md): WAL journal, ``synchronous=FULL`` so a
+transaction that returned is on disk before the daemon answers the client, one short
+transaction per change. The daemon is the only writer (it holds the workspace's daemon
+lock); readers never block it.
+
+A file that is not a tuneterm queue, or fails SQLite's quick check, is never used or
+overwritten: ``open_store`` moves it aside and raises ``CorruptQueue``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from tuneterm.errors import TunetermError
+
+SCHEMA_VERSION = 1
+STATES = ("queued", "running", "paused", "done", "failed", "cancelled", "interrupted")
+ACTIVE = ("queued", "running", "paused", "interrupted")
+TERMINAL = ("done", "failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     TEXT NOT NULL UNIQUE,
+    name       TEXT NOT NULL,
+    model      TEXT NOT NULL DEFAULT '',
+    data       TEXT NOT NULL DEFAULT '',
+    state      TEXT NOT NULL,
+    position   INTEGER NOT NULL,
+    created    REAL NOT NULL,
+    started    REAL,
+    finished   REAL,
+    attempts   INTEGER NOT NULL DEFAULT 0,   -- workers started for this run
+    crashes    INTEGER NOT NULL DEFAULT 0,   -- crashes in a row (reset by progress)
+    error      TEXT,
+    result     TEXT,                         -- done: done | early_stopped | stopped
+    want       TEXT,                         -- a pending pause/cancel of a running worker
+    pid        INTEGER,                      -- running worker (for re-adoption)
+    pid_start  TEXT,                         -- its start time (/proc/PID/stat field 22)
+    ckpt_step  INTEGER,                      -- newest checkpoint when the attempt began
+    client_key TEXT UNIQUE                   -- idempotency key of the `add` request
+);
+CREATE INDEX IF NOT EXISTS sessions_position ON sessions(position);
+"""
+
+COLUMNS = ("id", "run_id", "name", "model", "data", "state", "position", "created", "started", "finished",
+           "attempts", "crashes", "error", "result", "want", "pid", "pid_start", "ckpt_step", "client_key")
+
+
+class CorruptQueue(TunetermError):
+    exit_code = 1
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def all(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM sessions ORDER BY position, id")]
+
+    def get(self, sid: int) -> dict | None:
+        r = self.db.execute("SELECT * FROM sessions WHERE id = ?", (sid,)).fetchone()
+        return dict(r) if r else None
+
+    def by_key(self, key: str) -> dict | None:
+        r = self.db.execute("SELECT * FROM sessions WHERE client_key = ?", (key,)).fetchone()
+        return dict(r) if r else None
+
+    def find(self, ref: str | int) -> list[dict]:
+        """Sessions matching an id, a run id, or a prefix of a run id."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            r = self.get(int(ref))
+            if r:
+                return [r]
+        ref = str(ref)
+        exact = self.db.execute("SELECT * FROM sessions WHERE run_id = ?", (ref,)).fetchone()
+        if exact:
+            return [dict(exact)]
+        like = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM sessions WHERE run_id LIKE ? ESCAPE '\\' ORDER BY position LIMIT 6", (like,))]
+
+    def count(self, state: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM sessions WHERE state = ?", (state,)).fetchone()[0]
+
+    # -- writing (each call is one committed transaction) ---------------------------------
+
+    def add(self, *, run_id: str, name: str, model: str, data: str, key: str | None) -> dict:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            pos = self.db.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM sessions").fetchone()[0]
+            cur = self.db.execute(
+                "INSERT INTO sessions (run_id, name, model, data, state, position, created, client_key)"
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)", (run_id, name, model, data, pos, time.time(), key))
+        return self.get(cur.lastrowid)
+
+    def update(self, sid: int, **fields) -> dict:
+        bad = set(fields) - set(COLUMNS)
+        if bad:
+            raise KeyError(f"unknown columns {bad}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.db:
+            self.db.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*fields.values(), sid))
+        return self.get(sid)
+
+    def move(self, sid: int, index: int) -> None:
+        """Put session ``sid`` at 0-based ``index`` of the queue order (clamped)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            ids = [r[0] for r in self.db.execute("SELECT id FROM sessions ORDER BY position, id")]
+            ids.remove(sid)
+            index = max(0, min(index, len(ids)))
+            ids.insert(index, sid)
+            self.db.executemany("UPDATE sessions SET position = ? WHERE id = ?",
+                                [(i + 1, s) for i, s in enumerate(ids)])
+
+    def index_of(self, sid: int) -> int:
+        ids = [r[0] for r in self.db.execute("SELECT id FROM sessions ORDER BY position, id")]
+        return ids.index(sid)
+
+
+def _check(db: sqlite3.Connection) -> str | None:
+    """None when ``db`` is a healthy tuneterm queue (or an empty new file), else why not."""
+    try:
+        ok = db.execute("PRAGMA quick_check").fetchone()[0]
+        if ok != "ok":
+            return f"SQLite quick_check: {ok}"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return None
+        if "meta" not in tables or "sessions" not in tables:
+            return f"not a tuneterm queue (tables: {', '.join(sorted(tables)) or 'none'})"
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            return f"unknown queue schema version {row[0] if row else None!r}"
+        cols = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
+        if not set(COLUMNS) <= cols:
+            return "the sessions table lacks columns " + ", ".join(sorted(set(COLUMNS) - cols))
+        bad = db.execute(f"SELECT COUNT(*) FROM sessions WHERE state NOT IN {STATES}").fetchone()[0]
+        if bad:
+            return f"{bad} sessions have an unknown state"
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    return None
+
+
+def open_store(path: Path) -> Store:
+    """Open (creating when absent) the queue at ``path``; a corrupt file is moved aside
+    (with its -wal/-shm) and CorruptQueue raised: the daemon must not start over it."""
+    path = Path(path)
+    reason = None
+    try:
+        store = Store(path)
+        reason = _check(store.db)
+        if reason is None:
+            store.db.execute("PRAGMA journal_mode=WAL")
+            store.db.execute("PRAGMA synchronous=FULL")
+            store.db.executescript(_SCHEMA)
+            store.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            return store
+        store.close()
+    except sqlite3.DatabaseError as e:
+        reason = str(e)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(aside) + suffix))
+    raise CorruptQueue(f"the queue database {path} is unusable ({reason}); moved it aside to {aside.name}. "
+                       "Nothing was started; `tuneterm daemon start` again begins an empty queue "
+                       "(run directories are untouched)")

@@ -1,0 +1,220 @@
+"""Following a run directory's metrics.jsonl and events.jsonl (no torch, no textual).
+
+The run directory is the source of truth; the daemon streams what these files gain, for
+workers it started (their stdout only tells it *when* to look) and for re-adopted ones
+alike. Only complete lines are consumed (a row being written is read on the next look).
+
+A worker that resumes after a crash rewrites both files without the rows the crashed
+attempt wrote after its checkpoint (``os.replace``: a new inode). The tailer then re-reads
+the new file and forwards only rows it has not forwarded before: metrics rows by
+(kind, step) — a re-trained step has the same values, only its wall-clock fields differ —
+and event rows by their exact text. So a subscriber never sees a step twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+from collections import deque
+from pathlib import Path
+
+FILES = (("metric", "metrics.jsonl"), ("event", "events.jsonl"))
+
+
+class _File:
+    def __init__(self, path: Path):
+        self.path = path
+        self.ino: int | None = None
+        self.offset = 0
+
+    def read_new(self) -> tuple[bool, bytes]:
+        """(rewritten, bytes of the new complete lines)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False, b""
+        try:
+            st = os.fstat(fd)
+            rewritten = self.ino is not None and (st.st_ino != self.ino or st.st_size < self.offset)
+            if rewritten:
+                self.offset = 0
+            self.ino = st.st_ino
+            if st.st_size <= self.offset:
+                return rewritten, b""
+            data = os.pread(fd, st.st_size - self.offset, self.offset)
+        finally:
+            os.close(fd)
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        return rewritten, data[:end]
+
+    def read_upto_offset(self) -> bytes | None:
+        """The bytes [0, offset) of the same file the tailer has followed; None when the
+        file changed under it (the caller refreshes and asks again)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return b"" if self.ino is None else None
+        try:
+            st = os.fstat(fd)
+            if st.st_ino != self.ino or st.st_size < self.offset:
+                return None
+            return os.pread(fd, self.offset, 0) if self.offset else b""
+        finally:
+            os.close(fd)
+
+
+def _rows(data: bytes):
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn line from a killed worker
+        if isinstance(row, dict):
+            yield line, row
+
+
+class Tailer:
+    """Follows one run directory and keeps the figures `queue ls` shows."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.files = {kind: _File(self.run_dir / name) for kind, name in FILES}
+        self.seen_metrics: set[tuple] = set()
+        self.seen_events: set[int] = set()
+        self.metric: str | None = None  # the early-stopping metric, read on the first eval row
+        self.mode = "min"
+        self.step = 0
+        self.epoch: float | None = None
+        self.loss: float | None = None
+        self.best: dict | None = None
+        self.total_steps: int | None = None
+        self.end: dict | None = None  # the last "end" event
+        self.last_event: dict | None = None
+        self._recent: deque = deque(maxlen=32)  # (time, step) of recent train rows
+
+    def refresh(self) -> list[tuple[str, dict]]:
+        """New rows since the last call, as ("metric" | "event", row), oldest first."""
+        out: list[tuple[str, dict]] = []
+        for kind, f in self.files.items():
+            rewritten, data = f.read_new()
+            if not data:
+                continue
+            for line, row in _rows(data):
+                if kind == "metric":
+                    key = (row.get("kind"), row.get("step"))
+                    if key in self.seen_metrics:
+                        continue
+                    self.seen_metrics.add(key)
+                else:
+                    h = hash(line)
+                    if rewritten and h in self.seen_events:
+                        continue
+                    self.seen_events.add(h)
+                self._note(kind, row)
+                out.append((kind, row))
+        return out
+
+    def history(self) -> list[tuple[str, dict]] | None:
+        """Every row the tailer has consumed, from the files, in step order (metrics before
+        events on a tie); None when a file changed since the last refresh."""
+        rows = []
+        for kind, f in self.files.items():
+            data = f.read_upto_offset()
+            if data is None:
+                return None
+            rows += [(kind, row) for _, row in _rows(data)]
+        rows.sort(key=lambda kr: _step(kr[1]))
+        return rows
+
+    def _note(self, kind: str, row: dict) -> None:
+        step = _step(row)
+        if kind == "metric" and row.get("kind") == "train":
+            self.step = max(self.step, step)
+            self.epoch = row.get("epoch", self.epoch)
+            self.loss = row.get("loss", self.loss)
+            if isinstance(row.get("time"), (int, float)):
+                self._recent.append((row["time"], step))
+        elif kind == "metric" and row.get("kind") == "eval":
+            if self.metric is None:
+                self._read_metric()
+            v = row.get(self.metric)
+            if isinstance(v, (int, float)):
+                better = self.best is None or (v < self.best["value"] if self.mode == "min" else v > self.best["value"])
+                if better:
+                    self.best = {"name": self.metric, "value": v, "step": step}
+        elif kind == "event":
+            self.last_event = row
+            if isinstance(row.get("total_steps"), int):
+                self.total_steps = row["total_steps"]
+            if row.get("kind") == "end":
+                self.end = row
+            elif row.get("kind") == "start":
+                self.end = None
+                self._recent.clear()
+
+    def _read_metric(self) -> None:
+        metric, mode = "val_loss", ""
+        try:
+            with open(self.run_dir / "session.toml", "rb") as fh:
+                es = tomllib.load(fh).get("early_stopping", {})
+            metric, mode = str(es.get("metric") or metric), str(es.get("mode") or "")
+        except (OSError, tomllib.TOMLDecodeError):
+            pass
+        self.metric = metric
+        self.mode = mode or ("min" if metric.endswith("loss") else "max")
+
+    def eta_s(self) -> float | None:
+        if self.total_steps is None or len(self._recent) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._recent[0], self._recent[-1]
+        if t1 <= t0 or s1 <= s0:
+            return None
+        rate = (s1 - s0) / (t1 - t0)
+        # Wall-clock since the last row counts too, so a stalled run's ETA grows.
+        return max(0.0, (self.total_steps - self.step) / rate - max(0.0, time.time() - t1))
+
+
+def _step(row: dict) -> int:
+    s = row.get("step")
+    return s if isinstance(s, int) else 0
+
+
+def last_end_event(run_dir: Path) -> dict | None:
+    """The last row of events.jsonl when it is an "end" row (the outcome of the attempt
+    that wrote it), else None (the attempt died without one)."""
+    path = Path(run_dir) / "events.jsonl"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            data = fh.read()
+    except OSError:
+        return None
+    rows = [row for _, row in _rows(data)]
+    if rows and rows[-1].get("kind") == "end":
+        return rows[-1]
+    return None
+
+
+def latest_checkpoint_step(run_dir: Path) -> int | None:
+    """The newest complete checkpoint (checkpoints/step-NNNNNNNN/state.json present)."""
+    root = Path(run_dir) / "checkpoints"
+    best = None
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return None
+    for e in entries:
+        if e.name.startswith("step-") and e.name[5:].isdigit() and os.path.exists(os.path.join(e.path, "state.json")):
+            s = int(e.name[5:])
+            best = s if best is None or s > best else best
+    return best
