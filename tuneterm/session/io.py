@@ -26,8 +26,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from tuneterm.session.check import (
+from tuneterm.session.check import (  # noqa: F401  (check_set_values & co. re-exported)
     EDIT_KEYS,
+    apply_set_values,
+    check_set_values,
+    coerce_value,
+    validate_layer_names,
     FIELDS,
     check_source,
     check_value,
