@@ -1,0 +1,367 @@
+"""What the TUI knows about a run, kept apart from widgets (no textual, no torch).
+
+The run directory is the source of truth (docs/architecture.md); the socket stream is a
+live view of it. ``RunView`` folds the rows of both into series for the charts, the
+current knob values, the layer states and the timeline, so that the same code serves a
+live run, a reconnect (history first) and the replay comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from tuneterm.tui.series import MinMaxSeries
+
+# The seven knobs of DESIGN.md as the hyperparameter panel shows them (freezing has its own
+# panel). warmup_ratio stands for "schedule with warmup"; patience is early stopping.
+KNOBS = ("learning_rate", "batch_size", "epochs", "dropout", "weight_decay", "schedule",
+         "warmup_ratio", "warmup_steps", "max_steps", "patience")
+
+ACTIVE_STATES = ("queued", "running", "paused")
+FINISHED_STATES = ("done", "failed", "cancelled", "interrupted")
+
+# Fields that may differ between two runs of the same session (architecture.md).
+WALL_CLOCK_FIELDS = frozenset({"time", "samples_per_s", "elapsed"})
+
+
+# ---------------------------------------------------------------------------- formatting
+
+def fmt_num(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def fmt_axis(v: float) -> str:
+    """Short axis labels: 4.5e-5, 0.133, 1.67e3."""
+    text = f"{v:.3g}"
+    if "e" in text:
+        text = f"{v:.1e}"
+    return text.replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
+
+
+def fmt_eta(s: Any) -> str:
+    if s is None or not isinstance(s, (int, float)) or s < 0 or not math.isfinite(s):
+        return ""
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def fmt_params(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.1f}k"
+    return str(n)
+
+
+def fmt_best(best: Any) -> str:
+    """best_metric may be None, {"name", "value"}, a (name, value) pair, or a string."""
+    if best is None:
+        return ""
+    if isinstance(best, dict):
+        return f"{best.get('name', '')} {fmt_num(best.get('value'), 3)}".strip()
+    if isinstance(best, (list, tuple)) and len(best) == 2:
+        return f"{best[0]} {fmt_num(best[1], 3)}"
+    return str(best)
+
+
+def fmt_progress(s: dict, epoch: bool = True) -> str:
+    step, total = s.get("step") or 0, s.get("total_steps")
+    text = f"{step}/{total}" if total else str(step)
+    ep = s.get("epoch")
+    if epoch and isinstance(ep, (int, float)) and s.get("state") != "queued":
+        text += f" ep {ep:.1f}" if isinstance(ep, float) else f" ep {ep}"
+    eta = fmt_eta(s.get("eta_s")) if s.get("state") == "running" else ""
+    if eta:
+        text += f" {eta}"
+    return text
+
+
+def short_source(src: Any) -> str:
+    s = str(src or "")
+    s = s.removeprefix("builtin:")
+    return Path(s).name if "/" in s else s
+
+
+# ---------------------------------------------------------------------------- files
+
+def read_jsonl(path: Path) -> list[dict]:
+    """All complete rows of a JSON-lines file; a torn last line (a writer mid-row) is skipped."""
+    rows: list[dict] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (FileNotFoundError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def read_layers(run_dir: Path) -> list[dict]:
+    try:
+        data = json.loads((run_dir / "layers.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return []
+    out = []
+    for row in data if isinstance(data, list) else []:
+        if isinstance(row, dict) and "name" in row:
+            out.append({"name": str(row["name"]), "params": int(row.get("params") or 0),
+                        "frozen": bool(row.get("frozen"))})
+    return out
+
+
+def tail_lines(path: Path, n: int = 200, max_bytes: int = 64_000) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    if size > max_bytes and lines:
+        lines = lines[1:]  # the first one is probably cut
+    return lines[-n:]
+
+
+# ---------------------------------------------------------------------------- the run
+
+@dataclass
+class TimelineEntry:
+    step: int
+    kind: str
+    text: str
+
+
+@dataclass
+class RunView:
+    """Everything the session screen shows about one run, fed row by row."""
+
+    train_loss: MinMaxSeries = field(default_factory=MinMaxSeries)
+    lr: MinMaxSeries = field(default_factory=MinMaxSeries)
+    val_loss: MinMaxSeries = field(default_factory=MinMaxSeries)
+    val_accuracy: MinMaxSeries = field(default_factory=MinMaxSeries)
+    knobs: dict = field(default_factory=dict)
+    layers: list = field(default_factory=list)  # [{"name", "params", "frozen"}]
+    timeline: list = field(default_factory=list)  # [TimelineEntry]
+    evals: list = field(default_factory=list)  # eval rows
+    step: int = 0
+    epoch: float | None = None
+    last_loss: float | None = None
+    state: str = ""
+    version: int = 0  # bumped on every change: widgets repaint when it moves
+
+    # -- initial state from the run directory
+    def load_session_toml(self, data: dict) -> None:
+        hp = data.get("hyperparameters", {}) or {}
+        es = data.get("early_stopping", {}) or {}
+        for k in KNOBS:
+            if k == "patience":
+                if "patience" in es:
+                    self.knobs[k] = es["patience"]
+            elif k in hp:
+                self.knobs[k] = hp[k]
+        for e in data.get("edits", []) or []:
+            if isinstance(e, dict):
+                self._apply_edit(e, timeline=False)
+        self.version += 1
+
+    def set_layers(self, layers: list[dict]) -> None:
+        self.layers = [dict(x) for x in layers]
+        self.version += 1
+
+    # -- rows
+    def add_metric(self, row: dict) -> None:
+        kind = row.get("kind")
+        step = row.get("step")
+        if not isinstance(step, int):
+            return
+        if kind == "train":
+            loss = row.get("loss")
+            if isinstance(loss, (int, float)):
+                self.train_loss.add(step, float(loss))
+                self.last_loss = float(loss)
+            lr = row.get("lr")
+            if isinstance(lr, (int, float)):
+                self.lr.add(step, float(lr))
+            self.step = step
+            if isinstance(row.get("epoch"), (int, float)):
+                self.epoch = row["epoch"]
+        elif kind == "eval":
+            if isinstance(row.get("val_loss"), (int, float)):
+                self.val_loss.add(step, float(row["val_loss"]))
+            if isinstance(row.get("val_accuracy"), (int, float)):
+                self.val_accuracy.add(step, float(row["val_accuracy"]))
+            # a resumed attempt re-emits steps after its checkpoint: keep the newest
+            self.evals = [e for e in self.evals if e["step"] < step] + [row]
+            parts = [f"{k.removeprefix('val_')} {fmt_num(row[k])}"
+                     for k in ("val_loss", "val_accuracy", "val_f1") if isinstance(row.get(k), (int, float))]
+            self._timeline(step, "eval", ", ".join(parts))
+        self.version += 1
+
+    def add_event(self, row: dict) -> None:
+        kind = str(row.get("kind", "?"))
+        step = row.get("step") if isinstance(row.get("step"), int) else self.step
+        if kind == "edit":
+            self._apply_edit(row.get("edit") if isinstance(row.get("edit"), dict) else row, step=step)
+        elif kind == "reject":
+            self._timeline(step, "reject", str(row.get("reason", "")))
+        elif kind == "checkpoint":
+            self._timeline(step, "checkpoint", str(row.get("path", "") or "saved").rsplit("/", 1)[-1])
+        elif kind == "eval_best":
+            what = row.get("metric", "")
+            self._timeline(step, "best", f"{what} {fmt_num(row.get('value'))}".strip())
+        elif kind == "early_stop":
+            self._timeline(step, "early stop", str(row.get("reason", "") or "validation stopped improving"))
+        elif kind == "error":
+            self._timeline(step, "error", str(row.get("reason") or row.get("message") or ""))
+        elif kind == "end":
+            self.state = str(row.get("state", ""))
+            self._timeline(step, "end", f"{row.get('state', '')} {row.get('reason', '') or ''}".strip())
+        elif kind == "start":
+            self._timeline(step, "start", "resumed" if row.get("resumed") or step else "started")
+        else:
+            self._timeline(step, kind, "")
+        self.version += 1
+
+    def _apply_edit(self, edit: dict, step: int | None = None, timeline: bool = True) -> None:
+        step = edit.get("step", step) if step is None else step
+        values = edit.get("set") or {}
+        parts = []
+        for k, v in values.items():
+            self.knobs[k] = v
+            parts.append(f"{k}={fmt_num(v)}")
+        frozen = set(edit.get("freeze") or [])
+        unfrozen = set(edit.get("unfreeze") or [])
+        for layer in self.layers:
+            if layer["name"] in frozen:
+                layer["frozen"] = True
+            if layer["name"] in unfrozen:
+                layer["frozen"] = False
+        if frozen:
+            parts.append("freeze " + " ".join(sorted(frozen, key=self._layer_order)))
+        if unfrozen:
+            parts.append("unfreeze " + " ".join(sorted(unfrozen, key=self._layer_order)))
+        if timeline and parts:
+            self._timeline(step if isinstance(step, int) else self.step, "edit", ", ".join(parts))
+
+    def _layer_order(self, name: str) -> int:
+        for i, layer in enumerate(self.layers):
+            if layer["name"] == name:
+                return i
+        return len(self.layers)
+
+    def _timeline(self, step: int, kind: str, text: str) -> None:
+        entry = TimelineEntry(step, kind, text)
+        # history replays and live rows may overlap after a reconnect: no duplicates
+        if self.timeline and any(e == entry for e in self.timeline[-50:]):
+            return
+        self.timeline.append(entry)
+
+    # -- derived
+    def trainable(self) -> tuple[int, int]:
+        total = sum(x["params"] for x in self.layers)
+        return sum(x["params"] for x in self.layers if not x["frozen"]), total
+
+    def guidance(self) -> str | None:
+        return overfitting_advice(self.evals, self.train_loss)
+
+
+def overfitting_advice(evals: list[dict], train: MinMaxSeries, *, window: int = 3) -> str | None:
+    """When the validation loss rises over the last evaluations while the training loss
+    falls, say so, and what the session file's knobs can do about it."""
+    vals = [(e["step"], e["val_loss"]) for e in evals if isinstance(e.get("val_loss"), (int, float))]
+    if len(vals) < window:
+        return None
+    recent = vals[-window:]
+    best = min(v for _, v in vals)
+    rising = all(b[1] > a[1] for a, b in zip(recent, recent[1:])) and recent[-1][1] > best
+    if not rising:
+        return None
+    # training loss: mean over the span before the first and after the last of those evals
+    before = train.mean_between(None, recent[0][0])
+    after = train.mean_between(recent[0][0], recent[-1][0])
+    if before is None or after is None or not after < before:
+        return None
+    return ("Overfitting: validation loss rose from {:.4g} to {:.4g} over the last {} "
+            "evaluations while the training loss fell ({:.4g} → {:.4g}). Try more weight_decay or "
+            "dropout, freeze more of the lower layers, a lower learning_rate, or stop early "
+            "([early_stopping] enabled = true, patience = 2).").format(
+                recent[0][1], recent[-1][1], window, before, after)
+
+
+# ---------------------------------------------------------------------------- replay
+
+@dataclass
+class Comparison:
+    match: bool
+    compared: int
+    detail: str
+
+
+def compare_metrics(a: Iterable[dict], b: Iterable[dict]) -> Comparison:
+    """Compare two runs' metrics step for step, ignoring wall-clock fields. Rows are keyed
+    by (kind, step); the newest row of a key wins (a resumed attempt rewrites steps)."""
+
+    def keyed(rows: Iterable[dict]) -> dict:
+        out: dict = {}
+        for r in rows:
+            if r.get("kind") in ("train", "eval") and isinstance(r.get("step"), int):
+                out[(r["kind"], r["step"])] = {k: v for k, v in r.items() if k not in WALL_CLOCK_FIELDS}
+        return out
+
+    ka, kb = keyed(a), keyed(b)
+    if not ka:
+        return Comparison(False, 0, "the original run has no metrics")
+    if not kb:
+        return Comparison(False, 0, "the replay has no metrics yet")
+    missing = sorted(set(ka) ^ set(kb), key=lambda k: (k[1], k[0]))
+    for key in sorted(set(ka) & set(kb), key=lambda k: (k[1], k[0])):
+        ra, rb = ka[key], kb[key]
+        for f in sorted(set(ra) | set(rb)):
+            if ra.get(f) != rb.get(f):
+                return Comparison(False, len(ka), f"first difference at {key[0]} step {key[1]}: "
+                                  f"{f} {fmt_num(ra.get(f), 8)} vs {fmt_num(rb.get(f), 8)}")
+    if missing:
+        k = missing[0]
+        return Comparison(False, len(ka), f"{len(missing)} rows only in one run (first: {k[0]} step {k[1]})")
+    return Comparison(True, len(ka), f"all {len(ka)} metric rows identical")

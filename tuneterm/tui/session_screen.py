@@ -1,0 +1,358 @@
+"""One session: live charts, the knobs, the layers, the timeline, the log, guidance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
+
+from tuneterm import protocol
+from tuneterm.tui.chart import Line, LineChart
+from tuneterm.tui.data import RunView, fmt_best, fmt_eta, fmt_num, read_layers, read_toml
+from tuneterm.tui.dialogs import EditValue
+from tuneterm.tui.knobs import check_knob, knob_help
+from tuneterm.tui.messages import LogLines, StreamEnded, StreamPending
+from tuneterm.tui.panels import KnobsPanel, LayersPanel, TimelinePanel
+from tuneterm.tui.stream import Stream
+
+TRAIN, VAL, ACC, LR = "#5fafff", "#ffaf5f", "#87d787", "#d787d7"
+TABS = ("tab-knobs", "tab-layers", "tab-timeline", "tab-log", "tab-guidance")
+DRAIN_LIMIT = 20_000  # rows folded per UI turn: a long history loads without freezing keys
+
+
+class SessionScreen(Screen):
+    BINDINGS = [
+        Binding("escape,q", "back", "Back", id="session.back"),
+        Binding("p", "pause", "Pause", id="session.pause"),
+        Binding("r", "resume", "Resume", id="session.resume"),
+        Binding("x", "cancel", "Cancel", id="session.cancel", show=False),
+        Binding("s", "checkpoint", "Checkpoint", id="session.checkpoint"),
+        Binding("right_square_bracket", "tab(1)", "Next tab", id="session.next_tab"),
+        Binding("left_square_bracket", "tab(-1)", "Prev tab", id="session.prev_tab", show=False),
+        Binding("y", "replay", "Replay", id="session.replay", show=False),
+    ]
+    HELP = ("One session, live. Knobs tab: enter/e edits a value (checked, then sent; "
+            "\"applied at step N\" or the reason it was refused). Layers tab: space toggles "
+            "a layer's freeze, b freezes it and all below, u unfreezes all.")
+
+    def __init__(self, session_id: Any) -> None:
+        super().__init__()
+        self.session_id = session_id
+        self.view = RunView()
+        self.stream: Stream | None = None
+        self.run_dir: Path | None = None
+        self._log_offset = 0
+        self._log_busy = False
+        self._advice: str | None = None
+
+    # -- layout
+    def compose(self) -> ComposeResult:
+        v = self.view
+        yield Header(icon="≈")
+        yield Static("", id="run-status")
+        yield Static("", id="guidance-banner")
+        with Horizontal(id="charts"):
+            yield LineChart("loss", [Line(v.train_loss, TRAIN, "train"), Line(v.val_loss, VAL, "val")],
+                            id="chart-loss")
+            yield LineChart("val accuracy", [Line(v.val_accuracy, ACC, "acc")], id="chart-acc")
+            yield LineChart("learning rate", [Line(v.lr, LR, "lr")], id="chart-lr")
+        with TabbedContent(id="tabs"):
+            with TabPane("Knobs", id="tab-knobs"):
+                yield KnobsPanel(id="knobs")
+            with TabPane("Layers", id="tab-layers"):
+                yield LayersPanel(id="layers")
+            with TabPane("Timeline", id="tab-timeline"):
+                yield TimelinePanel(id="timeline")
+            with TabPane("Log", id="tab-log"):
+                yield Log(id="log", max_lines=1000)
+            with TabPane("Guidance", id="tab-guidance"):
+                yield Static("", id="guidance")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#guidance-banner").display = False
+        s = self.session
+        if s is None:
+            self.app.request("get", "get", self.session_id, then=self._got)
+        else:
+            self._start(s)
+
+    def _got(self, s: dict) -> None:
+        if isinstance(s, dict):
+            self._start(s)
+
+    def _start(self, s: dict) -> None:
+        self.sub_title = str(s.get("name", ""))
+        self.run_dir = self.app.run_dir_of(s)
+        if self.run_dir is not None:
+            self.view.load_session_toml(read_toml(self.run_dir / "session.toml"))
+            self.view.set_layers(read_layers(self.run_dir))
+        self.view.state = str(s.get("state", ""))
+        self._subscribe()
+        self._poll_log()
+        self.set_interval(1.0, self._poll_log)
+        self.update_views()
+
+    def _subscribe(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
+        client, sid = self.app.client, self.session_id
+        self.stream = Stream(lambda: client.subscribe(sid, history=True), self.post_message).start()
+
+    def on_unmount(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
+
+    @property
+    def session(self) -> dict | None:
+        return self.app.session_by_id(self.session_id)
+
+    # -- the stream
+    @on(StreamPending)
+    def _drain(self) -> None:
+        if self.stream is None:
+            return
+        reload_layers = False
+        for msg in self.stream.drain(DRAIN_LIMIT):
+            t = msg.get("type")
+            data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+            if t == "metric":
+                self.view.add_metric(data)
+            elif t == "event":
+                if data.get("kind") == "start":
+                    reload_layers = True
+                self.view.add_event(data)
+            elif t == "state" and isinstance(msg.get("state"), str):
+                self.view.state = msg["state"]
+        if reload_layers and self.run_dir is not None:
+            layers = read_layers(self.run_dir)
+            if layers:
+                frozen = {x["name"]: x["frozen"] for x in self.view.layers}
+                for x in layers:  # edits already folded in win over the file's start state
+                    x["frozen"] = frozen.get(x["name"], x["frozen"])
+                self.view.set_layers(layers)
+        if self.stream.buffer:
+            self.post_message(StreamPending())
+        self.update_views()
+
+    @on(StreamEnded)
+    def _ended(self, msg: StreamEnded) -> None:
+        if msg.error:
+            self.notify(f"stream: {msg.error}", severity="warning")
+
+    def sessions_changed(self, sessions: list[dict]) -> None:
+        s = self.session
+        if s is None:
+            return
+        if self.run_dir is None and s.get("run_dir"):
+            self._start(s)  # the queued session got its run directory
+            return
+        self._status(s)
+
+    # -- painting
+    def update_views(self) -> None:
+        for chart in self.query(LineChart):
+            chart.update_data()
+        self.query_one(KnobsPanel).show(self.view)
+        self.query_one(LayersPanel).show(self.view)
+        self.query_one(TimelinePanel).show(self.view)
+        s = self.session
+        if s is not None:
+            self._status(s)
+        advice = self.view.guidance()
+        if advice != self._advice:
+            self._advice = advice
+            banner = self.query_one("#guidance-banner", Static)
+            banner.display = advice is not None
+            banner.update(Text("⚠ overfitting — see the Guidance tab", style="bold yellow") if advice else "")
+        self.query_one("#guidance", Static).update(Text(advice or GUIDANCE))
+
+    def _status(self, s: dict) -> None:
+        v = self.view
+        state = s.get("state") or v.state
+        step = max(v.step, s.get("step") or 0)
+        total = s.get("total_steps")
+        parts = [Text(str(s.get("name", "")), style="bold"), Text(str(state), style="green" if state == "running" else "")]
+        parts.append(Text(f"step {step}/{total}" if total else f"step {step}"))
+        epoch = v.epoch if v.epoch is not None else s.get("epoch")
+        if epoch is not None:
+            parts.append(Text(f"epoch {fmt_num(epoch, 3)}"))
+        loss = v.last_loss if v.last_loss is not None else s.get("loss")
+        if loss is not None:
+            parts.append(Text(f"loss {fmt_num(loss)}"))
+        if s.get("best_metric"):
+            parts.append(Text(f"best {fmt_best(s['best_metric'])}"))
+        if state == "running" and fmt_eta(s.get("eta_s")):
+            parts.append(Text(f"ETA {fmt_eta(s.get('eta_s'))}"))
+        if s.get("error"):
+            parts.append(Text(str(s["error"]), style="red"))
+        self.query_one("#run-status", Static).update(Text(" · ").join(parts))
+
+    # -- the log's tail
+    def _poll_log(self) -> None:
+        if self.run_dir is None or self._log_busy:
+            return
+        self._log_busy = True
+        path, offset = self.run_dir / "log.txt", self._log_offset
+        self.app.run_in_thread("log", lambda: read_from(path, offset), then=self._log_read)
+
+    def _log_read(self, result) -> None:
+        self._log_busy = False
+        if result is None:
+            return
+        self.post_message(LogLines(result[1], reset=result[0] < self._log_offset))
+        self._log_offset = result[0]
+
+    @on(LogLines)
+    def _log_lines(self, msg: LogLines) -> None:
+        log = self.query_one("#log", Log)
+        if msg.reset:
+            log.clear()
+        if msg.lines:
+            log.write_lines(msg.lines)
+
+    # -- live edits
+    @on(KnobsPanel.EditRequested)
+    def _edit_knob(self, msg: KnobsPanel.EditRequested) -> None:
+        key = msg.key
+
+        def send(value) -> None:
+            if value is None:
+                return
+            panel = self.query_one(KnobsPanel)
+            panel.set_status(key, f"sending {fmt_num(value)}…", "dim")
+            panel.show(self.view)
+            self._control(f"set {key}", protocol.control("set", values={key: value}),
+                          lambda r: self._knob_reply(key, value, r),
+                          lambda e: self._knob_reply(key, value, {"type": "reject", "reason": e}))
+
+        self.app.push_screen(EditValue(key, self.view.knobs.get(key), knob_help(key),
+                                       lambda text: check_knob(key, text)), send)
+
+    def _knob_reply(self, key: str, value: Any, reply: Any) -> None:
+        panel = self.query_one(KnobsPanel)
+        if isinstance(reply, dict) and reply.get("type") == "ack":
+            panel.set_status(key, f"{fmt_num(value)} applied at step {reply.get('step')}", "green")
+            self.view.knobs[key] = value
+        else:
+            reason = reply.get("reason") if isinstance(reply, dict) else reply
+            panel.set_status(key, f"rejected: {reason}", "red")
+            self.notify(f"{key}: rejected: {reason}", severity="error")
+        self.update_views()
+
+    @on(LayersPanel.EditRequested)
+    def _edit_layers(self, msg: LayersPanel.EditRequested) -> None:
+        panel = self.query_one(LayersPanel)
+        for verb, names in (("freeze", msg.freeze), ("unfreeze", msg.unfreeze)):
+            if not names:
+                continue
+            panel.pending.update(names)
+            self._control(f"{verb} {' '.join(names)}", protocol.control(verb, layers=list(names)),
+                          lambda r, v=verb, n=names: self._layers_reply(v, n, r),
+                          lambda e, v=verb, n=names: self._layers_reply(v, n, {"type": "reject", "reason": e}))
+        panel.show(self.view)
+
+    def _layers_reply(self, verb: str, names: list[str], reply: Any) -> None:
+        panel = self.query_one(LayersPanel)
+        panel.pending.difference_update(names)
+        if isinstance(reply, dict) and reply.get("type") == "ack":
+            for x in self.view.layers:
+                if x["name"] in names:
+                    x["frozen"] = verb == "freeze"
+            self.notify(f"{verb} {', '.join(names)}: applied at step {reply.get('step')}")
+        else:
+            reason = reply.get("reason") if isinstance(reply, dict) else reply
+            self.notify(f"{verb}: rejected: {reason}", severity="error")
+        self.view.version += 1
+        self.update_views()
+
+    def _control(self, label: str, msg: dict, then, on_error) -> None:
+        self.app.request(label, "control", self.session_id, msg, then=then, on_error=on_error)
+
+    # -- actions
+    def _verb(self, verb: str) -> None:
+        self.app.request(f"{verb}", verb, self.session_id,
+                         then=lambda _r: (self.notify(f"{verb}: {self.sub_title}"), self.app.poll()))
+
+    def action_pause(self) -> None:
+        self._verb("pause")
+
+    def action_resume(self) -> None:
+        self._verb("resume")
+
+    def action_cancel(self) -> None:
+        from tuneterm.tui.dialogs import Confirm
+
+        self.app.push_screen(Confirm(f"Cancel {self.sub_title}?"), lambda ok: ok and self._verb("cancel"))
+
+    def action_checkpoint(self) -> None:
+        self._control("checkpoint", protocol.control("checkpoint"),
+                      lambda r: self.notify(f"checkpoint at step {r.get('step')}" if isinstance(r, dict)
+                                            and r.get("type") == "ack" else f"checkpoint: {r}"), None)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_tab(self, by: int) -> None:
+        tabs = self.query_one(TabbedContent)
+        i = TABS.index(tabs.active) if tabs.active in TABS else 0
+        tabs.active = TABS[(i + by) % len(TABS)]
+
+    def action_replay(self) -> None:
+        from tuneterm.tui.replay_screen import ReplayScreen
+
+        self.app.push_screen(ReplayScreen(self.session_id))
+
+    def palette(self):
+        yield "run: Pause", "Pause this run (checkpoint, then stop)", self.action_pause
+        yield "run: Resume", "Resume this run", self.action_resume
+        yield "run: Cancel", "Cancel this run", self.action_cancel
+        yield "run: Checkpoint now", "Write a checkpoint at the next step", self.action_checkpoint
+        yield "run: Replay", "Replay this run with its edits", self.action_replay
+        for key in ("learning_rate", "batch_size", "epochs", "dropout", "weight_decay", "schedule", "warmup_ratio"):
+            yield f"knobs: Edit {key}", knob_help(key), lambda k=key: self.post_message(KnobsPanel.EditRequested(k))
+        layers = self.query_one(LayersPanel)
+        yield "layers: Freeze all below", "Freeze the highlighted layer and all below it", layers.action_freeze_below
+        yield "layers: Unfreeze all", "Make every layer trainable", layers.action_unfreeze_all
+        yield "layers: Toggle freeze", "Freeze or unfreeze the highlighted layer", layers.action_toggle
+
+
+GUIDANCE = (
+    "Nothing to flag yet. What the knobs are for:\n"
+    "• Start from the model's defaults; validate on a held-out set.\n"
+    "• Validation loss rising while training loss falls is overfitting: more weight_decay or "
+    "dropout, freeze more of the lower layers, a lower learning_rate, or stop early.\n"
+    "• Loss flat or noisy: a lower learning_rate or a larger batch_size; loss falling slowly: "
+    "a higher learning_rate or warmup.\n"
+    "• Start small: a smoke run (max_samples, max_steps) before a night run."
+)
+
+
+def read_from(path: Path, offset: int, limit: int = 256_000) -> tuple[int, list[str]] | None:
+    """New complete lines of ``path`` after ``offset`` (start again when it shrank)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size < offset:
+        offset = 0
+    if size == offset:
+        return (offset, [])
+    start = max(offset, size - limit)
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(size - start)
+    end = data.rfind(b"\n")
+    if end < 0:
+        return (offset, [])
+    lines = data[: end + 1].decode("utf-8", "replace").splitlines()
+    if start > offset and lines:
+        lines = lines[1:]
+    return (start + end + 1, lines[-500:])
