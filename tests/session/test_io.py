@@ -337,6 +337,8 @@ def test_roundtrip_random(seed: int):
     s.evaluation.metrics = ["loss", *[m for m in s.evaluation.metrics if m != "loss"]]
     if s.hyperparameters.epochs == 0:
         s.hyperparameters.epochs = 1.0
+    for e in s.edits:  # edits re-set the (now consistent) session values
+        e.set = {k: getattr(getattr(s, EDITABLE[k]), k) for k in e.set}
     assert _roundtrip(s) == s
 
 
@@ -447,3 +449,14 @@ def test_locator_survives_garbage():
     for text in ['[a\nb = "unterminated\n', "x = [1, 2,\n", "= = =", "[[", 'k = { a = 1\nb = 2\n', '"""']:
         Locator(text).line("a.b")
     assert Locator('k = { a = 1\nb = 2\n').line("b") == 2
+
+
+def test_edits_are_checked_in_sequence():
+    text = ('[hyperparameters]\nmax_steps = 100\nepochs = 0\n\n[[edits]]\nstep = 10\nset = { max_steps = 200 }\n\n'
+            '[[edits]]\nstep = 20\nset = { max_steps = 0 }\n')
+    with pytest.raises(SessionError) as ei:
+        loads_session(text)
+    (p,) = ei.value.problems
+    assert (p.line, p.field) == (11, "edits[1].set")
+    assert p.message == "after this edit: epochs and max_steps are both 0; set one of them > 0"
+    loads_session(text.replace("max_steps = 0 }", "max_steps = 0, epochs = 1 }"))

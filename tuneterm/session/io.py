@@ -152,6 +152,15 @@ def build_session(raw: dict, workspace: Path | None = None) -> tuple[Session, li
         out += check_source("data.validation", s.data.validation, None, workspace, data=True, optional=True)
     if not out:  # constraints between fields: only meaningful once every field is valid
         out += cross_checks(s)
+    if not out:  # ... and after each edit, as the run will see them
+        cur = s
+        for i, e in enumerate(s.edits):
+            if e.set:
+                cur = apply_set_values(cur, e.set)
+                for path, msg in cross_checks(cur, edit=True):
+                    key = path.rsplit(".", 1)[-1]
+                    at = f"edits[{i}].set.{key}" if key in e.set else f"edits[{i}].set"
+                    out.append((at, f"after this edit: {msg}"))
     return s, out
 
 
