@@ -74,6 +74,12 @@ class Mailbox:
             from tuneterm.errors import UserError
 
             raise UserError(f"--control: no such file {path!r}")
+        if p.is_file():
+            # A script of messages: read it all now, so that `at_step` scheduling does
+            # not race the reader thread.
+            with open(p, encoding="utf-8") as fh:
+                self.read_stream(fh).join()
+            return
 
         def opener() -> None:
             # Opening a FIFO blocks until a writer appears: do it in the thread.
