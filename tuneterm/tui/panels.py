@@ -30,7 +30,7 @@ class KnobsPanel(Vertical):
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
-        self.status: dict[str, tuple[str, str]] = {}  # key -> (text, style)
+        self.edit_status: dict[str, tuple[str, str]] = {}  # key -> (text, style)
         self._shown: dict[str, tuple] = {}
 
     def compose(self) -> ComposeResult:
@@ -46,7 +46,7 @@ class KnobsPanel(Vertical):
     def show(self, view: RunView) -> None:
         table = self.query_one(DataTable)
         for k in KNOBS:
-            text, style = self.status.get(k, ("", ""))
+            text, style = self.edit_status.get(k, ("", ""))
             row = (fmt_num(view.knobs.get(k)), text, style)
             if self._shown.get(k) != row:
                 table.update_cell(k, "value", row[0])
@@ -54,7 +54,7 @@ class KnobsPanel(Vertical):
                 self._shown[k] = row
 
     def set_status(self, key: str, text: str, style: str = "") -> None:
-        self.status[key] = (text, style)
+        self.edit_status[key] = (text, style)
 
     @on(DataTable.RowHighlighted)
     def _highlight(self, event: DataTable.RowHighlighted) -> None:
