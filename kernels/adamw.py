@@ -1,0 +1,470 @@
+"""Flat-buffer fused AdamW with live freezing: one Triton launch per step and dtype group.
+
+Layout
+------
+Parameters are grouped by dtype (fp32; bf16; fp16). Each group owns flat buffers:
+
+  master    fp32 weights. For an fp32 group the parameters' ``.data`` are views into it;
+            for bf16/fp16 it is the fp32 master copy and
+  model     the bf16/fp16 buffer the parameters' ``.data`` view (written by the kernel,
+            rounded to nearest even from the new master, in the same pass)
+  grad      the parameters' ``.grad`` are views into it (parameter dtype)
+  exp_avg, exp_avg_sq   fp32 moments
+
+Within a group the decay-on parameters come first, then the decay-off ones, each in the
+order given; every segment starts at a multiple of 16 elements (aligned, vectorisable
+accesses; the padding stays zero and its update is zero).
+
+Segment table and runs
+----------------------
+Per parameter (host side, numpy): offset, numel, active, own step count, decay on/off.
+Each step, all active segments advance their step together, so maximal contiguous
+sequences of active segments with equal (decay, step) — *runs* — only change when
+``set_active`` or ``load_state_dict`` change the table. The kernel's work list is a
+device table of tiles ``(start, end, run)`` over the runs, rebuilt only then (a few
+microseconds of host work and one small copy: freezing never re-flattens anything).
+Frozen segments have no tiles, so they cost nothing and are not touched at all.
+Per step the host computes, per run and in float64 like torch, the decay factor
+``1 - lr*wd``, ``-lr / (1 - beta1**step)`` and ``sqrt(1 - beta2**step)``, rounds them
+to fp32 and ships that tiny table with the launch; lr and wd are thus runtime values.
+
+The update (torch.optim.AdamW, ``_single_tensor_adam`` with decoupled decay)::
+
+    g = grad * grad_scale                      # clipping scale, fp32
+    p = p * (1 - lr*wd)                        # decoupled, on the old value
+    m = m + (1-b1) * (g - m)                   # lerp(m, g, 1-b1) (torch's small-weight branch)
+    v = v * b2 + (1-b2) * g * g
+    p = p + (-lr/bc1) * (m / (sqrt(v) / sqrt(bc2) + eps))
+
+Differences from torch.optim.AdamW, by design: an *active* parameter whose ``.grad`` was
+not written this step is updated with a zero gradient (torch would skip it; freeze it
+with ``set_active`` instead); ``zero_grad`` zeroes the flat gradient buffer (a
+``set_to_none`` zero_grad elsewhere is tolerated: the next ``step`` copies the new
+``.grad`` in and re-binds the view).
+
+Layers: Triton kernel -> launcher -> ``FlatAdamW.step``; ``impl="torch"`` runs the same
+runs with torch.optim's own tensor ops (the CPU path and the oracle).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from .runtime import check_impl
+
+try:  # guarded: the torch path needs no triton
+    import triton
+    import triton.language as tl
+
+    from .dropout import load_as_f32, store_from_f32
+except ImportError:  # pragma: no cover
+    triton = None
+    tl = None
+
+ALIGN = 16  # elements; segment starts and run ends are multiples of this
+FORMAT = "tuneterm_kernels.FlatAdamW"
+VERSION = 1
+
+_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_DTYPE_NAME = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def _round_up(n: int, a: int = ALIGN) -> int:
+    return -(-n // a) * a
+
+
+# --------------------------------------------------------------------------------------
+# Triton: kernel -> launcher
+# --------------------------------------------------------------------------------------
+
+if triton is not None:
+
+    @triton.jit
+    def _flat_adamw_kernel(
+        master_ptr,  # fp32 [N]: master weights, updated in place
+        model_ptr,  # [N] bf16 (as int16 bits) / fp16 model copy written from master; unused if MODEL_KIND == 0
+        grad_ptr,  # [N] gradients in the parameter dtype (bf16 as int16 bits)
+        m_ptr,  # fp32 [N]: exp_avg, in place
+        v_ptr,  # fp32 [N]: exp_avg_sq, in place
+        tiles_ptr,  # int64 [n_tiles, 3]: (start, end, run); starts and ends multiples of 16
+        runs_ptr,  # fp32 [n_runs, 4]: (1 - lr*wd or 1, -lr/bc1, sqrt(bc2), unused)
+        beta2,  # fp32: v = v * beta2 + ...
+        w1,  # fp32: 1 - beta1 (lerp weight)
+        w2,  # fp32: 1 - beta2
+        eps,  # fp32
+        grad_scale,  # fp32: gradient-clipping factor (1.0: none)
+        GRAD_KIND: tl.constexpr,  # 0 fp32, 1 bf16, 2 fp16
+        MODEL_KIND: tl.constexpr,  # 0: the master is the model; 1 bf16; 2 fp16
+        SMALL_W1: tl.constexpr,  # w1 < 0.5: torch's lerp branch m + w1*(g - m)
+        BLOCK_SIZE: tl.constexpr,  # elements per tile
+    ):
+        t = tl.program_id(0)
+        start = tl.multiple_of(tl.load(tiles_ptr + t * 3), 16)
+        end = tl.multiple_of(tl.load(tiles_ptr + t * 3 + 1), 16)
+        run = tl.load(tiles_ptr + t * 3 + 2)
+        decay = tl.load(runs_ptr + run * 4)
+        neg_step_size = tl.load(runs_ptr + run * 4 + 1)
+        bc2_sqrt = tl.load(runs_ptr + run * 4 + 2)
+
+        offs = start + tl.arange(0, BLOCK_SIZE)
+        mask = offs < end
+        p = tl.load(master_ptr + offs, mask=mask, other=0.0)
+        g = load_as_f32(grad_ptr, offs, mask, GRAD_KIND) * grad_scale
+        m = tl.load(m_ptr + offs, mask=mask, other=0.0)
+        v = tl.load(v_ptr + offs, mask=mask, other=0.0)
+
+        p = p * decay
+        if SMALL_W1:
+            m = m + w1 * (g - m)
+        else:
+            m = g - (g - m) * (1.0 - w1)
+        v = v * beta2 + (w2 * g) * g
+        denom = tl.div_rn(tl.sqrt_rn(v), bc2_sqrt) + eps
+        p = p + neg_step_size * tl.div_rn(m, denom)
+
+        tl.store(master_ptr + offs, p, mask=mask)
+        tl.store(m_ptr + offs, m, mask=mask)
+        tl.store(v_ptr + offs, v, mask=mask)
+        if MODEL_KIND != 0:
+            store_from_f32(model_ptr, offs, p, mask, MODEL_KIND)
+
+
+def _launch_config(total: int, block_size: int | None) -> tuple[int, int]:
+    if block_size is not None:
+        return block_size, 4
+    # 2048 fp32 elements x 7 streams = 56 KB of traffic per tile: enough in flight per SM
+    # on Hopper, and small parameters (biases) waste few lanes.
+    return (2048, 8) if total >= 1 << 20 else (1024, 4)
+
+
+# --------------------------------------------------------------------------------------
+# The optimizer
+# --------------------------------------------------------------------------------------
+
+class _Group:
+    """One dtype's flat buffers and its slice of the segment table."""
+
+    def __init__(self, dtype, device, seg_ids: list[int], numels: list[int], decays: list[bool]):
+        self.dtype = dtype
+        self.seg_ids = seg_ids
+        offsets, n = [], 0
+        for k in seg_ids:
+            offsets.append(n)
+            n += _round_up(numels[k])
+        self.offsets = offsets  # parallel to seg_ids
+        self.numel = n
+        self.master = torch.zeros(n, dtype=torch.float32, device=device)
+        self.model = torch.zeros(n, dtype=dtype, device=device) if dtype != torch.float32 else None
+        self.grad = torch.zeros(n, dtype=dtype, device=device)
+        self.exp_avg = torch.zeros(n, dtype=torch.float32, device=device)
+        self.exp_avg_sq = torch.zeros(n, dtype=torch.float32, device=device)
+        self.runs: list[tuple[int, int, int, bool]] = []  # (start, end, step, decay)
+        self.tiles: torch.Tensor | None = None
+        self.block = 0
+
+
+class FlatAdamW:
+    """AdamW over flat buffers; parameters' ``.data``/``.grad`` become views into them.
+
+    ``params``: ``[(name, parameter, weight_decay_on), ...]`` — all on one device,
+    dtypes float32 / bfloat16 / float16 (bf16/fp16 get an fp32 master copy).
+    ``impl``: "triton" | "torch" (see ``resolve_impl``).
+    """
+
+    def __init__(self, params, impl: str = "torch", block_size: int | None = None):
+        self.impl = check_impl(impl)
+        self._block_size = block_size
+        params = list(params)
+        if not params:
+            raise ValueError("FlatAdamW needs at least one parameter")
+        self.names: list[str] = []
+        self.params: list[torch.nn.Parameter] = []
+        decays = []
+        for name, p, decay in params:
+            if name in self.names:
+                raise ValueError(f"duplicate parameter name {name!r}")
+            if p.dtype not in _KIND:
+                raise TypeError(f"{name}: dtype {p.dtype} is not supported (float32, bfloat16, float16)")
+            self.names.append(name)
+            self.params.append(p)
+            decays.append(bool(decay))
+        devices = {p.device for p in self.params}
+        if len(devices) != 1:
+            raise ValueError(f"all parameters must be on one device (got {sorted(map(str, devices))})")
+        self.device = devices.pop()
+        self._index = {name: k for k, name in enumerate(self.names)}
+        self._by_id = {id(p): k for k, p in enumerate(self.params)}
+        n = len(self.params)
+        self.numels = np.array([p.numel() for p in self.params], dtype=np.int64)
+        self.decay = np.array(decays, dtype=bool)
+        self.active = np.ones(n, dtype=bool)
+        self.steps = np.zeros(n, dtype=np.int64)
+
+        # group by dtype; decay-on first, then decay-off, each in the given order
+        self.groups: list[_Group] = []
+        self._where: list[tuple[int, int]] = [(-1, -1)] * n  # segment -> (group, offset)
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            ids = [k for k in range(n) if self.params[k].dtype == dtype]
+            if not ids:
+                continue
+            ids = [k for k in ids if decays[k]] + [k for k in ids if not decays[k]]
+            grp = _Group(dtype, self.device, ids, list(self.numels), decays)
+            gi = len(self.groups)
+            self.groups.append(grp)
+            for k, off in zip(ids, grp.offsets):
+                self._where[k] = (gi, off)
+        self._views: list[torch.Tensor] = [None] * n  # the .grad views
+        with torch.no_grad():
+            for k, p in enumerate(self.params):
+                grp, off = self._seg(k)
+                ne = int(self.numels[k])
+                sl = slice(off, off + ne)
+                src = p.detach().reshape(-1)
+                grp.master[sl].copy_(src)  # exact: fp32, or bf16/fp16 widened
+                if grp.model is not None:
+                    grp.model[sl].copy_(src)
+                    p.data = grp.model[sl].view(p.shape)
+                else:
+                    p.data = grp.master[sl].view(p.shape)
+                if p.grad is not None:
+                    grp.grad[sl].copy_(p.grad.reshape(-1))
+                view = grp.grad[sl].view(p.shape)
+                p.grad = view
+                self._views[k] = view
+        self._rebuild()
+
+    # ---- table plumbing ------------------------------------------------------------
+
+    def _seg(self, k: int) -> tuple[_Group, int]:
+        gi, off = self._where[k]
+        return self.groups[gi], off
+
+    def _rebuild(self) -> None:
+        """Runs and the Triton tile table from the segment table (after set_active/load)."""
+        for grp in self.groups:
+            runs: list[list] = []
+            for k, off in zip(grp.seg_ids, grp.offsets):
+                ne = int(self.numels[k])
+                if not self.active[k] or ne == 0:
+                    continue
+                step, decay = int(self.steps[k]), bool(self.decay[k])
+                if runs and runs[-1][1] == off and runs[-1][2] == step and runs[-1][3] == decay:
+                    runs[-1][1] = off + _round_up(ne)
+                else:
+                    runs.append([off, off + _round_up(ne), step, decay])
+            grp.runs = [tuple(r) for r in runs]
+            grp.block, _ = _launch_config(grp.numel, self._block_size)
+            tiles = []
+            for r, (s, e, _, _) in enumerate(grp.runs):
+                for t in range(s, e, grp.block):
+                    tiles.append((t, min(e, t + grp.block), r))
+            grp.tiles = torch.tensor(tiles, dtype=torch.int64, device=self.device).reshape(-1, 3)
+
+    def _resolve(self, items) -> list[int]:
+        if isinstance(items, (str, torch.Tensor)):
+            items = [items]
+        out = []
+        for it in items:
+            if isinstance(it, str):
+                if it not in self._index:
+                    raise KeyError(f"unknown parameter name {it!r}")
+                out.append(self._index[it])
+            else:
+                if id(it) not in self._by_id:
+                    raise KeyError("parameter is not managed by this optimizer")
+                out.append(self._by_id[id(it)])
+        return out
+
+    def _sync_grads(self) -> None:
+        """Re-bind ``.grad`` views that someone replaced (e.g. zero_grad(set_to_none=True))."""
+        for k, p in enumerate(self.params):
+            view = self._views[k]
+            g = p.grad
+            if g is view:
+                continue
+            with torch.no_grad():
+                if g is None:
+                    view.zero_()
+                else:
+                    view.copy_(g)
+            p.grad = view
+
+    # ---- public API ----------------------------------------------------------------
+
+    @property
+    def grads_flat(self) -> list[torch.Tensor]:
+        """The flat gradient buffers, one per dtype group (padding and frozen segments
+        are zero after ``zero_grad``)."""
+        return [grp.grad for grp in self.groups]
+
+    def grad_norm(self) -> torch.Tensor:
+        """Global L2 norm of the active parameters' gradients (fp32, on the device),
+        computed like torch's clip_grad_norm_: per-tensor norms, then their norm."""
+        self._sync_grads()
+        grads = [self._views[k] for k in range(len(self.params)) if self.active[k] and self.numels[k] > 0]
+        if not grads:
+            return torch.zeros((), dtype=torch.float32, device=self.device)
+        norms = torch._foreach_norm(grads, 2.0)
+        return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), 2.0)
+
+    def zero_grad(self) -> None:
+        for k, p in enumerate(self.params):
+            if p.grad is not self._views[k]:
+                p.grad = self._views[k]
+        for grp in self.groups:
+            grp.grad.zero_()
+
+    def set_active(self, items, active: bool) -> None:
+        """Freeze (``False``) or unfreeze (``True``) parameters by name or object.
+
+        Frozen: skipped entirely (no decay, no moment change, no step). Unfreezing a
+        frozen parameter starts it afresh: zero moments, step 0 (a fresh torch AdamW
+        state). The caller owns ``requires_grad``. No buffer is re-flattened."""
+        changed = False
+        with torch.no_grad():
+            for k in self._resolve(items):
+                if bool(self.active[k]) == bool(active):
+                    continue
+                changed = True
+                grp, off = self._seg(k)
+                sl = slice(off, off + int(self.numels[k]))
+                self.active[k] = bool(active)
+                grp.grad[sl].zero_()
+                if active:
+                    grp.exp_avg[sl].zero_()
+                    grp.exp_avg_sq[sl].zero_()
+                    self.steps[k] = 0
+        if changed:
+            self._rebuild()
+
+    def is_active(self, item) -> bool:
+        return bool(self.active[self._resolve([item])[0]])
+
+    def step_count(self, item) -> int:
+        return int(self.steps[self._resolve([item])[0]])
+
+    @torch.no_grad()
+    def step(self, lr: float, weight_decay: float, beta1: float = 0.9, beta2: float = 0.999,
+             eps: float = 1e-8, grad_scale: float = 1.0) -> None:
+        """One AdamW step over the active parameters. All arguments are runtime values."""
+        lr, weight_decay = float(lr), float(weight_decay)
+        beta1, beta2, eps, grad_scale = float(beta1), float(beta2), float(eps), float(grad_scale)
+        self._sync_grads()
+        self.steps[self.active] += 1
+        for grp in self.groups:
+            grp.runs = [(s, e, step + 1, d) for (s, e, step, d) in grp.runs]
+            if not grp.runs:
+                continue
+            scalars = []
+            for (_, _, step, decay) in grp.runs:
+                # float64 exactly as torch.optim computes them; fp32 when used
+                f = 1.0 - lr * weight_decay if (decay and weight_decay != 0) else 1.0
+                step_size = lr / (1.0 - beta1 ** step)
+                bc2_sqrt = (1.0 - beta2 ** step) ** 0.5
+                scalars.append((f, step_size, bc2_sqrt))
+            if self.impl == "triton":
+                self._step_triton(grp, scalars, beta1, beta2, eps, grad_scale)
+            else:
+                self._step_torch(grp, scalars, beta1, beta2, eps, grad_scale)
+
+    def _step_torch(self, grp: _Group, scalars, beta1, beta2, eps, grad_scale) -> None:
+        # torch.optim's _single_tensor_adam, op for op, on each run's slices.
+        for (s, e, _, decay), (f, step_size, bc2_sqrt) in zip(grp.runs, scalars):
+            param = grp.master[s:e]
+            grad = grp.grad[s:e]
+            if grp.dtype != torch.float32 or grad_scale != 1.0:
+                grad = grad.float()
+                if grad_scale != 1.0:
+                    grad = grad * torch.tensor(grad_scale, dtype=torch.float32, device=grad.device)
+            if f != 1.0:
+                param.mul_(f)
+            grp.exp_avg[s:e].lerp_(grad, 1 - beta1)
+            grp.exp_avg_sq[s:e].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (grp.exp_avg_sq[s:e].sqrt() / bc2_sqrt).add_(eps)
+            param.addcdiv_(grp.exp_avg[s:e], denom, value=-step_size)
+            if grp.model is not None:
+                grp.model[s:e].copy_(param)
+
+    def _step_triton(self, grp: _Group, scalars, beta1, beta2, eps, grad_scale) -> None:
+        if triton is None:
+            raise RuntimeError("impl='triton' needs triton installed")
+        table = torch.tensor([(f, -ss, b2s, 0.0) for f, ss, b2s in scalars], dtype=torch.float32)
+        table = table.to(self.device, non_blocking=True)
+        kind = _KIND[grp.dtype]
+        grad = grp.grad.view(torch.int16) if kind == 1 else grp.grad
+        if grp.model is None:
+            model = grp.master
+        else:
+            model = grp.model.view(torch.int16) if kind == 1 else grp.model
+        w1 = 1.0 - beta1
+        n_tiles = grp.tiles.shape[0]
+        _, warps = _launch_config(grp.numel, self._block_size)
+        _flat_adamw_kernel[(n_tiles,)](
+            grp.master, model, grad, grp.exp_avg, grp.exp_avg_sq, grp.tiles, table,
+            beta2, w1, 1.0 - beta2, eps, grad_scale,
+            GRAD_KIND=kind, MODEL_KIND=0 if grp.model is None else kind, SMALL_W1=w1 < 0.5,
+            BLOCK_SIZE=grp.block, num_warps=warps)
+
+    # ---- checkpoints ---------------------------------------------------------------
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors, meta): tensors for safetensors (fresh, unshared, on the device);
+        meta plain JSON. Moments for active parameters; fp32 masters for bf16/fp16 ones."""
+        tensors: dict[str, torch.Tensor] = {}
+        params = {}
+        for k, name in enumerate(self.names):
+            grp, off = self._seg(k)
+            ne = int(self.numels[k])
+            sl = slice(off, off + ne)
+            shape = tuple(self.params[k].shape)
+            if self.active[k]:
+                tensors[f"exp_avg/{name}"] = grp.exp_avg[sl].view(shape).clone()
+                tensors[f"exp_avg_sq/{name}"] = grp.exp_avg_sq[sl].view(shape).clone()
+            if grp.model is not None:
+                tensors[f"master/{name}"] = grp.master[sl].view(shape).clone()
+            params[name] = {"step": int(self.steps[k]), "active": bool(self.active[k]),
+                            "weight_decay": bool(self.decay[k]), "numel": ne,
+                            "dtype": _DTYPE_NAME[grp.dtype]}
+        return tensors, {"format": FORMAT, "version": VERSION, "params": params}
+
+    @torch.no_grad()
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore a ``state_dict()``: the next step is bit-identical to the original's.
+        The model weights themselves (fp32 masters included) come from the model
+        checkpoint, except bf16/fp16 masters, which come from ``tensors``."""
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ValueError(f"not a {FORMAT} v{VERSION} state (format={meta.get('format')!r}, "
+                             f"version={meta.get('version')!r})")
+        saved = meta["params"]
+        if set(saved) != set(self.names):
+            missing, extra = sorted(set(self.names) - set(saved)), sorted(set(saved) - set(self.names))
+            raise ValueError(f"optimizer state does not match the parameters: missing {missing[:5]}, "
+                             f"unexpected {extra[:5]}")
+        for k, name in enumerate(self.names):
+            s = saved[name]
+            grp, off = self._seg(k)
+            ne = int(self.numels[k])
+            if s["numel"] != ne or s["dtype"] != _DTYPE_NAME[grp.dtype] or s["weight_decay"] != bool(self.decay[k]):
+                raise ValueError(f"{name}: saved numel/dtype/decay {s['numel']}/{s['dtype']}/{s['weight_decay']} "
+                                 f"!= {ne}/{_DTYPE_NAME[grp.dtype]}/{bool(self.decay[k])}")
+            sl = slice(off, off + ne)
+            self.steps[k] = int(s["step"])
+            self.active[k] = bool(s["active"])
+            if self.active[k]:
+                grp.exp_avg[sl].copy_(tensors[f"exp_avg/{name}"].reshape(-1))
+                grp.exp_avg_sq[sl].copy_(tensors[f"exp_avg_sq/{name}"].reshape(-1))
+            else:
+                grp.exp_avg[sl].zero_()
+                grp.exp_avg_sq[sl].zero_()
+            if grp.model is not None:
+                grp.master[sl].copy_(tensors[f"master/{name}"].reshape(-1))
+        self._rebuild()
+
+    def __repr__(self) -> str:
+        n_active = int(self.active.sum())
+        return (f"FlatAdamW(impl={self.impl}, params={len(self.params)}, active={n_active}, "
+                f"groups={[(_DTYPE_NAME[g.dtype], g.numel, len(g.runs)) for g in self.groups]})")
