@@ -59,7 +59,7 @@ EXPECTED = {
     "edit-negative-step": (3, "edits[0].step", "must be >= 0"),
     "edit-missing-step": (2, "edits[0]", "missing step"),
     "edit-unknown-key": (4, "edits[0].freze", "did you mean 'freeze'?"),
-    "edit-empty": (2, "edits[0]", "needs set, freeze or unfreeze"),
+    "edit-empty": (2, "edits[0]", "needs set, freeze, unfreeze or stop"),
     "edit-freeze-not-list": (4, "edits[0].freeze", "list of layer names"),
     "edits-as-table": (2, "edits", "expected [[edits]] tables"),
 }

@@ -224,7 +224,7 @@ class Trainer:
             self._apply_edit(e)
             self.edits_applied += 1
             self._event("edit", edit=e.to_dict(), source="log")
-            if getattr(e, "stop", False):
+            if e.stop:
                 stop = ("stopped", "stopped by a recorded stop edit")
         for msg in self.mailbox.drain(self.step):
             result = self._handle_control(msg)
@@ -258,9 +258,7 @@ class Trainer:
             self.pause_requested = True
             return None
         if t == "stop":
-            edit = Edit(step=self.step)
-            edit.stop = True  # recorded so that a replay stops at the same step
-            self._record(edit)
+            self._record(Edit(step=self.step, stop=True))  # a replay stops at the same step
             self._reply(protocol.ack(mid, self.step))
             return ("stopped", "stopped on request")
         edit = Edit(step=self.step, set=dict(msg.get("values") or {}) if t == "set" else {},

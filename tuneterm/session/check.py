@@ -23,7 +23,7 @@ from tuneterm.session.schema import EDITABLE, SECTIONS
 FIELDS: dict[str, dict[str, dataclasses.Field]] = {
     sec: {f.name: f for f in dataclasses.fields(cls)} for sec, cls in SECTIONS.items()
 }
-EDIT_KEYS = ("step", "set", "freeze", "unfreeze")
+EDIT_KEYS = ("step", "set", "freeze", "unfreeze", "stop")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DATA_SUFFIXES = (".csv", ".jsonl")
 

@@ -235,9 +235,13 @@ def _build_edits(raw: Any, out: list[tuple[str, str]]) -> list[Edit]:
                     out.append((f"{p}.{k}", f"expected a non-empty list of layer names, got {fmt(v)}"))
                 v = []
             lists[k] = list(v)
-        if not unknown and not any(k in e for k in ("set", "freeze", "unfreeze")):
-            out.append((p, "an edit needs set, freeze or unfreeze"))
-        edits.append(Edit(step=step if step is not None else 0, set=values, **lists))
+        stop = e.get("stop", False)
+        if not isinstance(stop, bool):
+            out.append((f"{p}.stop", f"expected true or false, got {toml_type(stop)} {fmt(stop)}"))
+            stop = False
+        if not unknown and not any(k in e for k in ("set", "freeze", "unfreeze", "stop")):
+            out.append((p, "an edit needs set, freeze, unfreeze or stop"))
+        edits.append(Edit(step=step if step is not None else 0, set=values, stop=stop, **lists))
     return edits
 
 

@@ -158,6 +158,7 @@ class Edit:
     set: dict = field(default_factory=dict)
     freeze: list = field(default_factory=list)
     unfreeze: list = field(default_factory=list)
+    stop: bool = False  # a `stop` request: recorded so that a replay ends at the same step
 
     def to_dict(self) -> dict:
         d: dict = {"step": self.step}
@@ -167,6 +168,8 @@ class Edit:
             d["freeze"] = list(self.freeze)
         if self.unfreeze:
             d["unfreeze"] = list(self.unfreeze)
+        if self.stop:
+            d["stop"] = True
         return d
 
 
