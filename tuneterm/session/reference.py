@@ -99,8 +99,9 @@ example, unfreeze the embeddings after 200 steps).
 | `set` | table | new values for editable keys (below), each held to the same type and range as in its own table |
 | `freeze` | list of strings | layer groups to freeze |
 | `unfreeze` | list of strings | layer groups to unfreeze (their optimizer state starts from zero) |
+| `stop` | boolean | the run was stopped here on request (`tuneterm` writes it; a replay ends at the same step) |
 
-An entry needs `set`, `freeze` or `unfreeze`.
+An entry needs `set`, `freeze`, `unfreeze` or `stop`.
 
 ```toml
 [[edits]]
