@@ -47,25 +47,35 @@ def rasterize(lines: list[Line], width: int, height: int) -> tuple[list[list[int
     for li, ln in enumerate(lines):
         if not len(ln.series):
             continue
-        prev = None
+        prev = None  # (px, y) of the previous non-empty column's middle
         for px, b in enumerate(ln.series.buckets(x0, x1, pw)):
             if b is None:
                 continue
-            top = int(round((hi - b[1]) * yscale))
-            bot = int(round((hi - b[0]) * yscale))
-            if prev is not None:  # join to the previous column
-                ptop, pbot = prev
-                if top > pbot:
-                    top = pbot
-                if bot < ptop:
-                    bot = ptop
-            prev = (int(round((hi - b[1]) * yscale)), int(round((hi - b[0]) * yscale)))
-            cx, dx = divmod(px, 2)
-            for py in range(max(top, 0), min(bot, ph - 1) + 1):
-                cy, dy = divmod(py, 4)
-                bits[cy][cx] |= _DOTS[dx][dy]
-                owner[cy][cx] = li
+            top = (hi - b[1]) * yscale
+            bot = (hi - b[0]) * yscale
+            mid = (top + bot) / 2
+            if prev is not None:
+                # join to the previous point with a straight line across empty columns
+                ppx, py0 = prev
+                slope = (mid - py0) / (px - ppx)
+                for c in range(ppx + 1, px + 1):
+                    a = py0 + slope * (c - ppx - 0.5)
+                    e = py0 + slope * min(c - ppx + 0.5, px - ppx)
+                    if c == px:
+                        top, bot = min(top, a), max(bot, a)
+                    else:
+                        _column(bits, owner, li, c, min(a, e), max(a, e), ph)
+            _column(bits, owner, li, px, top, bot, ph)
+            prev = (px, mid)
     return bits, owner, lo, hi
+
+
+def _column(bits, owner, li: int, px: int, top: float, bot: float, ph: int) -> None:
+    cx, dx = divmod(px, 2)
+    for py in range(max(int(round(top)), 0), min(int(round(bot)), ph - 1) + 1):
+        cy, dy = divmod(py, 4)
+        bits[cy][cx] |= _DOTS[dx][dy]
+        owner[cy][cx] = li
 
 
 class LineChart(Widget):

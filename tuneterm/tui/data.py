@@ -192,14 +192,13 @@ class RunView:
 
     # -- initial state from the run directory
     def load_session_toml(self, data: dict) -> None:
-        hp = data.get("hyperparameters", {}) or {}
-        es = data.get("early_stopping", {}) or {}
+        from tuneterm.session.schema import EarlyStopping, Hyperparameters
+
+        # a key left out of the file has the schema's default
+        hp = {**vars(Hyperparameters()), **(data.get("hyperparameters", {}) or {})}
+        es = {**vars(EarlyStopping()), **(data.get("early_stopping", {}) or {})}
         for k in KNOBS:
-            if k == "patience":
-                if "patience" in es:
-                    self.knobs[k] = es["patience"]
-            elif k in hp:
-                self.knobs[k] = hp[k]
+            self.knobs[k] = es[k] if k == "patience" else hp.get(k)
         for e in data.get("edits", []) or []:
             if isinstance(e, dict):
                 self._apply_edit(e, timeline=False)
