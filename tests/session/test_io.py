@@ -316,7 +316,8 @@ def _random_session(rng: random.Random) -> Session:
         keys = rng.sample(list(EDITABLE), rng.randint(0, 3))
         values = {k: getattr(getattr(s, EDITABLE[k]), k) for k in keys}
         s.edits.append(Edit(step, set=values, freeze=["layer.0"] if rng.random() < 0.3 else [],
-                            unfreeze=["embeddings"] if rng.random() < 0.3 or not values else []))
+                            unfreeze=["embeddings"] if rng.random() < 0.3 or not values else [],
+                            stop=rng.random() < 0.1))
     return s
 
 
@@ -357,6 +358,15 @@ def test_dump_layout():
     assert text.endswith('[[edits]]\nstep = 120\nset = { learning_rate = 2e-05 }\n\n'
                          '[[edits]]\nstep = 300\nfreeze = ["head"]\nunfreeze = ["layer.1"]\n')
     assert 'metrics = ["loss", "accuracy", "f1"]' in text
+
+
+def test_stop_edit_round_trips():
+    s = Session()
+    s.edits = [Edit(5, set={"dropout": 0.2}), Edit(9, stop=True)]
+    assert dumps_session(s).endswith("[[edits]]\nstep = 9\nstop = true\n")
+    assert _roundtrip(s) == s
+    with pytest.raises(SessionError, match=r"edits\[0\]\.stop: expected true or false"):
+        loads_session("[[edits]]\nstep = 1\nstop = 1\n")
 
 
 def test_dump_normalises_ints_in_float_fields():

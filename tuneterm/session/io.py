@@ -271,6 +271,8 @@ def dumps_session(session: Session) -> str:
         for k in ("freeze", "unfreeze"):
             if getattr(e, k):
                 lines.append(f"{k} = {_value(list(getattr(e, k)))}")
+        if getattr(e, "stop", False):
+            lines.append("stop = true")
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
