@@ -1,7 +1,360 @@
-"""Verbs of this group (placeholder until implemented)."""
+"""Runner verbs: `queue add|ls|pause|resume|cancel|move|retry|logs`, `set`, `freeze`,
+`unfreeze`, `daemon start|stop|status`, `watch`. They talk to the workspace's daemon
+through ``tuneterm.runner.client`` (no torch, no textual: they start in milliseconds).
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tuneterm.cli.common import add_json, add_workspace, print_json, print_table, workspace_of
+from tuneterm.errors import UserError
+
 
 def register(sub) -> None:
-    pass
+    q = sub.add_parser("queue", help="the session queue: add, ls, pause, resume, cancel, move, retry, logs",
+                       description="Manage the queue of the workspace's runner daemon (started when needed).")
+    qs = q.add_subparsers(dest="queue_verb", metavar="VERB", parser_class=sub._parser_class)
+    qs.required = True
+
+    p = qs.add_parser("add", help="check session files and queue them (each gets its run directory)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--smoke", action="store_true", help="also train one step before queueing")
+    p.add_argument("--no-check", action="store_true", help="skip the model/data check (schema only at run time)")
+    _common(p, json=True)
+    p.set_defaults(func=cmd_queue_add)
+
+    p = qs.add_parser("ls", help="the queue in order")
+    _common(p, json=True)
+    p.set_defaults(func=cmd_queue_ls)
+
+    for verb, helptext in (("pause", "pause (a running session checkpoints and exits; a queued one is held)"),
+                           ("resume", "put a paused or interrupted session back in the queue"),
+                           ("cancel", "cancel (a running session checkpoints first; `retry` continues it)"),
+                           ("retry", "queue a failed, cancelled or interrupted session again")):
+        p = qs.add_parser(verb, help=helptext)
+        p.add_argument("refs", nargs="+", metavar="RUN", help="id, run id or a unique prefix")
+        _common(p, json=True)
+        p.set_defaults(func=cmd_queue_simple, verb=verb)
+
+    p = qs.add_parser("move", help="reorder: --to POSITION (1 = first) or --by N (negative = earlier)")
+    p.add_argument("ref", metavar="RUN")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--to", type=int, metavar="POS")
+    g.add_argument("--by", type=int, metavar="N")
+    g.add_argument("--top", action="store_true")
+    g.add_argument("--bottom", action="store_true")
+    _common(p, json=True)
+    p.set_defaults(func=cmd_queue_move)
+
+    p = qs.add_parser("logs", help="a session's log (log.txt of its run directory)")
+    p.add_argument("ref", metavar="RUN")
+    p.add_argument("-n", "--lines", type=int, default=40, help="last N lines (0: all)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    _common(p)
+    p.set_defaults(func=cmd_queue_logs)
+
+    p = sub.add_parser("set", help="live edit of a running session: set RUN key=value...",
+                       description="Change hyperparameters of a running session at the next step boundary.")
+    p.add_argument("ref", metavar="RUN")
+    p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    _common(p, json=True)
+    p.set_defaults(func=cmd_set)
+
+    for verb in ("freeze", "unfreeze"):
+        p = sub.add_parser(verb, help=f"{verb} layer groups of a running session (see `tuneterm layers`)")
+        p.add_argument("ref", metavar="RUN")
+        p.add_argument("layers", nargs="+", metavar="LAYER")
+        _common(p, json=True)
+        p.set_defaults(func=cmd_freeze, verb=verb)
+
+    d = sub.add_parser("daemon", help="the runner daemon: start, stop, status")
+    ds = d.add_subparsers(dest="daemon_verb", metavar="VERB", parser_class=sub._parser_class)
+    ds.required = True
+    p = ds.add_parser("start", help="start the detached daemon (reports the running one if any)")
+    p.add_argument("--slots", type=int, help="sessions trained at once (default: config.toml, else one per device)")
+    _common(p, json=True)
+    p.set_defaults(func=cmd_daemon_start)
+    p = ds.add_parser("stop", help="pause running sessions at a checkpoint and stop the daemon")
+    _common(p, json=True)
+    p.set_defaults(func=cmd_daemon_stop)
+    p = ds.add_parser("status", help="is a daemon running; its pid, socket, slots and counts")
+    _common(p, json=True)
+    p.set_defaults(func=cmd_daemon_status)
+
+    p = sub.add_parser("watch", help="stream a session's metrics as plain text until it ends")
+    p.add_argument("ref", metavar="RUN")
+    p.add_argument("--no-history", action="store_true", help="only what happens from now on")
+    p.add_argument("--events", action="store_true", help="print events (checkpoints, edits, ...) too")
+    _common(p)
+    p.set_defaults(func=cmd_watch)
+
+
+def _common(p: argparse.ArgumentParser, json: bool = False) -> None:
+    add_workspace(p)
+    if json:
+        add_json(p)
+
+
+def _client(args, start: bool = True):
+    from tuneterm.runner.client import RunnerClient
+
+    return RunnerClient.connect(workspace_of(args), start=start)
+
+
+def _ref(text: str):
+    return int(text) if text.isdigit() else text
+
+
+def _fmt(v, spec: str = ".4f") -> str:
+    if v is None:
+        return "-"
+    return format(v, spec) if isinstance(v, float) else str(v)
+
+
+def _eta(s) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _rows(sessions: list[dict]) -> list[dict]:
+    out = []
+    for s in sessions:
+        best = s.get("best_metric")
+        out.append({
+            "id": s["id"], "name": s["name"], "state": s["state"] + (f"({s['want']})" if s.get("want") else ""),
+            "step": f"{s['step']}/{s['total_steps']}" if s.get("total_steps") else str(s.get("step") or 0),
+            "loss": _fmt(s.get("loss")), "best": f"{best['name']}={best['value']:.4f}" if best else "-",
+            "eta": _eta(s.get("eta_s")), "run": s["run_id"],
+            "note": (s.get("error") or "")[:60],
+        })
+    return out
+
+
+_COLUMNS = ["id", "name", "state", "step", "loss", "best", "eta", "run", "note"]
+
+
+def cmd_queue_add(args) -> int:
+    with _client(args) as c:
+        added = []
+        for f in args.files:
+            s = c.add(f, smoke=args.smoke, check=not args.no_check)
+            added.append(s)
+            if not args.json:
+                sys.stdout.write(f"queued {s['id']} {s['run_id']}\n")
+                sys.stdout.flush()
+        if args.json:
+            print_json(added)
+    return 0
+
+
+def cmd_queue_ls(args) -> int:
+    with _client(args) as c:
+        sessions = c.list_sessions()
+    if args.json:
+        print_json(sessions)
+    elif sessions:
+        print_table(_rows(sessions), _COLUMNS)
+    else:
+        sys.stdout.write("the queue is empty\n")
+    return 0
+
+
+def cmd_queue_simple(args) -> int:
+    out = []
+    with _client(args) as c:
+        for ref in args.refs:
+            s = getattr(c, args.verb)(_ref(ref))
+            out.append(s)
+    if args.json:
+        print_json(out)
+    else:
+        print_table(_rows(out), _COLUMNS)
+    return 0
+
+
+def cmd_queue_move(args) -> int:
+    with _client(args) as c:
+        if args.top:
+            s = c.move(_ref(args.ref), to=1)
+        elif args.bottom:
+            s = c.move(_ref(args.ref), to=1 << 30)
+        else:
+            s = c.move(_ref(args.ref), to=args.to, by=args.by)
+    if args.json:
+        print_json(s)
+    else:
+        sys.stdout.write(f"{s['run_id']} is now at position {s['position']}\n")
+    return 0
+
+
+def cmd_queue_logs(args) -> int:
+    with _client(args) as c:
+        s = c.get(_ref(args.ref))
+    path = Path(s["run_dir"]) / "log.txt"
+    if not path.exists():
+        sys.stdout.write(f"{s['run_id']} has no log yet ({s['state']})\n")
+        if not args.follow:
+            return 0
+    text = path.read_text(errors="replace") if path.exists() else ""
+    lines = text.splitlines(keepends=True)
+    sys.stdout.write("".join(lines[-args.lines:] if args.lines > 0 else lines))
+    sys.stdout.flush()
+    if args.follow:
+        pos = len(text.encode())
+        while True:
+            time.sleep(0.5)
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read()
+            except OSError:
+                continue
+            if chunk:
+                pos += len(chunk)
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+    return 0
+
+
+def _answer(args, ans: dict, what: str) -> int:
+    if args.json:
+        print_json(ans)
+    if ans.get("type") == "reject":
+        raise UserError(f"{what} rejected: {ans.get('reason')}")
+    if not args.json:
+        sys.stdout.write(f"{what} applied after step {ans.get('step')}\n")
+    return 0
+
+
+def cmd_set(args) -> int:
+    from tuneterm.session import check_set_values, coerce_value
+
+    values = {}
+    for a in args.assignments:
+        key, sep, text = a.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"expected KEY=VALUE, got {a!r}")
+        values[key.strip()] = coerce_value(key, text)
+    problems = check_set_values(values)
+    if problems:
+        raise UserError(problems[0])
+    with _client(args, start=False) as c:
+        ans = c.control(_ref(args.ref), {"type": "set", "values": values})
+    return _answer(args, ans, "set " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+
+def cmd_freeze(args) -> int:
+    with _client(args, start=False) as c:
+        ans = c.control(_ref(args.ref), {"type": args.verb, "layers": list(args.layers)})
+    return _answer(args, ans, f"{args.verb} {' '.join(args.layers)}")
+
+
+def cmd_daemon_start(args) -> int:
+    from tuneterm.runner.client import start_daemon
+
+    info = start_daemon(workspace_of(args), slots=args.slots, timeout=20.0)
+    if args.json:
+        print_json(info)
+    elif info["started"]:
+        sys.stdout.write(f"daemon started (pid {info['pid']})\n")
+    else:
+        sys.stdout.write(f"daemon already running (pid {info['pid']})\n")
+    return 0
+
+
+def cmd_daemon_stop(args) -> int:
+    from tuneterm.runner.client import RunnerUnavailable
+
+    try:
+        c = _client(args, start=False)
+    except RunnerUnavailable:
+        if args.json:
+            print_json({"stopped": False, "running": False})
+        else:
+            sys.stdout.write("no daemon running\n")
+        return 0
+    with c:
+        pid = c.daemon.get("pid")
+        c.shutdown()
+    # Wait until the process is gone so that a following `daemon start` finds no lock.
+    deadline = time.monotonic() + 30
+    while pid and time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if args.json:
+        print_json({"stopped": True, "pid": pid})
+    else:
+        sys.stdout.write(f"daemon stopped (pid {pid})\n")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def cmd_daemon_status(args) -> int:
+    from tuneterm.runner.client import RunnerUnavailable
+
+    try:
+        with _client(args, start=False) as c:
+            st = c.status()
+    except RunnerUnavailable:
+        if args.json:
+            print_json({"running": False})
+        else:
+            sys.stdout.write("no daemon running\n")
+        return 1
+    st["running"] = True
+    if args.json:
+        print_json(st)
+    else:
+        counts = ", ".join(f"{n} {k}" for k, n in st["counts"].items() if n)
+        sys.stdout.write(f"daemon running (pid {st['pid']}, up {st['uptime_s']:.0f}s, {st['slots']} slots)\n"
+                         f"socket {st['socket']}\nlog {st['log']}\nsessions: {counts or 'none'}\n")
+    return 0
+
+
+def _watch_line(msg: dict, events: bool) -> str | None:
+    t, d = msg.get("type"), msg.get("data") or {}
+    if t == "metric" and d.get("kind") == "train":
+        lr = d.get("lr")
+        return (f"step {d.get('step')}  epoch {_fmt(d.get('epoch'), '.2f')}  loss {_fmt(d.get('loss'))}"
+                f"  lr {format(lr, '.3g') if isinstance(lr, float) else '-'}")
+    if t == "metric" and d.get("kind") == "eval":
+        vals = "  ".join(f"{k} {_fmt(v)}" for k, v in d.items() if k.startswith("val_"))
+        return f"eval step {d.get('step')}  {vals}"
+    if t == "event" and (events or d.get("kind") in ("edit", "end", "error", "early_stop")):
+        extra = {k: v for k, v in d.items() if k not in ("kind", "step", "time")}
+        return f"event {d.get('kind')} step {d.get('step')}  {extra}"
+    if t == "state":
+        s = msg.get("session") or {}
+        return f"state {msg.get('state')}" + (f"  ({s['error']})" if s.get("error") else "")
+    return None
+
+
+def cmd_watch(args) -> int:
+    with _client(args) as c:
+        for msg in c.subscribe(_ref(args.ref), history=not args.no_history):
+            line = _watch_line(msg, args.events)
+            if line:
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+        final = c.get(_ref(args.ref))
+    sys.stdout.write(f"{final['run_id']}: {final['state']}\n")
+    return 0 if final["state"] == "done" else 1

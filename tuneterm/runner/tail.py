@@ -156,7 +156,7 @@ class Tailer:
                 self.total_steps = row["total_steps"]
             if row.get("kind") == "end":
                 self.end = row
-            elif row.get("kind") == "start":
+            elif row.get("kind") in ("start", "resume"):
                 self.end = None
                 self._recent.clear()
 
