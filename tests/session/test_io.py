@@ -470,3 +470,17 @@ def test_edits_are_checked_in_sequence():
     assert (p.line, p.field) == (11, "edits[1].set")
     assert p.message == "after this edit: epochs and max_steps are both 0; set one of them > 0"
     loads_session(text.replace("max_steps = 0 }", "max_steps = 0, epochs = 1 }"))
+
+
+def test_validate_layer_names_refuses_freezing_everything():
+    s = loads_session('[freeze]\nlayers = ["embeddings", "layer.0", "layer.1", "head"]\n')
+    (p,) = validate_layer_names(s, LAYERS)
+    assert (p.line, p.field) == (2, "freeze.layers") and "nothing would train" in p.message
+
+
+def test_huge_integers_and_deep_nesting_are_problems_not_crashes():
+    with pytest.raises(SessionError, match=r"max_steps: 99999999999999999999 is too large"):
+        loads_session("[hyperparameters]\nmax_steps = 99999999999999999999\n")
+    with pytest.raises(SessionError, match="syntax"):
+        loads_session("x = " + "[" * 100000)
+    Locator("x = " + "[" * 100000 + "]" * 100000)

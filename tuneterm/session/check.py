@@ -110,6 +110,8 @@ def check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
             if isinstance(value, float) and not math.isfinite(value):
                 return None, f"{fmt(value)} is not allowed (use a finite whole number)"
             return None, f"expected an integer, got {toml_type(value)} {fmt(value)}"
+        if not -(2**63) <= value <= 2**63 - 1:  # the engine keeps counters in int64
+            return None, f"{value} is too large (the limit is 2^63-1)"
     elif k == "bool":
         if not isinstance(value, bool):
             return None, f"expected true or false, got {toml_type(value)} {fmt(value)}"
@@ -320,6 +322,9 @@ def validate_layer_names(session: "schema.Session", known: list[str]) -> list:
                 out.append(Problem(file, locate(f"{path}[{j}]"), path, msg))
 
     check("freeze.layers", session.freeze.layers)
+    if known and known_set <= set(session.freeze.layers):
+        out.append(Problem(file, locate("freeze.layers"), "freeze.layers",
+                           "freezes every layer group: nothing would train"))
     for i, e in enumerate(session.edits):
         check(f"edits[{i}].freeze", e.freeze)
         check(f"edits[{i}].unfreeze", e.unfreeze)

@@ -94,6 +94,8 @@ def check_session_text(text: str, filename: str = "<string>", workspace: Path | 
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         return None, [_syntax_problem(filename, text, str(e))]
+    except RecursionError:
+        return None, [Problem(filename, 1, "syntax", "arrays or tables nested too deeply")]
     loc = Locator(text)
     session, found = build_session(raw, Path(workspace) if workspace is not None else None)
     problems = [Problem(filename, loc.line(path), path, msg) for path, msg in found]

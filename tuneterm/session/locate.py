@@ -29,7 +29,7 @@ class Locator:
         self._arrays: dict[str, int] = {}  # array-of-tables path -> index of its last entry
         try:
             self._scan()
-        except IndexError:  # ran off the end of a truncated document: keep what we have
+        except (IndexError, RecursionError):  # truncated or absurdly nested: keep what we have
             pass
 
     # -- lookup -------------------------------------------------------------------------
