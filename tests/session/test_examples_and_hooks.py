@@ -103,3 +103,16 @@ def test_engine_errors_are_problems_not_tracebacks(session_file: Path, monkeypat
     assert main(["validate", "--deep", str(session_file)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeError: boom" in err and "Traceback" not in err
+
+
+def test_session_layer_imports_no_torch_or_textual():
+    """The session layer (and `validate --no-model`) stays light: no torch, no textual."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tuneterm.session, tuneterm.session.reference, tuneterm.cli.session_verbs; "
+            "from tuneterm.cli import main; main(['validate', '--no-model', 'sessions/smoke-tiny.toml']); "
+            "bad = [m for m in ('torch', 'transformers', 'textual', 'rich') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
