@@ -49,6 +49,8 @@ class TuneTermApp(App):
         self.poll_interval = poll_interval
         self.queue_on_start = list(queue_on_start or [])
         self.sessions: list[dict] = []
+        self._polling = False
+        self._poll_again = False
         self.runner_error: str | None = None
         self.sub_title = self.workspace.name
 
@@ -79,8 +81,17 @@ class TuneTermApp(App):
                                             lambda _r, n=name: (self.notify(f"queued {n}"), self.poll()), None))
 
     # -- the runner
-    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def poll(self) -> None:
+        """Ask for the queue unless a request for it is still out: a slow request (a
+        pre-flight check holds the client for seconds) must not pile up blocked threads."""
+        if self._polling:
+            self._poll_again = True
+            return
+        self._polling = True
+        self._poll()
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll(self) -> None:
         try:
             sessions = self.gate.call("list_sessions")
         except Exception as e:  # noqa: BLE001 - the runner may be down; keep polling
@@ -125,8 +136,15 @@ class TuneTermApp(App):
         elif msg.then is not None:
             msg.then(msg.result)
 
+    def _polled(self) -> None:
+        self._polling = False
+        if self._poll_again:
+            self._poll_again = False
+            self.poll()
+
     @on(SessionsUpdated)
     def _sessions_updated(self, msg: SessionsUpdated) -> None:
+        self._polled()
         if self.runner_error is not None:
             self.notify("runner reachable again")
         self.runner_error = None
@@ -138,6 +156,7 @@ class TuneTermApp(App):
 
     @on(RunnerDown)
     def _runner_down(self, msg: RunnerDown) -> None:
+        self._polled()
         if self.runner_error is None:
             self.notify(f"runner: {msg.reason}", severity="error", timeout=8)
         self.runner_error = msg.reason

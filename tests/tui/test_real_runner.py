@@ -1,0 +1,166 @@
+"""Pilot tests against a real runner daemon training a tiny model (CPU, torch kernels):
+queue a session and watch it move; edit the learning rate and freeze a layer and find both,
+with their steps, in the run's edit log; pause and resume; replay and see a match."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from helpers import aio, wait_until
+from textual.widgets import DataTable, Input
+
+from tuneterm.tui.app import make_app
+from tuneterm.tui.data import read_toml
+from tuneterm.tui.queue_screen import QueueScreen
+from tuneterm.tui.session_screen import SessionScreen
+
+pytestmark = pytest.mark.slow
+
+TINY = """\
+[session]
+name = "{name}"
+seed = 5
+
+[model]
+source = "builtin:tiny-bert"
+
+[data]
+source = "builtin:bbc-news"
+max_length = 24
+max_samples = 96
+max_eval_samples = 32
+
+[hyperparameters]
+learning_rate = 2e-3
+batch_size = 8
+max_steps = {steps}
+dropout = 0.1
+weight_decay = 0.01
+schedule = "linear"
+warmup_steps = 2
+
+[evaluation]
+interval_steps = 10
+
+[checkpoint]
+interval_steps = 10
+keep_last = 2
+
+[runtime]
+kernels = "torch"
+device = "cpu"
+threads = 1
+"""
+
+
+def _pids_of(ws: Path) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(ws) in cmd and "tuneterm" in cmd:
+                out.append(int(d.name))
+    return out
+
+
+@pytest.fixture
+def real(workspace, monkeypatch):
+    """A real daemon on the test workspace; every process it started is killed (by pid)
+    afterwards."""
+    pytest.importorskip("torch")
+    base = Path(tempfile.mkdtemp(prefix="tt-tui-", dir="/tmp"))
+    monkeypatch.setenv("TUNETERM_RUNTIME_DIR", str(base / "r"))
+    from tuneterm.runner.client import RunnerClient
+
+    client = RunnerClient.connect(workspace, start=True, timeout=30.0)
+    yield client
+    client.close()
+    for _ in range(3):
+        for pid in _pids_of(workspace):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not _pids_of(workspace):
+            break
+        time.sleep(0.2)
+
+
+def edits_of(run_dir: Path) -> list[dict]:
+    return read_toml(run_dir / "session.toml").get("edits", []) or []
+
+
+@aio
+async def test_queue_watch_edit_freeze_pause_resume_and_replay(real, workspace):
+    (workspace / "sessions" / "tiny.toml").write_text(TINY.format(name="tiny", steps=150))
+    app = make_app(real, workspace, poll_interval=0.3)
+    async with app.run_test(size=(120, 36)) as pilot:
+        # queue it from sessions/ as a person would: a, then the file
+        await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen), what="the queue")
+        await pilot.press("a")
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(app.sessions) == 1, timeout=120, what="the session in the queue")
+        await wait_until(pilot, lambda: (app.sessions[0].get("step") or 0) > 0, timeout=120,
+                         what="progress in the queue")
+        first = app.sessions[0]["step"]
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, SessionScreen), what="the session screen")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.view.step > first and len(screen.view.train_loss) > 0,
+                         timeout=60, what="live steps on the session screen")
+        run_dir = app.run_dir_of(app.sessions[0])
+        assert run_dir is not None and screen.view.layers  # layers.json was read
+
+        # the learning rate, live: checked, sent, acknowledged with its step
+        screen.query_one("#knobs-table", DataTable).focus()
+        await pilot.press("e")
+        await wait_until(pilot, lambda: app.screen.query_one("#edit-input", Input), what="the edit dialog")
+        app.screen.query_one("#edit-input", Input).value = "5e-4"
+        await pilot.press("enter")
+        knobs = screen.query_one("#knobs")
+        await wait_until(pilot, lambda: "applied at step" in knobs.edit_status.get("learning_rate", ("",))[0],
+                         timeout=60, what="the learning-rate ack")
+        lr_step = int(knobs.edit_status["learning_rate"][0].rsplit(" ", 1)[1])
+        await wait_until(pilot, lambda: {"step": lr_step, "set": {"learning_rate": 5e-4}} in edits_of(run_dir),
+                         timeout=30, what="the edit in session.toml")
+
+        # freeze layer.0 from the layers tab
+        await pilot.press("right_square_bracket")
+        screen.query_one("#layers-table", DataTable).focus()
+        await pilot.press("down", "space")
+        await wait_until(pilot, lambda: screen.view.layers[1]["frozen"], timeout=60, what="the freeze ack")
+        await wait_until(pilot, lambda: any(e.get("freeze") == ["layer.0"] for e in edits_of(run_dir)),
+                         timeout=30, what="the freeze in session.toml")
+        freeze_step = next(e["step"] for e in edits_of(run_dir) if e.get("freeze") == ["layer.0"])
+        assert freeze_step >= lr_step
+
+        # pause, then resume
+        await pilot.press("p")
+        await wait_until(pilot, lambda: app.sessions[0]["state"] == "paused", timeout=60, what="paused")
+        paused_at = app.sessions[0]["step"]
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.sessions[0]["state"] == "running"
+                         and app.sessions[0]["step"] > paused_at, timeout=90, what="resumed and moving")
+        await wait_until(pilot, lambda: app.sessions[0]["state"] == "done", timeout=120, what="done")
+
+        # replay: the run's session file with its edit log, queued again; metrics must match
+        await pilot.press("y")
+        from tuneterm.tui.replay_screen import ReplayScreen
+
+        await wait_until(pilot, lambda: isinstance(app.screen, ReplayScreen) and len(app.screen.original) > 0,
+                         what="the replay screen")
+        replay = app.screen
+        assert replay.query_one("#replay-edits", DataTable).row_count == 2
+        await pilot.press("r")
+        await wait_until(pilot, lambda: replay.result, timeout=150, what="the replay to finish")
+        assert replay.result == "match", str(replay.query_one("#replay-result").render())
