@@ -172,12 +172,15 @@ class FlatAdamW:
 
     ``params``: ``[(name, parameter, weight_decay_on), ...]`` — all on one device,
     dtypes float32 / bfloat16 / float16 (bf16/fp16 get an fp32 master copy).
-    ``impl``: "triton" | "torch" (see ``resolve_impl``).
+    ``impl``: "triton" | "torch" (see ``resolve_impl``). ``block_size``/``num_warps``
+    override the kernel's launch configuration (tests, benchmark sweeps).
     """
 
-    def __init__(self, params, impl: str = "torch", block_size: int | None = None):
+    def __init__(self, params, impl: str = "torch", block_size: int | None = None,
+                 num_warps: int | None = None):
         self.impl = check_impl(impl)
-        self._block_size = block_size
+        self._block_size = block_size  # tile size / warps override (tests, benchmark sweeps)
+        self._num_warps = num_warps
         params = list(params)
         if not params:
             raise ValueError("FlatAdamW needs at least one parameter")
@@ -258,11 +261,12 @@ class FlatAdamW:
                     runs.append([off, off + _round_up(ne), step, decay])
             grp.runs = [tuple(r) for r in runs]
             grp.block, _ = _launch_config(grp.numel, self._block_size)
-            tiles = []
+            parts = [np.zeros((0, 3), dtype=np.int64)]
             for r, (s, e, _, _) in enumerate(grp.runs):
-                for t in range(s, e, grp.block):
-                    tiles.append((t, min(e, t + grp.block), r))
-            grp.tiles = torch.tensor(tiles, dtype=torch.int64, device=self.device).reshape(-1, 3)
+                starts = np.arange(s, e, grp.block, dtype=np.int64)
+                ends = np.minimum(starts + grp.block, e)
+                parts.append(np.stack([starts, ends, np.full_like(starts, r)], axis=1))
+            grp.tiles = torch.from_numpy(np.concatenate(parts)).to(self.device)
 
     def _resolve(self, items) -> list[int]:
         if isinstance(items, (str, torch.Tensor)):
@@ -402,7 +406,7 @@ class FlatAdamW:
             model = grp.model.view(torch.int16) if kind == 1 else grp.model
         w1 = 1.0 - beta1
         n_tiles = grp.tiles.shape[0]
-        _, warps = _launch_config(grp.numel, self._block_size)
+        warps = self._num_warps or _launch_config(grp.numel, self._block_size)[1]
         _flat_adamw_kernel[(n_tiles,)](
             grp.master, model, grad, grp.exp_avg, grp.exp_avg_sq, grp.tiles, table,
             beta2, w1, 1.0 - beta2, eps, grad_scale,

@@ -260,7 +260,7 @@ def _launch_config(n: int) -> tuple[int, int]:
 
 
 def launch_dropout(x: torch.Tensor, p: float, seed: int, offset: int, out: torch.Tensor | None = None,
-                   block_size: int | None = None) -> torch.Tensor:
+                   block_size: int | None = None, num_warps: int | None = None) -> torch.Tensor:
     """Triton seeded dropout of ``x`` (any layout: a non-contiguous ``x`` is copied to its
     logical row-major order first). Returns a contiguous tensor shaped like ``x``."""
     if triton is None:
@@ -276,8 +276,7 @@ def launch_dropout(x: torch.Tensor, p: float, seed: int, offset: int, out: torch
     if n == 0:
         return out
     bs, warps = _launch_config(n)
-    if block_size is not None:
-        bs = block_size
+    bs, warps = block_size or bs, num_warps or warps  # overrides: tests, benchmark sweeps
     assert bs % ELEMS_PER_CALL == 0
     kind = _KIND[x.dtype]
     xa, oa = (x.view(torch.int16), out.view(torch.int16)) if kind == KIND_BF16 else (x, out)

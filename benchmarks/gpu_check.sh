@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One device call for the kernels: GPU tests, then the benchmark (correctness, copy
+# bandwidth, sweep, AdamW and dropout matrices). Results land in $OUT (or
+# benchmarks/results/): pytest log, kernels.csv, kernels.md. Budget: < 6 min on an H100.
+#
+#   bash benchmarks/gpu_check.sh            # from the repository root, on the GPU machine
+set -uo pipefail
+cd "$(dirname "$0")/.."
+[ -f .venv/bin/activate ] && . .venv/bin/activate
+PY="$(command -v python || command -v python3)"   # the device image's python3 holds torch
+# Without the editable install (the device machine), import kernels/ as tuneterm_kernels.
+if ! "$PY" -c "import tuneterm_kernels" 2>/dev/null; then
+    shim="$(mktemp -d)"
+    ln -s "$PWD/kernels" "$shim/tuneterm_kernels"
+    export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
+fi
+OUT="${OUT:-benchmarks/results}"
+mkdir -p "$OUT"
+export OUT
+export TRITON_INTERPRET=0  # real kernels: tests/conftest.py defaults it to 1 only when unset
+
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv 2>&1 | tee "$OUT/gpu.txt"
+"$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
+    2>&1 | tee -a "$OUT/gpu.txt"
+
+echo "== GPU tests"
+timeout 240 "$PY" -m pytest tests/kernels -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.txt" | tail -15
+tests_rc=${PIPESTATUS[0]}
+
+echo "== benchmark"
+timeout 330 "$PY" benchmarks/kernels.py --out "$OUT" > "$OUT/bench_log.txt" 2>&1
+bench_rc=$?
+grep '^\[' "$OUT/bench_log.txt"   # section timestamps
+tail -n 95 "$OUT/bench_log.txt"    # compact tables and targets (the reply keeps the end)
+
+echo "== exit codes: gpu tests $tests_rc, benchmark $bench_rc"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
