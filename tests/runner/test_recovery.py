@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 from runner_helpers import alive, rows, strip_clock, wait_for
@@ -21,6 +22,9 @@ def test_worker_kill9_resumes_from_checkpoint(runner, reference_run):
     c = runner.client()
     s = c.add(runner.session("k9w", steps=STEPS), check=False)
     run_dir = Path(s["run_dir"])
+    seen: list[dict] = []  # a subscriber through the crash: the rewrite must not repeat steps
+    watcher = threading.Thread(target=lambda: seen.extend(runner.client().subscribe(s["id"])), daemon=True)
+    watcher.start()
     # Kill the worker once it has a checkpoint and is training past it.
     wait_for(lambda: _ckpts(run_dir) and c.get(s["id"])["step"] >= 7, 120, "a checkpoint")
     pid = c.get(s["id"])["pid"]
@@ -31,6 +35,10 @@ def test_worker_kill9_resumes_from_checkpoint(runner, reference_run):
     done = wait_for(lambda: (x := c.get(s["id"]))["state"] in ("done", "failed") and x, 120, "the end")
     assert done["state"] == "done", done
     assert strip_clock(rows(run_dir)) == reference_run(STEPS)
+    watcher.join(30)
+    assert [m["data"]["step"] for m in seen if m["type"] == "metric" and m["data"]["kind"] == "train"] == \
+        list(range(1, STEPS + 1))
+    assert [m["state"] for m in seen if m["type"] == "state"][-1] == "done"
     kinds = [e["kind"] for e in rows(run_dir, "events.jsonl")]
     resumed = [e for e in rows(run_dir, "events.jsonl") if e["kind"] == "resume"]
     assert kinds.count("start") == 1 and len(resumed) == 1 and resumed[0]["step"] > 0  # from a checkpoint

@@ -147,19 +147,31 @@ class RunnerClient:
         ``start`` is true. Raises RunnerUnavailable when that is not possible."""
         ws = resolve_workspace(workspace)
         path = socket_path(ws)
-        try:
-            conn = _Conn(path, timeout)
-        except OSError as first:
-            if not start:
-                raise RunnerUnavailable(f"no runner daemon for {ws} ({first.strerror or first}); "
-                                        "start one with `tuneterm daemon start`") from None
-            start_daemon(ws, timeout=timeout)
+        for attempt in range(3):
             try:
                 conn = _Conn(path, timeout)
             except OSError as e:
-                raise RunnerUnavailable(f"cannot reach the runner daemon at {path}: {e.strerror or e}") from None
-        hello = cls._handshake(conn, ws, timeout)
-        return cls(ws, conn, hello, timeout)
+                if not start:
+                    raise RunnerUnavailable(f"no runner daemon for {ws} ({e.strerror or e}); "
+                                            "start one with `tuneterm daemon start`") from None
+                start_daemon(ws, timeout=timeout)
+                try:
+                    conn = _Conn(path, timeout)
+                except OSError as e2:
+                    if attempt == 2:
+                        raise RunnerUnavailable(f"cannot reach the runner daemon at {path}: "
+                                                f"{e2.strerror or e2}") from None
+                    continue
+            try:
+                hello = cls._handshake(conn, ws, timeout)
+            except RunnerUnavailable:
+                # A daemon that died (or is dying) under us: start a fresh one, once or twice.
+                if not start or attempt == 2:
+                    raise
+                time.sleep(0.1)
+                continue
+            return cls(ws, conn, hello, timeout)
+        raise RunnerUnavailable(f"cannot reach the runner daemon at {path}")
 
     @staticmethod
     def _handshake(conn: "_Conn", ws: Path, timeout: float) -> dict:

@@ -1,0 +1,208 @@
+"""Runner benchmarks (issue 4, "Performance"): prints figures, asserts nothing.
+
+    python benchmarks/runner.py [--steps 300] [--edits 20] [--sessions 1000] [--device cpu|cuda]
+
+1. Training throughput of the same tiny session under the daemon *with a client
+   subscribed* against `tuneterm run` alone (target >= 0.98x). Steps/s are taken from the
+   train rows' wall-clock times (first to last row), so process start-up is not counted.
+2. Edit latency: `set learning_rate` through the socket to a running session, time until
+   the worker's ack, in ms and in optimizer steps (ack step - newest step seen when sent).
+3. `queue ls` with N queued sessions (target < 100 ms): the client's `list_sessions()`
+   and the whole `tuneterm queue ls` process.
+
+Everything runs in a temporary workspace with its own daemon, killed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SESSION = """\
+[session]
+name = "{name}"
+seed = 1
+
+[model]
+source = "builtin:tiny-bert"
+
+[data]
+source = "builtin:bbc-news"
+max_length = 32
+max_samples = 512
+max_eval_samples = 32
+
+[hyperparameters]
+learning_rate = 1e-3
+batch_size = 16
+max_steps = {steps}
+schedule = "linear"
+warmup_steps = 2
+
+[evaluation]
+interval_steps = 0
+
+[checkpoint]
+interval_steps = 0
+
+[runtime]
+device = "{device}"
+kernels = "{kernels}"
+"""
+
+
+def _rate(run_dir: Path, skip: int = 5) -> float:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    train = [r for r in rows if r["kind"] == "train"][skip:]
+    return (train[-1]["step"] - train[0]["step"]) / (train[-1]["time"] - train[0]["time"])
+
+
+def _wait(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--edits", type=int, default=20)
+    ap.add_argument("--sessions", type=int, default=1000)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--kernels", default="torch", choices=("auto", "torch", "triton"))
+    ap.add_argument("--repeats", type=int, default=2, help="throughput runs of each kind (best kept)")
+    args = ap.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="ttb-", dir="/tmp"))
+    os.environ["TUNETERM_RUNTIME_DIR"] = str(base / "r")
+    ws = base / "ws"
+    (ws / "sessions").mkdir(parents=True)
+    env = {**os.environ, "TUNETERM_HOME": str(ws)}
+
+    from tuneterm.runner.client import RunnerClient
+
+    def session(name: str, steps: int) -> Path:
+        p = ws / "sessions" / f"{name}.toml"
+        p.write_text(SESSION.format(name=name, steps=steps, device=args.device, kernels=args.kernels))
+        return p
+
+    client = None
+    try:
+        # 1. throughput ------------------------------------------------------------------
+        alone, daemon = [], []
+        for i in range(args.repeats):
+            out = subprocess.run([sys.executable, "-m", "tuneterm", "run", str(session(f"alone{i}", args.steps)),
+                                  "--workspace", str(ws)], env=env, capture_output=True, text=True, check=True)
+            alone.append(_rate(Path(out.stdout.strip().splitlines()[-1])))
+        client = RunnerClient.connect(ws)
+        for i in range(args.repeats):
+            s = client.add(session(f"daemon{i}", args.steps), check=False)
+            msgs: list = []
+            sub = RunnerClient.connect(ws)
+            t = threading.Thread(target=lambda: msgs.extend(sub.subscribe(s["id"])), daemon=True)
+            t.start()
+            _wait(lambda: client.get(s["id"])["state"] in ("done", "failed"), 600, "the daemon's run")
+            t.join(30)
+            sub.close()
+            daemon.append(_rate(Path(s["run_dir"])))
+        ratio = max(daemon) / max(alone)
+
+        # 2. edit latency ----------------------------------------------------------------
+        s = client.add(session("edits", 10_000_000), check=False)
+        seen = {"step": 0}
+        sub = RunnerClient.connect(ws)
+
+        def follow():
+            for m in sub.subscribe(s["id"], history=False):
+                if m["type"] == "metric" and m["data"].get("kind") == "train":
+                    seen["step"] = m["data"]["step"]
+
+        threading.Thread(target=follow, daemon=True).start()
+        _wait(lambda: seen["step"] >= 10, 300, "the edit session to train")
+        lat_ms, lat_steps = [], []
+        for i in range(args.edits):
+            before = seen["step"]
+            t0 = time.perf_counter()
+            ans = client.control(s["id"], {"type": "set", "values": {"learning_rate": 1e-3 * (1 + i % 2) / 2}})
+            lat_ms.append((time.perf_counter() - t0) * 1000)
+            if ans["type"] == "ack":
+                lat_steps.append(ans["step"] - before)
+            time.sleep(0.05)
+        sub.close()
+        client.cancel(s["id"])
+        _wait(lambda: client.get(s["id"])["state"] == "cancelled", 120, "the edit session to stop")
+
+        # 3. queue ls with N sessions ----------------------------------------------------
+        client.shutdown()
+        client.close()
+        (ws / ".tuneterm" / "config.toml").write_text("[runner]\nslots = 0\n")
+        client = RunnerClient.connect(ws)
+        small = session("queued", 10)
+        t0 = time.perf_counter()
+        for _ in range(args.sessions):
+            client.add(small, check=False)
+        add_ms = (time.perf_counter() - t0) * 1000 / args.sessions
+        ls_client = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            rows = client.list_sessions()
+            ls_client.append((time.perf_counter() - t0) * 1000)
+        ls_cli = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "tuneterm", "queue", "ls", "--workspace", str(ws)], env=env,
+                           capture_output=True, check=True)
+            ls_cli.append((time.perf_counter() - t0) * 1000)
+
+        med = statistics.median
+        print(f"## Runner ({platform.node()}, {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} CPUs, device {args.device}, kernels {args.kernels})\n")
+        print("| measure | value | target |")
+        print("| --- | --- | --- |")
+        print(f"| steps/s, `tuneterm run` alone (best of {args.repeats}) | {max(alone):.1f} | |")
+        print(f"| steps/s, under the daemon with a subscriber (best of {args.repeats}) | {max(daemon):.1f} | |")
+        print(f"| ratio daemon / alone | {ratio:.3f} | >= 0.98 |")
+        print(f"| edit -> ack latency, median (n={len(lat_ms)}) | {med(lat_ms):.1f} ms | |")
+        print(f"| edit -> ack latency, max | {max(lat_ms):.1f} ms | |")
+        print(f"| edit -> ack, steps after send, median / max | {med(lat_steps) if lat_steps else '-'} / "
+              f"{max(lat_steps) if lat_steps else '-'} | |")
+        print(f"| `queue add` (no check), per session | {add_ms:.1f} ms | |")
+        print(f"| `list_sessions()` with {len(rows)} sessions, median of 10 | {med(ls_client):.1f} ms | < 100 ms |")
+        print(f"| `tuneterm queue ls` process with {len(rows)} sessions, median of 5 | {med(ls_cli):.0f} ms | |")
+    finally:
+        if client is not None:
+            client.close()
+        pid_file = ws / ".tuneterm" / "daemon.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        for d in Path("/proc").iterdir():  # workers of this workspace, by pid
+            if d.name.isdigit():
+                try:
+                    if str(ws) in (d / "cmdline").read_bytes().decode(errors="replace"):
+                        os.kill(int(d.name), signal.SIGKILL)
+                except (OSError, ProcessLookupError):
+                    pass
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
