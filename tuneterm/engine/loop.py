@@ -27,7 +27,7 @@ from tuneterm.engine.control import Mailbox, RunFiles, truncate_after
 from tuneterm.engine.metrics import evaluate
 from tuneterm.engine.models import build_model, load_tokenizer
 from tuneterm.errors import TrainingError, UserError
-from tuneterm.session.schema import EDITABLE, Edit, Session
+from tuneterm.session.schema import Edit, Session
 
 log = logging.getLogger("tuneterm.engine")
 
@@ -285,15 +285,17 @@ class Trainer:
         self._event("edit", edit=edit.to_dict(), source="live")
 
     def _check_edit(self, e: Edit) -> str | None:
+        """Why the edit cannot apply now (None: it can). Values are checked against the
+        schema and, as a whole, against the knobs as currently edited."""
         from tuneterm.session.io import check_set_values
 
         if e.set:
-            unknown = [k for k in e.set if k not in EDITABLE]
-            if unknown:
-                return f"{unknown[0]} cannot be changed while training; editable: {', '.join(EDITABLE)}"
-            problems = check_set_values(e.set)
+            current = self.session.copy()
+            current.hyperparameters = replace(self.hp)
+            current.early_stopping.patience = self.patience
+            problems = check_set_values(e.set, current)
             if problems:
-                return str(problems[0])
+                return problems[0]
         names = L.group_names(self.groups)
         for n in [*e.freeze, *e.unfreeze]:
             if n not in names:
@@ -302,10 +304,6 @@ class Trainer:
             frozen = set(L.frozen_names(self.groups)) | set(e.freeze)
             if all(n in frozen for n in names):
                 return "freezing every layer group would leave nothing to train"
-        if e.set:
-            hp = replace(self.hp, **{k: v for k, v in e.set.items() if k in vars(self.hp)})
-            if hp.max_steps == 0 and hp.epochs <= 0:
-                return "epochs must be positive when max_steps is 0"
         return None
 
     def _apply_edit(self, e: Edit) -> None:
