@@ -109,3 +109,21 @@ def test_groups_and_a_training_step_on_each_architecture(workspace, tiny_session
     train = [r for r in rows(run_dir) if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3]
     assert all(r["loss"] is not None and r["loss"] > 0 for r in train)
+
+
+def test_early_stopping_and_checkpoint_retention(workspace, tiny_session, capsys):
+    # min_delta 10: no evaluation after the first can count as an improvement.
+    s = tiny_session(epochs=6, extra="\n[early_stopping]\nenabled = true\nmetric = \"val_loss\"\n"
+                                     "patience = 2\nmin_delta = 10.0\n")
+    code, out, err = run_cli(["run", str(s)], capsys)
+    assert code == 0, err
+    run_dir = Path(out.strip())
+    evals = [r["step"] for r in rows(run_dir) if r["kind"] == "eval"]
+    assert evals == [4, 8, 12]  # best at 4, then two evaluations without improvement
+    events = rows(run_dir, "events.jsonl")
+    stop = [e for e in events if e["kind"] == "early_stop"]
+    assert stop and stop[0]["step"] == 12 and stop[0]["best_step"] == 4
+    assert events[-1]["kind"] == "end" and events[-1]["state"] == "early_stopped"
+    # keep_last = 2 plus the best
+    kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert kept == ["step-00000004", "step-00000008", "step-00000012"]
