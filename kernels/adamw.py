@@ -154,7 +154,7 @@ class _Group:
         offsets, n = [], 0
         for k in seg_ids:
             offsets.append(n)
-            n += _round_up(numels[k])
+            n += _round_up(int(numels[k]))
         self.offsets = offsets  # parallel to seg_ids
         self.numel = n
         self.master = torch.zeros(n, dtype=torch.float32, device=device)

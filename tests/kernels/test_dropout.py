@@ -138,6 +138,21 @@ def test_offset_counts_philox_calls_and_seeds_differ():
     assert torch.equal(a, D.philox_keep_mask(SEED, 0, 4096, 0.5))
 
 
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_empty_tensors_and_offsets_across_2_32(impl):
+    for shape in [(0,), (2, 0, 3)]:
+        x = torch.randn(shape, requires_grad=True)
+        y = D.dropout(x, 0.5, SEED, impl=impl)
+        assert y.shape == x.shape
+        y.sum().backward()
+    # counters crossing 2**32 carry into Philox's second counter word in both paths
+    x = torch.randn(3000)
+    off = 2**32 - 100
+    ref = D.dropout(x, 0.5, SEED, off, impl="torch")
+    assert_bit_equal(D.dropout(x, 0.5, SEED, off, impl=impl), ref, f"{impl} offset 2**32-100")
+    assert torch.equal(D.philox_uniform16(SEED, off, 3000)[800:], D.philox_uniform16(SEED, 2**32, 2200))
+
+
 def test_threshold_is_ceil_p_times_65536():
     assert D.keep_threshold(0.0) == 0
     assert D.keep_threshold(0.5) == 32768
