@@ -59,6 +59,7 @@ interval_steps = 0
 [runtime]
 device = "{device}"
 kernels = "{kernels}"
+threads = {threads}
 """
 
 
@@ -85,6 +86,7 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--kernels", default="torch", choices=("auto", "torch", "triton"))
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (0: torch's default)")
     ap.add_argument("--repeats", type=int, default=2, help="throughput runs of each kind (best kept)")
     args = ap.parse_args()
 
@@ -98,7 +100,8 @@ def main() -> int:
 
     def session(name: str, steps: int) -> Path:
         p = ws / "sessions" / f"{name}.toml"
-        p.write_text(SESSION.format(name=name, steps=steps, device=args.device, kernels=args.kernels))
+        p.write_text(SESSION.format(name=name, steps=steps, device=args.device, kernels=args.kernels,
+                                   threads=args.threads))
         return p
 
     client = None
@@ -171,7 +174,8 @@ def main() -> int:
 
         med = statistics.median
         print(f"## Runner ({platform.node()}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, device {args.device}, kernels {args.kernels})\n")
+              f"{os.cpu_count()} CPUs, device {args.device}, kernels {args.kernels}, threads {args.threads}, "
+              f"{args.steps} steps)\n")
         print("| measure | value | target |")
         print("| --- | --- | --- |")
         print(f"| steps/s, `tuneterm run` alone (best of {args.repeats}) | {max(alone):.1f} | |")

@@ -6,9 +6,10 @@ alike. Only complete lines are consumed (a row being written is read on the next
 
 A worker that resumes after a crash rewrites both files without the rows the crashed
 attempt wrote after its checkpoint (``os.replace``: a new inode). The tailer then re-reads
-the new file and forwards only rows it has not forwarded before: metrics rows by
-(kind, step) — a re-trained step has the same values, only its wall-clock fields differ —
-and event rows by their exact text. So a subscriber never sees a step twice.
+the new file and forwards only rows it has not forwarded before: metrics rows with a step
+beyond the newest one forwarded for their kind (a re-trained step has the same values, only
+its wall-clock fields differ), and event rows whose exact text is new. So a subscriber
+never sees a step twice.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Tailer:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.files = {kind: _File(self.run_dir / name) for kind, name in FILES}
-        self.seen_metrics: set[tuple] = set()
+        self.max_step: dict[str, int] = {}  # newest step forwarded per metrics kind
         self.seen_events: set[int] = set()
         self.metric: str | None = None  # the early-stopping metric, read on the first eval row
         self.mode = "min"
@@ -109,10 +110,12 @@ class Tailer:
                 continue
             for line, row in _rows(data):
                 if kind == "metric":
-                    key = (row.get("kind"), row.get("step"))
-                    if key in self.seen_metrics:
+                    # Steps of one kind only grow within an attempt; a resumed attempt
+                    # re-writes steps up to the newest one already forwarded.
+                    k, step = row.get("kind"), _step(row)
+                    if step <= self.max_step.get(k, -1):
                         continue
-                    self.seen_metrics.add(key)
+                    self.max_step[k] = step
                 else:
                     h = hash(line)
                     if rewritten and h in self.seen_events:
