@@ -273,7 +273,8 @@ class RunnerClient:
         """Metric, event and state messages of one session: first its history from the run
         directory (when ``history``; those carry ``"history": true``), then live ones, without
         gap or duplicate. Blocks; ends when the session ends (done, failed, cancelled) or when
-        ``close()`` is called. Raises UserError at once for a bad ref."""
+        ``close()`` is called. Raises UserError at once for a bad ref, and RunnerUnavailable
+        (while iterating) when the daemon goes away mid-stream."""
         if self._closed:
             raise RunnerUnavailable("the runner client is closed")
         try:
@@ -300,9 +301,16 @@ class RunnerClient:
             while not self._closed:
                 try:
                     msg = conn.recv(None)
-                except (OSError, protocol.ProtocolError):
-                    return
-                if msg is None or msg.get("type") == "end":
+                except (OSError, protocol.ProtocolError) as e:
+                    if self._closed:
+                        return
+                    raise RunnerUnavailable(f"lost the runner daemon during the stream: {e}") from None
+                if msg is None:
+                    if self._closed:
+                        return
+                    raise RunnerUnavailable("the runner daemon went away during the stream; "
+                                            "subscribe again (history fills the gap)")
+                if msg.get("type") == "end":
                     return
                 yield msg
         finally:

@@ -382,8 +382,11 @@ class Daemon:
                     await asyncio.wait_for(reader, 5.0)
                 except asyncio.TimeoutError:
                     reader.cancel()
-                if not await self._finish_attempt(run, code):
+                nxt = await self._finish_attempt(run, code)
+                if not nxt:
                     return
+                if isinstance(nxt, WorkerHandle):
+                    adopted = nxt
         except Exception:
             log.exception("session %s: supervision failed", sid)
             self._set(sid, state="interrupted", error="internal error in the runner; see daemon.log")
@@ -408,8 +411,9 @@ class Daemon:
                 if row:
                     self.refresh(row)  # the files are the truth; stdout says when to look
 
-    async def _finish_attempt(self, run: Run, code: int | None) -> bool:
-        """Decide the session's state after a worker exited; True to start another worker now."""
+    async def _finish_attempt(self, run: Run, code: int | None) -> "bool | WorkerHandle":
+        """Decide the session's state after a worker exited: False when the supervision
+        ends, True to start another worker now, or a worker to follow instead."""
         sid = run.sid
         row = self.store.get(sid)
         t = self.refresh(row)
@@ -438,7 +442,13 @@ class Daemon:
             else:
                 self._set(sid, state="paused", want=None, pid=None, crashes=0)
         elif code == EXIT_LOCKED:
-            # Another worker holds the run (one we could not identify): wait and try again.
+            # Another worker holds the run: one a dead daemon started whose pid we never
+            # recorded. Follow it when we can find it; else wait and try again.
+            other = self.executor.adopt(run.run_dir, None, None)
+            if other is not None:
+                log.info("session %s: another worker (pid %s) holds the run; following it", sid, other.pid)
+                self.store.update(sid, pid=other.pid, pid_start=other.pid_start)
+                return other
             self.backoff[sid] = time.monotonic() + 5.0
             self._set(sid, state="interrupted", pid=None, error="another worker holds the run; retrying")
         elif code in (EXIT_FAILED, EXIT_BAD):

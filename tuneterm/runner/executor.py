@@ -179,11 +179,21 @@ class LocalExecutor(Executor):
         return LocalWorker(proc)
 
     def adopt(self, run_dir: Path, pid: int | None, pid_start: str | None) -> WorkerHandle | None:
-        if not pid or not pid_start or proc_start_time(pid) != pid_start:
-            return None
-        if str(run_dir) not in _cmdline(pid):
-            return None
-        return AdoptedWorker(pid, pid_start)
+        run = str(run_dir)
+        if pid and pid_start and proc_start_time(pid) == pid_start and run in _cmdline(pid):
+            return AdoptedWorker(pid, pid_start)
+        # A worker whose pid never reached the queue (started just before a daemon died):
+        # find it by its command line — the worker program and this run directory.
+        marker = self.command[-1]
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            argv = _cmdline(int(entry.name))
+            if run in argv and marker in argv:
+                start = proc_start_time(int(entry.name))
+                if start:
+                    return AdoptedWorker(int(entry.name), start)
+        return None
 
 
 def gpu_count() -> int:
