@@ -182,13 +182,16 @@ if triton is not None:
 
     @triton.jit
     def load_as_f32(ptr, offs, mask, KIND: tl.constexpr):
-        """Load and widen to fp32. bf16 travels as its int16 bits (exact widening by a
-        shift; the interpreter's bf16 arithmetic is not to be trusted)."""
-        if KIND == 1:
-            bits = tl.load(ptr + offs, mask=mask, other=0)
-            return (bits.to(tl.int32) << 16).to(tl.float32, bitcast=True)
+        """Load (``mask`` may be None) and widen to fp32. bf16 travels as its int16 bits
+        (exact widening by a shift; the interpreter's bf16 arithmetic is not to be trusted)."""
+        if mask is None:  # a full block: no mask, nothing stands in the way of wide accesses
+            raw = tl.load(ptr + offs)
         else:
-            return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            raw = tl.load(ptr + offs, mask=mask, other=0)
+        if KIND == 1:
+            return (raw.to(tl.int32) << 16).to(tl.float32, bitcast=True)
+        else:
+            return raw.to(tl.float32)
 
     @triton.jit
     def store_from_f32(ptr, offs, x, mask, KIND: tl.constexpr):
@@ -225,7 +228,6 @@ if triton is not None:
         row = pid * ROWS + tl.arange(0, ROWS).to(tl.int64)  # Philox call within x
         col = tl.arange(0, 8)  # element within the call: word col // 2, half col % 2
         offs = row[:, None] * 8 + col[None, :]
-        mask = offs < n_elements
 
         seed = (seed_hi.to(tl.uint32, bitcast=True).to(tl.uint64) << 32) | seed_lo.to(
             tl.uint32, bitcast=True).to(tl.uint64)
@@ -238,9 +240,14 @@ if triton is not None:
         u16 = (word >> ((c & 1) * 16)) & 0xFFFF
         keep = u16 >= threshold.to(tl.uint32, bitcast=True)
 
-        x = load_as_f32(x_ptr, offs, mask, KIND)
-        y = tl.where(keep, x * scale, 0.0)
-        store_from_f32(out_ptr, offs, y, mask, KIND)
+        if (pid + 1) * BLOCK_SIZE <= n_elements:
+            # every block but the last runs unmasked: 128-bit accesses whatever numel is
+            x = load_as_f32(x_ptr, offs, None, KIND)
+            store_from_f32(out_ptr, offs, tl.where(keep, x * scale, 0.0), None, KIND)
+        else:
+            mask = offs < n_elements
+            x = load_as_f32(x_ptr, offs, mask, KIND)
+            store_from_f32(out_ptr, offs, tl.where(keep, x * scale, 0.0), mask, KIND)
 
 
 def _split32(v: int) -> tuple[int, int]:

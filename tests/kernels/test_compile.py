@@ -30,8 +30,10 @@ def test_dropout_compiles_vectorised(report):
         k = report[name]
         assert k["ldg"] == ["LDG.E.128"] and k["stg"] == ["STG.E.128"], f"{name}: {k}"
         assert not k["local"] and k["usage"].get("LOCAL", 0) == 0 and k["usage"].get("STACK", 0) == 0, k
-    for name in ("dropout_kind0_odd", "dropout_kind1_odd"):  # numel % 16 != 0: correct, narrower accesses
-        assert report[name]["ldg"] and not report[name]["local"], report[name]
+    for name in ("dropout_kind0_odd", "dropout_kind1_odd"):
+        # numel % 16 != 0: full blocks run unmasked and stay 128-bit; only the tail is narrow
+        k = report[name]
+        assert "LDG.E.128" in k["ldg"] and "STG.E.128" in k["stg"] and not k["local"], k
     # bf16, 4096 elements on 256 threads: 2 Philox calls (8 elements each) per thread,
     # 10 rounds x 2 high multiplies -> about 40 IMAD.HI; more would mean duplicated work
     assert report["dropout_kind1"]["imad_hi"] <= 44, report["dropout_kind1"]
