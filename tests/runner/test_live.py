@@ -76,6 +76,7 @@ def test_session_crashing_every_time_fails_after_k_tries_and_queue_moves_on(runn
 
 
 def test_preflight_refuses_broken_sessions(runner):
+    runner.use_fake_worker(slots=0)  # the check is the real engine's whatever the worker
     c = runner.client()
     bad = runner.ws / "sessions" / "bad.toml"
     bad.write_text(runner.session("bad").read_text().replace('max_length = 24', 'max_length = "long"'))
@@ -87,3 +88,5 @@ def test_preflight_refuses_broken_sessions(runner):
         c.add(missing)
     assert c.list_sessions() == []
     assert not any((runner.ws / "runs").iterdir())
+    good = c.add(runner.session("good"), smoke=True)  # one training step before queueing
+    assert good["state"] == "queued" and (Path(good["run_dir"]) / "session.toml").exists()

@@ -14,6 +14,7 @@ import pytest
 from runner_helpers import rows, wait_for
 
 from tuneterm.errors import UserError
+from tuneterm.runner.client import RunnerUnavailable
 
 
 def test_order_move_and_queued_state_changes(runner):
@@ -144,3 +145,15 @@ def test_watch_streams_plain_text(runner):
     lines = r.stdout.splitlines()
     assert sum(ln.startswith("step ") for ln in lines) == 20
     assert lines[-1].endswith(": done")
+
+
+def test_stream_raises_when_the_daemon_goes_away(runner):
+    runner.use_fake_worker()
+    c = runner.client()
+    s = c.add(runner.session("gone", fake=True, steps=100000, step_s=0.01), check=False)
+    it = runner.client().subscribe(s["id"])
+    assert next(it)["type"] in ("metric", "event", "state")
+    runner.kill_daemon()
+    with pytest.raises(RunnerUnavailable, match="went away|lost"):
+        for _ in it:
+            pass

@@ -59,6 +59,12 @@ def test_daemon_kill9_readopts_worker_and_loses_nothing(runner, reference_run):
     # Never two workers for the run while the new daemon takes over.
     for _ in range(30):
         assert len(runner.worker_pids(run_dir)) <= 1
+    assert c2.get(a["id"])["state"] == "running"
+    # The adopted worker has no pipe: a control message bounces it (checkpoint, exit 75,
+    # a new worker with --resume gets the message) and the run stays exact.
+    ans = c2.control(a["id"], {"type": "checkpoint"}, timeout=120)
+    assert ans["type"] == "ack", ans
+    assert c2.get(a["id"])["pid"] != worker and not alive(worker)
     done = wait_for(lambda: (x := c2.get(a["id"]))["state"] in ("done", "failed") and x, 180, "the end")
     assert done["state"] == "done", done
     assert strip_clock(rows(run_dir)) == reference_run(STEPS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import stat
@@ -34,6 +35,8 @@ def test_daemon_is_detached_single_and_torch_free(runner):
     assert "torch" not in maps and "libtorch" not in maps
     assert (runner.ws / ".tuneterm" / "daemon.pid").read_text().split()[0] == str(pid)
     assert "starting" in (runner.ws / ".tuneterm" / "daemon.log").read_text()
+    os.kill(pid, signal.SIGHUP)  # what a closing SSH session sends
+    assert runner.client().list_sessions() == [] and alive(pid)
 
 
 def test_socket_and_folder_are_owner_only(runner, runtime_dir):
