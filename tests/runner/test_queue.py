@@ -157,3 +157,15 @@ def test_stream_raises_when_the_daemon_goes_away(runner):
     with pytest.raises(RunnerUnavailable, match="went away|lost"):
         for _ in it:
             pass
+
+
+def test_pause_or_cancel_while_the_worker_starts_is_not_lost(runner):
+    runner.use_fake_worker()
+    c = runner.client()
+    s = c.add(runner.session("quick", fake=True, steps=100000, step_s=0.01), check=False)
+    c.pause(s["id"])  # the scheduler has likely launched it already; its worker may not be up
+    wait_for(lambda: c.get(s["id"])["state"] == "paused", 30, "paused")
+    c.resume(s["id"])
+    c.cancel(s["id"])
+    wait_for(lambda: c.get(s["id"])["state"] == "cancelled", 30, "cancelled")
+    assert not runner.worker_pids(s["run_dir"])

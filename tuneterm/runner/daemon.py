@@ -193,7 +193,10 @@ class Daemon:
     def pause(self, ref) -> dict:
         row = self.resolve(ref)
         st = row["state"]
-        if st in ("queued", "interrupted"):
+        if row["id"] in self.runs:  # running, or its worker is being started right now
+            row = self.store.update(row["id"], want="pause")
+            self._stop_worker(row["id"], "pause")
+        elif st in ("queued", "interrupted"):
             row = self._set(row["id"], state="paused")
         elif st == "running":
             row = self.store.update(row["id"], want="pause")
@@ -216,7 +219,10 @@ class Daemon:
     def cancel(self, ref) -> dict:
         row = self.resolve(ref)
         st = row["state"]
-        if st in ("queued", "paused", "interrupted"):
+        if row["id"] in self.runs:  # running, or its worker is being started right now
+            row = self.store.update(row["id"], want="cancel")
+            self._stop_worker(row["id"], "cancel")
+        elif st in ("queued", "paused", "interrupted"):
             row = self._set(row["id"], state="cancelled", finished=time.time())
         elif st == "running":
             row = self.store.update(row["id"], want="cancel")
@@ -287,9 +293,11 @@ class Daemon:
 
     def _stop_worker(self, sid: int, why: str) -> None:
         run = self.runs.get(sid)
-        if run is None or run.handle is None:
+        if run is None:
             return
         run.want = why
+        if run.handle is None:  # still starting: _supervise stops it once it has a handle
+            return
         if run.handle.adopted:
             run.handle.signal(signal.SIGTERM)
         else:
@@ -373,6 +381,8 @@ class Daemon:
                 run.handle = handle
                 if row["state"] != "running":
                     self._set(sid, state="running", error=None)
+                if run.want in ("pause", "cancel", "shutdown") and not handle.adopted:
+                    self._stop_worker(sid, run.want)  # asked while the worker was starting
                 for msg in run.outbox:
                     await handle.send(msg)
                 run.outbox = []
