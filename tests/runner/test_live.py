@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from runner_helpers import rows, strip_clock, wait_for
 
+pytestmark = pytest.mark.slow  # real workers: torch start-up and training, tens of seconds
+
 from tuneterm.errors import UserError
 
 STEPS = 30

@@ -8,7 +8,10 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
 from runner_helpers import alive, rows, strip_clock, wait_for
+
+pytestmark = pytest.mark.slow  # real workers: torch start-up and training, tens of seconds
 
 STEPS = 30
 
