@@ -127,3 +127,10 @@ def test_early_stopping_and_checkpoint_retention(workspace, tiny_session, capsys
     # keep_last = 2 plus the best
     kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert kept == ["step-00000004", "step-00000008", "step-00000012"]
+
+
+def test_an_override_that_breaks_the_session_is_refused_before_any_run_exists(workspace, tiny_session, capsys):
+    code, out, err = run_cli(["run", str(tiny_session()), "--max-steps", "1"], capsys)  # warmup_steps = 2
+    assert code == 2 and out == ""
+    assert err.startswith("tuneterm: error: --max-steps 1: hyperparameters.warmup_steps:"), err
+    assert list((workspace / "runs").iterdir()) == []

@@ -53,15 +53,29 @@ def _load(path: str, ws: Path):
     return load_session(p, ws)
 
 
-def _apply_flags(session, args) -> None:
+def _apply_flags(session, args, ws: Path):
+    """The session with the command line's overrides, checked again as a whole before any
+    run directory exists (an override can make a valid file invalid)."""
+    from tuneterm.session.io import check_session_text, dumps_session
+
+    flags = []
     if args.max_steps is not None:
         if args.max_steps < 1:
             raise UserError(f"--max-steps: {args.max_steps} must be at least 1")
         session.hyperparameters.max_steps = args.max_steps
+        flags.append(f"--max-steps {args.max_steps}")
     if args.kernels:
         session.runtime.kernels = args.kernels
     if args.device:
         session.runtime.device = args.device
+    if not flags:
+        return session
+    checked, problems = check_session_text(dumps_session(session), " ".join(flags), ws)
+    if problems:
+        p = problems[0]
+        raise UserError(f"{p.file}: {p.field}: {p.message}")
+    checked.edits = session.edits
+    return checked
 
 
 def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str | None = None) -> int:
@@ -117,8 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("run: give a session file (or --resume RUN_DIR)")
     from tuneterm.engine.runs import create_run
 
-    session = _load(args.session, ws)
-    _apply_flags(session, args)
+    session = _apply_flags(_load(args.session, ws), args, ws)
     run_dir = create_run(ws, session)
     return _train(run_dir, ws, args, control=args.control)
 
@@ -137,8 +150,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         session = _load(str(original), ws)
     if args.check and original is None:
         raise UserError("replay --check needs a run directory to compare with (got a session file)")
-    _apply_flags(session, args)
-    run_dir = create_run(ws, session, run_id=None)
+    session = _apply_flags(session, args, ws)
+    run_dir = create_run(ws, session)
     code = _train(run_dir, ws, args)
     if code != 0 or not args.check:
         return code

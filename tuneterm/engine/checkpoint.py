@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 
 FORMAT = 1
 PREFIX = "step-"
@@ -53,7 +53,10 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, opt_tensors: dict, 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
+    # Plain copies: parameters may be views into the flat optimizer's buffers (shared
+    # storage that safetensors rightly refuses to save as is).
+    weights = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"))
     save_file({k: v.detach().contiguous().cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1, allow_nan=False))
     for f in tmp.iterdir():
@@ -98,7 +101,8 @@ def read_state(path: Path) -> dict:
 
 def load(path: Path, model: torch.nn.Module, device) -> tuple[dict, dict]:
     """Load weights into ``model``; return (optimizer tensors, state)."""
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
+    # load_state_dict copies into the existing tensors, so views into flat buffers stay views.
+    model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)), strict=True)
     opt = load_file(str(path / "optimizer.safetensors"), device=str(device))
     return opt, read_state(path)
 
