@@ -143,7 +143,7 @@ def check_correctness() -> list[str]:
     errors = []
     n_rows, hidden = (4099, 1031) if CUDA else (37, 29)
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        for p in (0.1, 0.5):
+        for p in ((0.3,) if DRY else (0.1, 0.5)):
             x = torch.randn(n_rows, hidden, device=DEV, dtype=dtype)
             out = torch.full_like(x, float("nan"))  # poisoned: every element must be written
             D.launch_dropout(x, p, 1234, 7, out=out)
@@ -284,7 +284,7 @@ def adamw_cases():
     cases += [("bert-base", bert, set()), ("bert-base half-frozen", bert, half(bert, nb, lb)),
               ("llama-1.1B", big, set()), ("llama-1.1B half-frozen", big, half(big, nl, ll))]
     if DRY:  # every code path once (torch's fused AdamW costs ~0.3 s a step on the CPU)
-        cases = [cases[0], cases[2], cases[3]]
+        cases = [cases[0], cases[-1]]
     return cases
 
 
@@ -332,7 +332,7 @@ def run_dropout(copy_gbps):
         for dtype in (torch.bfloat16, torch.float32):
             es = torch.tensor([], dtype=dtype).element_size()
             n = t * h
-            for p in (0.1, 0.5):
+            for p in ((0.5,) if DRY else (0.1, 0.5)):
                 x = torch.randn(t, h, device=DEV, dtype=dtype, requires_grad=True)
                 g = torch.randn(t, h, device=DEV, dtype=dtype)
                 provs = {"ours": lambda a: D.dropout(a, p, 42, 0, True, "triton"),
