@@ -312,8 +312,14 @@ class FlatAdamW:
         grads = [self._views[k] for k in range(len(self.params)) if self.active[k] and self.numels[k] > 0]
         if not grads:
             return torch.zeros((), dtype=torch.float32, device=self.device)
-        norms = torch._foreach_norm(grads, 2.0)
-        return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), 2.0)
+        # fp32 grads: bit-identical to stacking torch.linalg.vector_norm per tensor (the
+        # engine's torch path); bf16/fp16 grads are reduced in fp32, not rounded first.
+        fp32 = [g for g in grads if g.dtype == torch.float32]
+        low = [g for g in grads if g.dtype != torch.float32]
+        norms = list(torch._foreach_norm(fp32, 2.0)) if fp32 else []
+        if low:
+            norms += list(torch._foreach_norm(low, 2.0, dtype=torch.float32))
+        return torch.linalg.vector_norm(torch.stack(norms), 2.0)
 
     def zero_grad(self) -> None:
         for k, p in enumerate(self.params):

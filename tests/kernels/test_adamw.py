@@ -222,8 +222,9 @@ def test_views_autograd_and_no_reflatten():
     model(x).pow(2).sum().backward()
     grads = {n: p.grad.clone() for n, p, _ in named}
     assert opt.grads_flat[0].abs().sum() > 0, "autograd must accumulate into the flat buffer"
-    ref = torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])
-    torch.testing.assert_close(opt.grad_norm(), torch.linalg.vector_norm(ref))
+    ref = torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads.values()])
+    # bit-identical to the engine's torch path (stacked per-tensor norms)
+    assert torch.equal(opt.grad_norm(), torch.linalg.vector_norm(ref, 2.0)), (opt.grad_norm(), ref)
     opt.set_active(["0.weight", "0.bias"], False)
     opt.set_active(["0.weight"], True)
     assert [(g.master.data_ptr(), g.grad.data_ptr()) for g in opt.groups] == ptrs, "set_active re-flattened"
@@ -234,6 +235,19 @@ def test_views_autograd_and_no_reflatten():
     for _, p, _ in named:
         assert p.grad.untyped_storage().data_ptr() == ptrs[0][1]
     assert opt.step_count("0.bias") == 0 and opt.step_count("2.weight") == 1
+
+
+def test_grad_norm_bf16_reduced_in_fp32_and_only_active():
+    params = make_params(torch.bfloat16)
+    opt = FlatAdamW(params)
+    grads = grads_for(1)
+    for n, p, _ in params:
+        p.grad.copy_(grads[n].to(torch.bfloat16))
+    opt.set_active(["w1"], False)
+    ref = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(grads[n].to(torch.bfloat16).float(), 2.0)
+                                                for n, _, _ in params if n != "w1"]), 2.0)
+    torch.testing.assert_close(opt.grad_norm(), ref, rtol=1e-6, atol=0)
+    assert opt.grad_norm().dtype == torch.float32
 
 
 def test_rejects_mixed_devices_and_bad_dtypes():
