@@ -73,6 +73,8 @@ class Daemon:
         self.stopping = False
         self.stopped = asyncio.Event()
         self.started = time.time()
+        self._runs = str(runs_dir(ws))
+        self._blank = Tailer(Path(os.devnull))
 
     # -- lookups and views ---------------------------------------------------------------
 
@@ -91,6 +93,9 @@ class Daemon:
     def run_dir(self, row: dict) -> Path:
         return runs_dir(self.ws) / row["run_id"]
 
+    def _run_dir_str(self, row: dict) -> str:
+        return f"{self._runs}{os.sep}{row['run_id']}"  # no pathlib: `queue ls` of 1,000 rows
+
     def tail(self, row: dict) -> Tailer:
         t = self.tails.get(row["id"])
         if t is None:
@@ -105,7 +110,11 @@ class Daemon:
         return t
 
     def view(self, row: dict, index: int | None = None) -> dict:
-        t = self.refresh(row)
+        sid = row["id"]
+        if row["attempts"] == 0 and sid not in self.runs and sid not in self.subs:
+            t = self._blank  # never started: no files to look at
+        else:
+            t = self.refresh(row)
         if index is None:
             index = self.store.index_of(row["id"])
         running = row["state"] == "running"
@@ -114,7 +123,7 @@ class Daemon:
             "data": row["data"], "state": row["state"], "position": index + 1, "step": t.step,
             "total_steps": t.total_steps, "epoch": t.epoch, "loss": t.loss,
             "best_metric": dict(t.best) if t.best else None, "eta_s": t.eta_s() if running else None,
-            "run_dir": str(self.run_dir(row)), "created": row["created"], "started": row["started"],
+            "run_dir": self._run_dir_str(row), "created": row["created"], "started": row["started"],
             "finished": row["finished"], "attempts": row["attempts"], "crashes": row["crashes"],
             "error": row["error"], "result": row["result"], "want": row["want"],
             "pid": row["pid"] if running else None,
