@@ -309,8 +309,10 @@ def run_adamw(copy_gbps):
                     res[prov] = record(bench="adamw", case=case, dtype=str(dtype).replace("torch.", ""),
                                        provider=prov, numel=active, ms=ms, gbps=nbytes / ms / 1e6,
                                        pct_copy=100 * nbytes / ms / 1e6 / copy_gbps, peak_mb=peak_mb())
-                except torch.cuda.OutOfMemoryError as e:  # report, keep going
-                    record(bench="adamw", case=case, dtype=str(dtype), provider=prov, error=str(e)[:80])
+                except Exception as e:  # one failure must not cost the rest of a one-shot GPU run
+                    say(f"ERROR adamw {case} {dtype} {prov}: {type(e).__name__}: {str(e)[:200]}")
+                    record(bench="adamw", case=case, dtype=str(dtype).replace("torch.", ""), provider=prov,
+                           error=f"{type(e).__name__}: {str(e)[:80]}")
                 finally:
                     obj = None
                     free()
@@ -331,42 +333,51 @@ def run_dropout(copy_gbps):
     for (t, h) in sizes:
         for dtype in (torch.bfloat16, torch.float32):
             es = torch.tensor([], dtype=dtype).element_size()
-            n = t * h
             for p in ((0.5,) if DRY else (0.1, 0.5)):
-                x = torch.randn(t, h, device=DEV, dtype=dtype, requires_grad=True)
-                g = torch.randn(t, h, device=DEV, dtype=dtype)
-                provs = {"ours": lambda a: D.dropout(a, p, 42, 0, True, "triton"),
-                         "F.dropout": lambda a: F.dropout(a, p, training=True)}
-                res = {}
-                for name, f in provs.items():
-                    held = float("nan")
-                    if CUDA:
-                        x.grad = None
-                        sync()
-                        m0 = torch.cuda.memory_allocated()
-                        y = f(x)
-                        sync()
-                        held = (torch.cuda.memory_allocated() - m0 - y.untyped_storage().nbytes()) / 2**20
-                        del y
-                    y_keep = f(x)
-                    modes = {"fwd": (lambda: f(x), None, 2),
-                             "bwd": (lambda: y_keep.backward(g, retain_graph=True), [x], 2),
-                             "fwd+bwd": (lambda: f(x).backward(g), [x], 4)}
-                    for mode, (fn, gtn, passes) in modes.items():
-                        free()
-                        ms = bench(fn, grad_to_none=gtn)
-                        nbytes = passes * n * es
-                        res[(name, mode)] = record(
-                            bench="dropout", case=f"{t}x{h}", dtype=str(dtype).replace("torch.", ""), p=p, mode=mode,
-                            provider=name, numel=n, ms=ms, gbps=nbytes / ms / 1e6,
-                            pct_copy=100 * nbytes / ms / 1e6 / copy_gbps, peak_mb=peak_mb(), held_mb=held)
-                    del y_keep
-                    x.grad = None
-                for (name, mode), r in res.items():
-                    r["speedup_vs_ref"] = res[("F.dropout", mode)]["ms"] / r["ms"]
-                del x, g
+                try:
+                    dropout_case(t, h, dtype, es, p, copy_gbps)
+                except Exception as e:  # keep going; reported and turned into exit code 1
+                    say(f"ERROR dropout {t}x{h} {dtype} p={p}: {type(e).__name__}: {str(e)[:200]}")
+                    record(bench="dropout", case=f"{t}x{h}", dtype=str(dtype).replace("torch.", ""), p=p,
+                           provider="?", error=f"{type(e).__name__}: {str(e)[:80]}")
                 free()
         print(f"  {t}x{h} done", flush=True)
+
+
+def dropout_case(t, h, dtype, es, p, copy_gbps):
+    """One (size, dtype, p): both providers, three modes, memory held for backward."""
+    n = t * h
+    x = torch.randn(t, h, device=DEV, dtype=dtype, requires_grad=True)
+    g = torch.randn(t, h, device=DEV, dtype=dtype)
+    provs = {"ours": lambda a: D.dropout(a, p, 42, 0, True, "triton"),
+             "F.dropout": lambda a: F.dropout(a, p, training=True)}
+    res = {}
+    for name, f in provs.items():
+        held = float("nan")
+        if CUDA:
+            x.grad = None
+            sync()
+            m0 = torch.cuda.memory_allocated()
+            y = f(x)
+            sync()
+            held = (torch.cuda.memory_allocated() - m0 - y.untyped_storage().nbytes()) / 2**20
+            del y
+        y_keep = f(x)
+        modes = {"fwd": (lambda: f(x), None, 2),
+                 "bwd": (lambda: y_keep.backward(g, retain_graph=True), [x], 2),
+                 "fwd+bwd": (lambda: f(x).backward(g), [x], 4)}
+        for mode, (fn, gtn, passes) in modes.items():
+            free()
+            ms = bench(fn, grad_to_none=gtn)
+            nbytes = passes * n * es
+            res[(name, mode)] = record(
+                bench="dropout", case=f"{t}x{h}", dtype=str(dtype).replace("torch.", ""), p=p, mode=mode,
+                provider=name, numel=n, ms=ms, gbps=nbytes / ms / 1e6,
+                pct_copy=100 * nbytes / ms / 1e6 / copy_gbps, peak_mb=peak_mb(), held_mb=held)
+        del y_keep
+        x.grad = None
+    for (name, mode), r in res.items():
+        r["speedup_vs_ref"] = res[("F.dropout", mode)]["ms"] / r["ms"]
 
 
 # --------------------------------------------------------------------------------------
@@ -432,7 +443,7 @@ def tables() -> str:
                          f"{fmt(o.get('peak_mb'), '8.0f')}/{fmt(fu.get('peak_mb'), '<8.0f')}")
     dr = {}
     for r in ROWS:
-        if r["bench"] == "dropout":
+        if r["bench"] == "dropout" and "ms" in r:
             dr[(r["case"], r["dtype"], r["p"], r["mode"], r["provider"])] = r
     if dr:
         lines += ["", "dropout (GB/s: read+write per pass; x = F.dropout ms / ours ms; held = MB kept for backward)",
@@ -441,7 +452,9 @@ def tables() -> str:
         for (case, dt, p, mode, prov), o in dr.items():
             if prov != "ours":
                 continue
-            t = dr[(case, dt, p, mode, "F.dropout")]
+            t = dr.get((case, dt, p, mode, "F.dropout"))
+            if t is None or "speedup_vs_ref" not in o:
+                continue
             held = f"{fmt(o.get('held_mb'), '.0f')}/{fmt(t.get('held_mb'), '.0f')}" if mode == "fwd" else ""
             lines.append(f"{case:12s} {dt:8s} {p:4.1f} {mode:8s} {o['ms']:9.3f} {o['gbps']:6.0f} {o['pct_copy']:6.1f} "
                          f"{t['ms']:9.3f} {t['gbps']:6.0f} {o['speedup_vs_ref']:5.2f} {held:>16s}")
@@ -462,9 +475,10 @@ def targets() -> list[str]:
             ok = r["pct_copy"] >= 85.0
             out.append(f"{'PASS' if ok else 'MISS'} adamw {r['case']} {r['dtype']}: {r['pct_copy']:.1f}% of copy "
                        f"bandwidth (target >= 85%)")
-    for r in ROWS:
-        if r["bench"] == "dropout" and r["provider"] == "ours" and r["mode"] == "fwd+bwd" and r["dtype"] == "bfloat16":
-            held = [q for q in ROWS if q["bench"] == "dropout" and q["provider"] == "ours" and q["mode"] == "fwd"
+    done = [r for r in ROWS if r["bench"] == "dropout" and "speedup_vs_ref" in r]
+    for r in done:
+        if r["provider"] == "ours" and r["mode"] == "fwd+bwd" and r["dtype"] == "bfloat16":
+            held = [q for q in done if q["provider"] == "ours" and q["mode"] == "fwd"
                     and q["case"] == r["case"] and q["dtype"] == r["dtype"] and q["p"] == r["p"]][0]["held_mb"]
             ok = r["speedup_vs_ref"] >= 1.2 and not (held > 0.5)
             out.append(f"{'PASS' if ok else 'MISS'} dropout {r['case']} bf16 p={r['p']} fwd+bwd: "
@@ -507,7 +521,10 @@ def main() -> int:
     print(head)
     print(report)
     print("\ntargets:" if tgt else "", *tgt, sep="\n")
-    return 0
+    failed = [r for r in ROWS if r.get("error")]
+    for r in failed:
+        print(f"ERROR {r['bench']} {r['case']} {r.get('dtype')} {r['provider']}: {r['error']}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
