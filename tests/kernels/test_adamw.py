@@ -12,6 +12,9 @@ from safetensors.torch import save as st_save
 from tuneterm_kernels.adamw import FlatAdamW
 
 IMPLS = ["torch", "triton"]
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                         reason="needs CUDA")])
+DEVICES = ["cpu", CUDA]
 RTOL, ATOL = 1.3e-6, 1e-5
 BETAS, EPS = (0.9, 0.999), 1e-8
 
@@ -32,9 +35,9 @@ SCHEDULE = {3: (["w1", "b1"], []), 5: (["one"], ["w1"]), 7: ([], ["b1", "one"]),
 N_STEPS = 9
 
 
-def make_params(dtype=torch.float32, seed=0):
+def make_params(dtype=torch.float32, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    return [(n, torch.nn.Parameter(torch.randn(s, generator=g).to(dtype)), d) for n, s, d in SPEC]
+    return [(n, torch.nn.Parameter(torch.randn(s, generator=g).to(device, dtype)), d) for n, s, d in SPEC]
 
 
 def grads_for(step, seed=1):
@@ -84,7 +87,7 @@ class Reference:
 
 
 def close(actual, expected, what, rtol=RTOL, atol=ATOL):
-    torch.testing.assert_close(actual.float(), expected.float(), rtol=rtol, atol=atol,
+    torch.testing.assert_close(actual.float().cpu(), expected.float().cpu(), rtol=rtol, atol=atol,
                                msg=lambda m: f"{what}: {m}")
 
 
@@ -108,7 +111,7 @@ def run_steps(opt, params, steps, ref=None, wd=0.1):
         opt.step(lr=lr_at(step), weight_decay=wd, beta1=BETAS[0], beta2=BETAS[1], eps=EPS,
                  grad_scale=grad_scale_at(step))
         if ref is not None:
-            ref_grads = {n: g.to(pmap[n].dtype).float() for n, g in grads.items()}
+            ref_grads = {n: g.to(pmap[n].device, pmap[n].dtype).float() for n, g in grads.items()}
             ref.step(ref_grads, lr_at(step), grad_scale_at(step))
         for n, p, _ in params:
             if not opt.is_active(n):
@@ -116,10 +119,11 @@ def run_steps(opt, params, steps, ref=None, wd=0.1):
         yield step
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("wd", [0.1, 0.0])
-def test_fp32_matches_torch_adamw_with_freeze_schedule(impl, wd):
-    params = make_params()
+def test_fp32_matches_torch_adamw_with_freeze_schedule(impl, wd, device):
+    params = make_params(device=device)
     ref = Reference(params, wd)
     opt = FlatAdamW(params, impl=impl, block_size=64)
     for step in run_steps(opt, params, range(1, N_STEPS + 1), ref, wd):
@@ -132,10 +136,11 @@ def test_fp32_matches_torch_adamw_with_freeze_schedule(impl, wd):
     assert opt.step_count("w1") == N_STEPS - 5 + 1 and opt.step_count("b1") == N_STEPS - 7 + 1
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_low_precision_params_keep_fp32_master(impl, dtype):
-    params = make_params(dtype)
+def test_low_precision_params_keep_fp32_master(impl, dtype, device):
+    params = make_params(dtype, device=device)
     ref = Reference(params, 0.1)
     opt = FlatAdamW(params, impl=impl, block_size=64)
     for step in run_steps(opt, params, range(1, 8), ref):
@@ -165,22 +170,23 @@ def roundtrip(tensors, meta):
     return st_load(st_save(tensors)), json.loads(json.dumps(meta))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_state_dict_round_trip_resumes_exactly(impl, dtype):
+def test_state_dict_round_trip_resumes_exactly(impl, dtype, device):
     # uninterrupted
-    pa = make_params(dtype)
+    pa = make_params(dtype, device=device)
     oa = FlatAdamW(pa, impl=impl, block_size=64)
     for _ in run_steps(oa, pa, range(1, N_STEPS + 1)):
         pass
     # interrupted after step 5 (a frozen parameter at that moment), resumed in a fresh optimizer
-    pb = make_params(dtype)
+    pb = make_params(dtype, device=device)
     ob = FlatAdamW(pb, impl=impl, block_size=64)
     for _ in run_steps(ob, pb, range(1, 6)):
         pass
     tensors, meta = roundtrip(*ob.state_dict())
     model = st_load(st_save({n: p.detach().clone() for n, p, _ in pb}))
-    pc = make_params(dtype, seed=99)  # different initial values: everything must come from the checkpoint
+    pc = make_params(dtype, seed=99, device=device)  # different initial values: everything must come from the checkpoint
     with torch.no_grad():
         for n, p, _ in pc:
             p.copy_(model[n])
