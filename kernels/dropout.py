@@ -38,6 +38,7 @@ from typing import Callable
 
 import torch
 
+from . import philox_cpu  # optional C extension for the CPU mask (imports nothing from here)
 from .runtime import check_impl
 
 try:  # guarded: the torch path needs no triton
@@ -165,7 +166,12 @@ def philox_keep_mask(seed: int, offset: int, numel: int, p: float, device=None) 
 
 
 def _apply_torch(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
-    keep = philox_keep_mask(seed, offset, x.numel(), p, x.device).view(x.shape)
+    # CPU: the optional C extension computes the same mask natively, ~100x faster than
+    # the int64 tensor emulation (None where it is not built, or off the CPU).
+    keep = philox_cpu.keep_mask(seed, offset, x.numel(), p) if x.device.type == "cpu" else None
+    if keep is None:
+        keep = philox_keep_mask(seed, offset, x.numel(), p, x.device)
+    keep = keep.view(x.shape)
     scale = torch.tensor(keep_scale(p), dtype=torch.float32, device=x.device)
     y = (x.float() * scale).to(x.dtype)  # fp32 product, one rounding: as the kernel
     return torch.where(keep, y, torch.zeros((), dtype=x.dtype, device=x.device))
