@@ -111,6 +111,15 @@ def main() -> int:
         return p
 
     client = None
+    med = statistics.median
+    print(f"## Runner ({platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"device {args.device}, kernels {args.kernels}, threads {args.threads}, {args.steps} steps)\n")
+    print("| measure | value | target |")
+    print("| --- | --- | --- |", flush=True)
+
+    def row(measure: str, value: str, target: str = "") -> None:
+        print(f"| {measure} | {value} | {target} |", flush=True)
+
     try:
         # 1. throughput: alternate the two kinds so that a change in the machine's load
         # hits both alike.
@@ -132,7 +141,13 @@ def main() -> int:
             sub.close()
             daemon.append(_rate(Path(s["run_dir"])))
             daemon_cpu.append(_cpu_s(dpid) - cpu0)
-        ratio = statistics.median(daemon) / statistics.median(alone)
+        ratio = med(daemon) / med(alone)
+        row(f"steps/s, `tuneterm run` alone (median of {args.repeats}; all: "
+            f"{', '.join(f'{x:.1f}' for x in alone)})", f"{med(alone):.1f}")
+        row(f"steps/s, under the daemon with a subscriber (median of {args.repeats}; all: "
+            f"{', '.join(f'{x:.1f}' for x in daemon)})", f"{med(daemon):.1f}")
+        row("ratio daemon / alone (medians)", f"{ratio:.3f}", ">= 0.98")
+        row("daemon CPU time per 1,000 streamed steps", f"{1000 * med(daemon_cpu) / args.steps:.2f} s")
 
         # 2. edit latency ----------------------------------------------------------------
         s = client.add(session("edits", 10_000_000), check=False)
@@ -156,6 +171,10 @@ def main() -> int:
                 lat_steps.append(ans["step"] - before)
             time.sleep(0.05)
         sub.close()
+        row(f"edit -> ack latency, median (n={len(lat_ms)})", f"{med(lat_ms):.1f} ms")
+        row("edit -> ack latency, max", f"{max(lat_ms):.1f} ms")
+        row("edit -> ack, steps after send, median / max",
+            f"{med(lat_steps)} / {max(lat_steps)}" if lat_steps else "-")
         client.cancel(s["id"])
         _wait(lambda: client.get(s["id"])["state"] == "cancelled", 120, "the edit session to stop")
 
@@ -169,6 +188,7 @@ def main() -> int:
         for _ in range(args.sessions):
             client.add(small, check=False)
         add_ms = (time.perf_counter() - t0) * 1000 / args.sessions
+        row("`queue add` (no check), per session", f"{add_ms:.1f} ms")
         ls_client = []
         for _ in range(10):
             t0 = time.perf_counter()
@@ -180,26 +200,9 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "tuneterm", "queue", "ls", "--workspace", str(ws)], env=env,
                            capture_output=True, check=True)
             ls_cli.append((time.perf_counter() - t0) * 1000)
+        row(f"`list_sessions()` with {len(rows)} sessions, median of 10", f"{med(ls_client):.1f} ms", "< 100 ms")
+        row(f"`tuneterm queue ls` process with {len(rows)} sessions, median of 5", f"{med(ls_cli):.0f} ms")
 
-        med = statistics.median
-        print(f"## Runner ({platform.node()}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, device {args.device}, kernels {args.kernels}, threads {args.threads}, "
-              f"{args.steps} steps)\n")
-        print("| measure | value | target |")
-        print("| --- | --- | --- |")
-        print(f"| steps/s, `tuneterm run` alone (median of {args.repeats}; all: "
-              f"{', '.join(f'{x:.1f}' for x in alone)}) | {med(alone):.1f} | |")
-        print(f"| steps/s, under the daemon with a subscriber (median of {args.repeats}; all: "
-              f"{', '.join(f'{x:.1f}' for x in daemon)}) | {med(daemon):.1f} | |")
-        print(f"| ratio daemon / alone (medians) | {ratio:.3f} | >= 0.98 |")
-        print(f"| daemon CPU time per 1,000 streamed steps | {1000 * med(daemon_cpu) / args.steps:.2f} s | |")
-        print(f"| edit -> ack latency, median (n={len(lat_ms)}) | {med(lat_ms):.1f} ms | |")
-        print(f"| edit -> ack latency, max | {max(lat_ms):.1f} ms | |")
-        print(f"| edit -> ack, steps after send, median / max | {med(lat_steps) if lat_steps else '-'} / "
-              f"{max(lat_steps) if lat_steps else '-'} | |")
-        print(f"| `queue add` (no check), per session | {add_ms:.1f} ms | |")
-        print(f"| `list_sessions()` with {len(rows)} sessions, median of 10 | {med(ls_client):.1f} ms | < 100 ms |")
-        print(f"| `tuneterm queue ls` process with {len(rows)} sessions, median of 5 | {med(ls_cli):.0f} ms | |")
     finally:
         if client is not None:
             client.close()

@@ -169,9 +169,16 @@ class Daemon:
             await self._preflight(src, data, smoke)
         if key and (row := self.store.by_key(key)):  # the same request, answered meanwhile
             return self.view(row)
-        run_id = new_run_id(name)
-        rd = runs_dir(self.ws) / run_id
-        rd.mkdir(parents=True)
+        for _ in range(100):  # run ids carry a second and 16 random bits: collisions happen
+            run_id = new_run_id(name)
+            rd = runs_dir(self.ws) / run_id
+            try:
+                rd.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise UserError(f"could not find a free run id for {name!r}")
         _write_durably(rd / "session.toml", data)
         row = self.store.add(run_id=run_id, name=name, model=str(doc.get("model", {}).get("source", "")),
                              data=str(doc.get("data", {}).get("source", "")), key=key)
@@ -426,9 +433,11 @@ class Daemon:
                 if entry and not entry[1].done():
                     entry[1].set_result(msg)
             elif t in ("metric", "event"):
-                row = self.store.get(run.sid)
-                if row:
-                    self.refresh(row)  # the files are the truth; stdout says when to look
+                # The files are the truth; stdout only says when to look.
+                tail = self.tails.get(run.sid)
+                if tail is not None:
+                    for kind, data in tail.refresh():
+                        self._broadcast(run.sid, {"v": protocol.VERSION, "type": kind, "data": data})
 
     async def _finish_attempt(self, run: Run, code: int | None) -> "bool | WorkerHandle":
         """Decide the session's state after a worker exited: False when the supervision
