@@ -50,7 +50,7 @@ def register(sub) -> None:
     _common(p, json=True)
     p.set_defaults(func=cmd_queue_move)
 
-    p = qs.add_parser("logs", help="a session's log (log.txt of its run directory)")
+    p = qs.add_parser("logs", help="a session's log (log.txt of its run directory, else the worker's stderr)")
     p.add_argument("ref", metavar="RUN")
     p.add_argument("-n", "--lines", type=int, default=40, help="last N lines (0: all)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
@@ -197,6 +197,9 @@ def cmd_queue_logs(args) -> int:
     with _client(args) as c:
         s = c.get(_ref(args.ref))
     path = Path(s["run_dir"]) / "log.txt"
+    stderr = Path(s["run_dir"]) / "worker.stderr"
+    if (not path.exists() or path.stat().st_size == 0) and stderr.exists() and stderr.stat().st_size:
+        path = stderr  # a worker that died before logging: its traceback is there
     if not path.exists():
         sys.stdout.write(f"{s['run_id']} has no log yet ({s['state']})\n")
         if not args.follow:
