@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from pathlib import Path
 
 
 async def wait_until(pilot, cond, timeout: float = 10.0, what: str = "condition") -> None:
@@ -34,3 +37,31 @@ def aio(fn):
         return asyncio.run(fn(*args, **kwargs))
 
     return wrapper
+
+
+def pids_of(ws: Path) -> list[int]:
+    """Processes started for this (temporary) workspace: its daemon and workers."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(ws) in cmd and "tuneterm" in cmd:
+                out.append(int(d.name))
+    return out
+
+
+def kill_processes_of(ws: Path) -> None:
+    """SIGKILL, by pid, every process this test started for ``ws``."""
+    for _ in range(3):
+        pids = pids_of(ws)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)

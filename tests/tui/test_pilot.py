@@ -32,7 +32,7 @@ async def open_session(pilot, row: int):
         await pilot.press("down")
     await pilot.press("enter")
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, SessionScreen)
-                     and pilot.app.screen.view.step > 0 and not pilot.app.screen.stream.buffer,
+                     and pilot.app.screen.view.step > 0 and pilot.app.screen.painted,
                      what="the session's history")
     return pilot.app.screen
 

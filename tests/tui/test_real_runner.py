@@ -4,15 +4,11 @@ with their steps, in the run's edit log; pause and resume; replay and see a matc
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from helpers import aio, wait_until
+from helpers import aio, kill_processes_of, wait_until
 from textual.widgets import DataTable, Input
 
 from tuneterm.tui.app import make_app
@@ -59,19 +55,6 @@ threads = 1
 """
 
 
-def _pids_of(ws: Path) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(ws) in cmd and "tuneterm" in cmd:
-                out.append(int(d.name))
-    return out
-
-
 @pytest.fixture
 def real(workspace, monkeypatch):
     """A real daemon on the test workspace; every process it started is killed (by pid)
@@ -84,15 +67,7 @@ def real(workspace, monkeypatch):
     client = RunnerClient.connect(workspace, start=True, timeout=30.0)
     yield client
     client.close()
-    for _ in range(3):
-        for pid in _pids_of(workspace):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if not _pids_of(workspace):
-            break
-        time.sleep(0.2)
+    kill_processes_of(workspace)
 
 
 def edits_of(run_dir: Path) -> list[dict]:

@@ -30,7 +30,7 @@ async def session_ready(pilot, tab: int = 0):
     await queue_ready(pilot)
     await pilot.press("down", "enter")
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, SessionScreen)
-                     and pilot.app.screen.view.step == 120 and not pilot.app.screen.stream.buffer
+                     and pilot.app.screen.view.step == 120 and pilot.app.screen.painted
                      and pilot.app.screen.stream._thread.is_alive() is False, what="the history")
     for _ in range(tab):
         await pilot.press("right_square_bracket")

@@ -99,16 +99,15 @@ class LineChart(Widget):
     def update_data(self) -> None:
         """Call after the series changed; repaints only when they did."""
         self._update_subtitle()
-        if self._cache_key is None or self._cache_key[1:] != (self.size.width, self.size.height,
-                                                             self.data_version()):
+        if self._cache_key != (self.size.width, self.size.height, self.data_version()):
             self.refresh()
 
     def _build(self) -> list[Strip]:
         w, h = self.size.width, self.size.height
-        key = (self.rich_style, w, h, self.data_version())
+        key = (w, h, self.data_version())
         if key == self._cache_key:
             return self._strips
-        base = self.rich_style
+        base = self.rich_style  # computing it is not free: only when the data or size changed
         plot_w = max(w - GUTTER, 0)
         bits, owner, lo, hi = rasterize(self.lines, plot_w, h)
         colors = [base + Style(color=ln.color) for ln in self.lines]
@@ -152,6 +151,10 @@ class LineChart(Widget):
         sub = " ".join(parts)
         if sub != self.border_subtitle:
             self.border_subtitle = sub
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._cache_key = None  # a theme change: draw again with the new colours
 
     def render_line(self, y: int) -> Strip:
         strips = self._build()

@@ -67,6 +67,7 @@ class QueueScreen(Screen):
         self._order: list[str] = []
         self._cells: dict[str, tuple] = {}
         self.wide = False
+        self._summary_text = ""
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≈")
@@ -115,6 +116,7 @@ class QueueScreen(Screen):
     def _summary(self, sessions: list[dict]) -> None:
         summary = self.query_one("#queue-summary", Static)
         if not sessions:
+            self._summary_text = ""
             summary.update("No sessions yet: press [b]a[/] to queue one from sessions/, [b]n[/] for a new one.")
             return
         counts: dict[str, int] = {}
@@ -122,9 +124,13 @@ class QueueScreen(Screen):
             counts[s.get("state", "?")] = counts.get(s.get("state", "?"), 0) + 1
         order = ("running", "queued", "paused", "done", "failed", "cancelled", "interrupted")
         parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
-        summary.update(f"{len(sessions)} sessions · " + " · ".join(parts))
+        text = f"{len(sessions)} sessions · " + " · ".join(parts)
+        if text != self._summary_text:
+            self._summary_text = text
+            summary.update(text)
 
     def runner_down(self, reason: str) -> None:
+        self._summary_text = ""
         self.query_one("#queue-summary", Static).update(Text(f"runner unreachable: {reason}", style="red"))
 
     def selected_key(self) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tuneterm.tui.stream import Stream
 TRAIN, VAL, ACC, LR = "#5fafff", "#ffaf5f", "#87d787", "#d787d7"
 TABS = ("tab-knobs", "tab-layers", "tab-timeline", "tab-log", "tab-guidance")
 DRAIN_LIMIT = 20_000  # rows folded per UI turn: a long history loads without freezing keys
+PAINT_INTERVAL = 0.1  # at most 10 repaints a second, however fast the run streams
 
 
 class SessionScreen(Screen):
@@ -51,6 +53,10 @@ class SessionScreen(Screen):
         self._log_offset = 0
         self._log_busy = False
         self._advice: str | None = None
+        self._advice_key: tuple | None = None
+        self._status_text = ""
+        self._last_paint = 0.0
+        self._paint_pending = False
 
     # -- layout
     def compose(self) -> ComposeResult:
@@ -140,7 +146,28 @@ class SessionScreen(Screen):
                 self.view.set_layers(layers)
         if self.stream.buffer:
             self.post_message(StreamPending())
+        self._schedule_paint()
+
+    def _schedule_paint(self) -> None:
+        """Rows are folded as they come; widgets repaint at most every PAINT_INTERVAL
+        (a repaint per step at 50 steps/s would starve key presses)."""
+        if self._paint_pending:
+            return
+        wait = PAINT_INTERVAL - (time.monotonic() - self._last_paint)
+        if wait <= 0:
+            self.update_views()
+        else:
+            self._paint_pending = True
+            self.set_timer(wait, self._paint_later)
+
+    def _paint_later(self) -> None:
+        self._paint_pending = False
         self.update_views()
+
+    @property
+    def painted(self) -> bool:
+        """No repaint is waiting (tests and snapshots wait for this)."""
+        return not self._paint_pending and (self.stream is None or not self.stream.buffer)
 
     @on(StreamEnded)
     def _ended(self, msg: StreamEnded) -> None:
@@ -158,6 +185,7 @@ class SessionScreen(Screen):
 
     # -- painting
     def update_views(self) -> None:
+        self._last_paint = time.monotonic()
         for chart in self.query(LineChart):
             chart.update_data()
         self.query_one(KnobsPanel).show(self.view)
@@ -166,13 +194,16 @@ class SessionScreen(Screen):
         s = self.session
         if s is not None:
             self._status(s)
-        advice = self.view.guidance()
-        if advice != self._advice:
-            self._advice = advice
-            banner = self.query_one("#guidance-banner", Static)
-            banner.display = advice is not None
-            banner.update(Text("⚠ overfitting — see the Guidance tab", style="bold yellow") if advice else "")
-        self.query_one("#guidance", Static).update(Text(advice or GUIDANCE))
+        key = (len(self.view.evals), self.view.evals[-1]["step"] if self.view.evals else None)
+        if key != self._advice_key:  # the advice can change only with a new evaluation
+            self._advice_key = key
+            advice = self.view.guidance()
+            if advice != self._advice or key[0] == 0:
+                self._advice = advice
+                banner = self.query_one("#guidance-banner", Static)
+                banner.display = advice is not None
+                banner.update(Text("⚠ overfitting — see the Guidance tab", style="bold yellow") if advice else "")
+                self.query_one("#guidance", Static).update(Text(advice or GUIDANCE))
 
     def _status(self, s: dict) -> None:
         v = self.view
@@ -193,7 +224,16 @@ class SessionScreen(Screen):
             parts.append(Text(f"ETA {fmt_eta(s.get('eta_s'))}"))
         if s.get("error"):
             parts.append(Text(str(s["error"]), style="red"))
-        self.query_one("#run-status", Static).update(Text(" · ").join(parts))
+        width = max(self.size.width - 2, 20)
+        optional = [i for i, p in enumerate(parts) if p.plain.startswith(("best ", "epoch "))]
+        while optional and sum(len(p) + 3 for p in parts) - 3 > width:
+            parts.pop(optional.pop())  # the narrow screen drops best, then epoch
+        text = Text(" · ").join(parts)
+        text.truncate(width, overflow="ellipsis")
+        if text.plain != self._status_text:
+            self._status_text = text.plain
+            # one fixed-height line: no layout pass per step
+            self.query_one("#run-status", Static).update(text, layout=False)
 
     # -- the log's tail
     def _poll_log(self) -> None:

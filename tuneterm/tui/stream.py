@@ -22,6 +22,7 @@ class Stream:
         self._post = post
         self.buffer: deque = deque()
         self._stop = threading.Event()
+        self._signalled = False
         self._it: Iterator[dict] | None = None
         self._thread = threading.Thread(target=self._run, name="tuneterm-stream", daemon=True)
 
@@ -54,13 +55,17 @@ class Stream:
                 if self._stop.is_set():
                     return
                 self.buffer.append(msg)
-                self._post(StreamPending())
+                if not self._signalled:  # one message per batch, not one per row
+                    self._signalled = True
+                    self._post(StreamPending())
         except Exception as e:  # noqa: BLE001 - shown to the user, never a crash
             error = str(e) or type(e).__name__
         if not self._stop.is_set():
             self._post(StreamEnded(error))
 
     def drain(self, limit: int) -> list[dict]:
+        # clear the flag first: a row appended after this posts again, one before it is ours
+        self._signalled = False
         out = []
         buf = self.buffer
         while buf and len(out) < limit:
