@@ -190,6 +190,8 @@ class FlatAdamW:
         for name, p, decay in params:
             if name in self.names:
                 raise ValueError(f"duplicate parameter name {name!r}")
+            if any(q is p for q in self.params):
+                raise ValueError(f"{name}: the same parameter object is listed twice (tied weights: list it once)")
             if p.dtype not in _KIND:
                 raise TypeError(f"{name}: dtype {p.dtype} is not supported (float32, bfloat16, float16)")
             self.names.append(name)

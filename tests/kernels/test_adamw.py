@@ -259,9 +259,11 @@ def test_grad_norm_bf16_reduced_in_fp32_and_only_active():
 def test_rejects_mixed_devices_and_bad_dtypes():
     with pytest.raises(TypeError):
         FlatAdamW([("x", torch.nn.Parameter(torch.zeros(3, dtype=torch.float64)), True)])
+    p = torch.nn.Parameter(torch.zeros(3))
     with pytest.raises(ValueError, match="duplicate"):
-        p = torch.nn.Parameter(torch.zeros(3))
         FlatAdamW([("x", p, True), ("x", torch.nn.Parameter(torch.zeros(2)), True)])
+    with pytest.raises(ValueError, match="twice"):
+        FlatAdamW([("x", p, True), ("y", p, True)])
 
 
 # --------------------------------------------------------------------------------------
