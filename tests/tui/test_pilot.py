@@ -273,3 +273,18 @@ async def test_runner_down_is_a_notification_not_a_crash(tmp_path, size):
     async with app.run_test(size=size) as pilot:
         await wait_until(pilot, lambda: app.runner_error is not None, what="the error")
         assert "unreachable" in str(app.screen.query_one("#queue-summary").render())
+
+
+@aio
+async def test_a_stream_that_ends_while_the_run_goes_on_is_followed_again(fake):
+    subscribe, calls = fake.subscribe, []
+
+    def flaky(ref, *, history=True):
+        calls.append(ref)
+        return iter([]) if len(calls) == 1 else subscribe(ref, history=history)
+
+    fake.subscribe = flaky
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_session(pilot, 1)
+        assert len(calls) == 2 and screen.view.step == 120 and len(screen.view.train_loss) == 120

@@ -190,6 +190,15 @@ class RunView:
     state: str = ""
     version: int = 0  # bumped on every change: widgets repaint when it moves
 
+    def clear(self) -> None:
+        """Forget every row (before a stream replays the history again). The series are
+        cleared in place: the charts hold them."""
+        for s in (self.train_loss, self.lr, self.val_loss, self.val_accuracy):
+            s.__init__()
+        self.knobs, self.layers, self.timeline, self.evals = {}, [], [], []
+        self.step, self.epoch, self.last_loss = 0, None, None
+        self.version += 1
+
     # -- initial state from the run directory
     def load_session_toml(self, data: dict) -> None:
         from tuneterm.session.schema import EarlyStopping, Hyperparameters
@@ -303,6 +312,17 @@ class RunView:
 
     def guidance(self) -> str | None:
         return overfitting_advice(self.evals, self.train_loss)
+
+
+GUIDANCE = (
+    "Nothing to flag yet. What the knobs are for:\n"
+    "• Start from the model's defaults; validate on a held-out set.\n"
+    "• Validation loss rising while training loss falls is overfitting: more weight_decay or "
+    "dropout, freeze more of the lower layers, a lower learning_rate, or stop early.\n"
+    "• Loss flat or noisy: a lower learning_rate or a larger batch_size; loss falling slowly: "
+    "a higher learning_rate or warmup.\n"
+    "• Start small: a smoke run (max_samples, max_steps) before a night run."
+)
 
 
 def overfitting_advice(evals: list[dict], train: MinMaxSeries, *, window: int = 3) -> str | None:

@@ -16,12 +16,12 @@ from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 
 from tuneterm import protocol
 from tuneterm.tui.chart import Line, LineChart
-from tuneterm.tui.data import RunView, fmt_best, fmt_eta, fmt_num, read_layers, read_toml
+from tuneterm.tui.data import GUIDANCE, RunView, fmt_best, fmt_eta, fmt_num, read_layers, read_toml
 from tuneterm.tui.dialogs import EditValue
 from tuneterm.tui.knobs import check_knob, knob_help
 from tuneterm.tui.messages import LogLines, StreamEnded, StreamPending
 from tuneterm.tui.panels import KnobsPanel, LayersPanel, TimelinePanel
-from tuneterm.tui.stream import Stream
+from tuneterm.tui.stream import Stream, read_from
 
 TRAIN, VAL, ACC, LR = "#5fafff", "#ffaf5f", "#87d787", "#d787d7"
 TABS = ("tab-knobs", "tab-layers", "tab-timeline", "tab-log", "tab-guidance")
@@ -173,6 +173,21 @@ class SessionScreen(Screen):
     def _ended(self, msg: StreamEnded) -> None:
         if msg.error:
             self.notify(f"stream: {msg.error}", severity="warning")
+        s = self.session
+        if s is not None and s.get("state") in ("queued", "running", "paused"):
+            # the session goes on (the daemon restarted, or it ended an idle stream):
+            # follow it again, history first, in a moment
+            self.set_timer(2.0, self._resubscribe)
+
+    def _resubscribe(self) -> None:
+        if not self.is_attached or (self.stream is not None and self.stream._thread.is_alive()):
+            return
+        self.view.clear()
+        if self.run_dir is not None:
+            self.view.load_session_toml(read_toml(self.run_dir / "session.toml"))
+            self.view.set_layers(read_layers(self.run_dir))
+        self.query_one(TimelinePanel).show(self.view)  # notices the shorter timeline
+        self._subscribe()
 
     def sessions_changed(self, sessions: list[dict]) -> None:
         s = self.session
@@ -362,37 +377,3 @@ class SessionScreen(Screen):
         yield "layers: Freeze all below", "Freeze the highlighted layer and all below it", layers.action_freeze_below
         yield "layers: Unfreeze all", "Make every layer trainable", layers.action_unfreeze_all
         yield "layers: Toggle freeze", "Freeze or unfreeze the highlighted layer", layers.action_toggle
-
-
-GUIDANCE = (
-    "Nothing to flag yet. What the knobs are for:\n"
-    "• Start from the model's defaults; validate on a held-out set.\n"
-    "• Validation loss rising while training loss falls is overfitting: more weight_decay or "
-    "dropout, freeze more of the lower layers, a lower learning_rate, or stop early.\n"
-    "• Loss flat or noisy: a lower learning_rate or a larger batch_size; loss falling slowly: "
-    "a higher learning_rate or warmup.\n"
-    "• Start small: a smoke run (max_samples, max_steps) before a night run."
-)
-
-
-def read_from(path: Path, offset: int, limit: int = 256_000) -> tuple[int, list[str]] | None:
-    """New complete lines of ``path`` after ``offset`` (start again when it shrank)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return None
-    if size < offset:
-        offset = 0
-    if size == offset:
-        return (offset, [])
-    start = max(offset, size - limit)
-    with open(path, "rb") as f:
-        f.seek(start)
-        data = f.read(size - start)
-    end = data.rfind(b"\n")
-    if end < 0:
-        return (offset, [])
-    lines = data[: end + 1].decode("utf-8", "replace").splitlines()
-    if start > offset and lines:
-        lines = lines[1:]
-    return (start + end + 1, lines[-500:])
