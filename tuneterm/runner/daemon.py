@@ -34,6 +34,7 @@ log = logging.getLogger("tuneterm.runner")
 EXIT_OK, EXIT_FAILED, EXIT_BAD, EXIT_LOCKED, EXIT_PAUSED = 0, 1, 2, 73, 75
 KILL_AFTER_S = 120.0  # a worker asked to pause/cancel that has not exited by then is killed
 MAX_SESSION_BYTES = 1 << 20
+REFRESH_BATCH_S = 0.02  # streamed rows are at most this much later than the worker's line
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Daemon:
         self.started = time.time()
         self._runs = str(runs_dir(ws))
         self._blank = Tailer(Path(os.devnull))
+        self._kicked: set[int] = set()
 
     # -- lookups and views ---------------------------------------------------------------
 
@@ -432,12 +434,18 @@ class Daemon:
                     self.tails[run.sid].total_steps = msg["total_steps"]
                 if entry and not entry[1].done():
                     entry[1].set_result(msg)
-            elif t in ("metric", "event"):
-                # The files are the truth; stdout only says when to look.
-                tail = self.tails.get(run.sid)
-                if tail is not None:
-                    for kind, data in tail.refresh():
-                        self._broadcast(run.sid, {"v": protocol.VERSION, "type": kind, "data": data})
+            elif t in ("metric", "event") and run.sid not in self._kicked:
+                # The files are the truth; stdout only says when to look. Rows that arrive
+                # within REFRESH_BATCH_S are read in one go (fast training: many per batch).
+                self._kicked.add(run.sid)
+                asyncio.get_running_loop().call_later(REFRESH_BATCH_S, self._kick, run.sid)
+
+    def _kick(self, sid: int) -> None:
+        self._kicked.discard(sid)
+        tail = self.tails.get(sid)
+        if tail is not None:
+            for kind, data in tail.refresh():
+                self._broadcast(sid, {"v": protocol.VERSION, "type": kind, "data": data})
 
     async def _finish_attempt(self, run: Run, code: int | None) -> "bool | WorkerHandle":
         """Decide the session's state after a worker exited: False when the supervision
