@@ -134,8 +134,7 @@ class FakeClient:
         self.workspace = Path(workspace)
         self.sessions = sessions if sessions is not None else build_workspace(self.workspace)
         self.calls: list[tuple] = []
-        self.reject: dict[str, str] = {"learning_rate": ""}
-        self.reject.clear()
+        self.reject: dict[str, str] = {}
         self.live = live  # subscriptions stay open after the history (until close())
         self._closed = threading.Event()
         self._lock = threading.Lock()

@@ -64,7 +64,7 @@ async def test_move_keeps_the_cursor_on_the_moved_session(fake):
     app = app_for(fake)
     async with app.run_test(size=SIZE) as pilot:
         await open_queue(pilot)
-        await pilot.press("down", "down", "K")
+        await pilot.press("j", "j", "k", "j", "K")
         await wait_until(pilot, lambda: app.sessions[1]["id"] == 3, what="move")
         assert ("move", 3, None, -1) in fake.calls
         await wait_until(pilot, lambda: app.screen.selected_key() == "3", what="cursor")

@@ -13,6 +13,15 @@ from textual.widgets import DataTable, Static
 from tuneterm.tui.data import KNOBS, RunView, fmt_num, fmt_params
 from tuneterm.tui.knobs import knob_help
 
+class NavTable(DataTable):
+    """A row table that also moves with j/k."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", id="table.down", show=False),
+        Binding("k", "cursor_up", "Up", id="table.up", show=False),
+    ]
+
+
 TIMELINE_STYLE = {"edit": "cyan", "reject": "red", "checkpoint": "blue", "best": "green",
                   "eval": "", "early stop": "bold yellow", "error": "bold red", "end": "bold",
                   "start": "dim"}
@@ -34,7 +43,7 @@ class KnobsPanel(Vertical):
         self._shown: dict[str, tuple] = {}
 
     def compose(self) -> ComposeResult:
-        table: DataTable = DataTable(id="knobs-table", cursor_type="row")
+        table = NavTable(id="knobs-table", cursor_type="row")
         table.add_column("knob", key="knob", width=14)
         table.add_column("value", key="value", width=10)
         table.add_column("last edit", key="status")
@@ -93,7 +102,7 @@ class LayersPanel(Vertical):
         self._shown: list[tuple] = []
 
     def compose(self) -> ComposeResult:
-        table: DataTable = DataTable(id="layers-table", cursor_type="row")
+        table = NavTable(id="layers-table", cursor_type="row")
         table.add_column("", key="mark", width=3)
         table.add_column("layer", key="name", width=18)
         table.add_column("params", key="params", width=8)
@@ -177,7 +186,7 @@ class TimelinePanel(Vertical):
         self._count = 0
 
     def compose(self) -> ComposeResult:
-        table: DataTable = DataTable(id="timeline-table", cursor_type="row")
+        table = NavTable(id="timeline-table", cursor_type="row")
         table.add_column("step", key="step", width=7)
         table.add_column("what", key="what", width=10)
         table.add_column("detail", key="detail")

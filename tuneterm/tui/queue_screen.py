@@ -25,7 +25,11 @@ STATE_COL = 3
 
 
 class QueueTable(DataTable):
-    BINDINGS = [Binding("enter", "select_cursor", "Open", id="queue.open")]
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Open", id="queue.open"),
+        Binding("j", "cursor_down", "Down", id="queue.down", show=False),
+        Binding("k", "cursor_up", "Up", id="queue.up", show=False),
+    ]
 
 
 def short_best(best) -> str:
