@@ -1,39 +1,24 @@
 """tuneterm's dropout: live ``p``, masks from a counter-based generator.
 
-Every ``nn.Dropout`` of the model is swapped for ``LiveDropout``. Its mask for a call is a
-pure function of (session seed, optimizer step, micro-batch, site, call) — the seed that
+Every ``nn.Dropout`` of the model is swapped for tuneterm_kernels' ``SeededDropout``.
+Its mask for a call is a pure function of (session seed, optimizer step, micro-batch, site, call) — the seed that
 ``DropoutContext`` derives — fed to tuneterm_kernels' Philox dropout (Triton on CUDA, its
 bit-identical PyTorch generator elsewhere). So a resumed or replayed run sees exactly the
 masks of the original, and a live edit of ``p`` needs no recompilation.
 
 Attention-probability dropout is functional inside transformers' attention functions, so
 tuneterm registers its own attention implementation: in training with dropout it runs the
-eager formula with the module's ``LiveDropout``; otherwise it calls SDPA.
+eager formula with the module's ``SeededDropout``; otherwise it calls SDPA.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
 
 from tuneterm_kernels import dropout as kdrop
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def mix(*parts: int) -> int:
-    """A 63-bit seed from integers (order matters); cheap and well spread."""
-    h = 0x243F6A8885A308D3
-    for p in parts:
-        h = _splitmix64(h ^ (p & _MASK64))
-    return h >> 1
 
 
 class DropoutContext:
@@ -52,40 +37,27 @@ class DropoutContext:
     def seed_for(self, site: int) -> int:
         call = self._calls.get(site, 0)
         self._calls[site] = call + 1
-        return mix(self.seed, self.step, self.micro, site, call)
+        return kdrop.mix_seed(self.seed, self.step, self.micro, site, call)
 
 
-class LiveDropout(nn.Module):
-    def __init__(self, p: float, site: int, ctx: DropoutContext, impl: str) -> None:
-        super().__init__()
-        self.p = float(p)
-        self.site = site
-        self.ctx = ctx
-        self.impl = impl
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        return kdrop.dropout(x, self.p, seed=self.ctx.seed_for(self.site), offset=0, training=True, impl=self.impl)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, site={self.site}, impl={self.impl}"
+def _site(p: float, site: int, ctx: DropoutContext, impl: str) -> kdrop.SeededDropout:
+    return kdrop.SeededDropout(p, impl=impl, site=site, seed_fn=functools.partial(ctx.seed_for, site))
 
 
-def install(model: nn.Module, ctx: DropoutContext, p: float, impl: str) -> list[LiveDropout]:
-    """Swap every nn.Dropout for a LiveDropout at ``p``; route attention through ours."""
-    sites: list[LiveDropout] = []
+def install(model: nn.Module, ctx: DropoutContext, p: float, impl: str) -> list[kdrop.SeededDropout]:
+    """Swap every nn.Dropout for a SeededDropout at ``p``; route attention through ours."""
+    sites: list[kdrop.SeededDropout] = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Dropout):
-                live = LiveDropout(p, len(sites), ctx, impl)
+                live = _site(p, len(sites), ctx, impl)
                 setattr(parent, name, live)
                 sites.append(live)
     # Llama-style attention keeps its dropout as a float attribute, not a module.
     for mod in model.modules():
         if isinstance(getattr(mod, "attention_dropout", None), float):
-            live = LiveDropout(p, len(sites), ctx, impl)
-            mod._tt_attn_dropout = live  # plain attribute: not a submodule, not in state_dict
+            live = _site(p, len(sites), ctx, impl)
+            mod._tt_attn_dropout = live  # a submodule without parameters: follows train()/eval()
             mod.attention_dropout = p
             sites.append(live)
     _register_attention()
@@ -96,7 +68,7 @@ def install(model: nn.Module, ctx: DropoutContext, p: float, impl: str) -> list[
     return sites
 
 
-def set_p(model: nn.Module, sites: list[LiveDropout], p: float) -> None:
+def set_p(model: nn.Module, sites: list[kdrop.SeededDropout], p: float) -> None:
     for s in sites:
         s.p = float(p)
     for mod in model.modules():
@@ -104,10 +76,10 @@ def set_p(model: nn.Module, sites: list[LiveDropout], p: float) -> None:
             mod.attention_dropout = float(p)
 
 
-def _attention_dropout_module(module: nn.Module) -> LiveDropout | None:
+def _attention_dropout_module(module: nn.Module) -> kdrop.SeededDropout | None:
     for attr in ("_tt_attn_dropout", "dropout", "attn_dropout"):
         d = getattr(module, attr, None)
-        if isinstance(d, LiveDropout):
+        if isinstance(d, kdrop.SeededDropout):
             return d
     return None
 
