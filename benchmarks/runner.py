@@ -154,8 +154,9 @@ def main() -> int:
             sub = RunnerClient.connect(ws)
             t = threading.Thread(target=lambda: msgs.extend(sub.subscribe(s["id"])), daemon=True)
             t.start()
-            _wait(lambda: client.get(s["id"])["state"] in ("done", "failed"), 600, "the daemon's run")
-            t.join(30)
+            t.join(600)  # the stream ends with the session (no polling: it would cost the daemon CPU)
+            if client.get(s["id"])["state"] != "done":
+                raise SystemExit(f"the daemon's run ended {client.get(s['id'])['state']}")
             sub.close()
             daemon.append(_rate(Path(s["run_dir"])))
             daemon_cpu.append(_cpu_s(dpid) - cpu0)

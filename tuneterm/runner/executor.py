@@ -24,6 +24,8 @@ from typing import AsyncIterator
 from tuneterm import protocol
 
 WORKER_MODULE = "tuneterm.engine.worker"
+# How protocol.encode starts a row message (compact separators, "v" first).
+_ROW_PREFIXES = (b'{"v":1,"type":"metric"', b'{"v":1,"type":"event"')
 
 
 class WorkerHandle(abc.ABC):
@@ -39,7 +41,9 @@ class WorkerHandle(abc.ABC):
 
     @abc.abstractmethod
     def messages(self) -> AsyncIterator[dict]:
-        """The worker's protocol lines (ack/reject/metric/event) until it closes stdout."""
+        """The worker's protocol lines until it closes stdout: ack/reject in full; for
+        metric/event lines only ``{"type": ...}`` is promised (the rows are in the run
+        directory)."""
 
     @abc.abstractmethod
     def signal(self, sig: int) -> None:
@@ -109,6 +113,11 @@ class LocalWorker(WorkerHandle):
                 continue
             if not line:
                 return
+            # Rows are read from the run directory; their stdout copy only says "look now",
+            # so it is not parsed (most lines are rows: this keeps the daemon's CPU low).
+            if line.startswith(_ROW_PREFIXES):
+                yield {"type": "metric" if b'"metric"' in line[:24] else "event"}
+                continue
             try:
                 yield protocol.decode(line)
             except protocol.ProtocolError:
