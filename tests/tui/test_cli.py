@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fake_client import FakeClient
-from helpers import aio, kill_processes_of, wait_until
+from tui_helpers import aio, kill_processes_of, wait_until
 
 from tuneterm.cli import main
 from tuneterm.cli import tui_verbs

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import aio, cell_texts, wait_until
+from tui_helpers import aio, cell_texts, wait_until
 from textual.widgets import DataTable, Input
 
 from tuneterm.tui.app import make_app

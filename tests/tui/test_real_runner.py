@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import aio, kill_processes_of, wait_until
+from tui_helpers import aio, kill_processes_of, wait_until
 from textual.widgets import DataTable, Input
 
 from tuneterm.tui.app import make_app
@@ -17,6 +17,10 @@ from tuneterm.tui.queue_screen import QueueScreen
 from tuneterm.tui.session_screen import SessionScreen
 
 pytestmark = pytest.mark.slow
+
+# Enough steps that the edits, the pause and the resume land before the end on a fast
+# machine (a few ms a step), few enough for a slow one to finish and replay in time.
+STEPS = 300
 
 TINY = """\
 [session]
@@ -76,7 +80,7 @@ def edits_of(run_dir: Path) -> list[dict]:
 
 @aio
 async def test_queue_watch_edit_freeze_pause_resume_and_replay(real, workspace):
-    (workspace / "sessions" / "tiny.toml").write_text(TINY.format(name="tiny", steps=150))
+    (workspace / "sessions" / "tiny.toml").write_text(TINY.format(name="tiny", steps=STEPS))
     app = make_app(real, workspace, poll_interval=0.3)
     async with app.run_test(size=(120, 36)) as pilot:
         # queue it from sessions/ as a person would: a, then the file
@@ -121,7 +125,10 @@ async def test_queue_watch_edit_freeze_pause_resume_and_replay(real, workspace):
 
         # pause, then resume
         await pilot.press("p")
-        await wait_until(pilot, lambda: app.sessions[0]["state"] == "paused", timeout=60, what="paused")
+        try:
+            await wait_until(pilot, lambda: app.sessions[0]["state"] == "paused", timeout=60, what="paused")
+        except AssertionError:
+            raise AssertionError(f"not paused: {app.sessions[0]}") from None
         paused_at = app.sessions[0]["step"]
         await pilot.press("r")
         await wait_until(pilot, lambda: app.sessions[0]["state"] == "running"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from fake_client import FakeClient
-from helpers import wait_until
+from tui_helpers import wait_until
 from textual.widgets import DataTable
 
 from tuneterm.tui.app import make_app
