@@ -69,3 +69,19 @@ def test_rasterize_draws_spike_and_flat_lines():
     flat.add(2, 2.0)
     bits, _, lo, hi = rasterize([Line(flat, "red", "x")], 10, 3)
     assert lo < 2.0 < hi and any(any(r) for r in bits)
+
+
+def test_pyramid_buckets_equal_brute_force_at_every_length():
+    for n in (1, 2, 3, 7, 64, 65, 1000, 4097, 30_001):
+        s = MinMaxSeries()
+        ys = [((i * 7919) % 101) / 10.0 for i in range(n)]
+        for i, y in enumerate(ys):
+            s.add(i, y)
+        for nb in (1, 5, 40):
+            got = s.buckets(0, max(n - 1, 1), nb)
+            exact = brute(range(n), ys, 0, max(n - 1, 1), nb)
+            # blocks are placed by their first point: totals and extremes are the same
+            assert max(b[1] for b in got if b) == max(b[1] for b in exact if b)
+            assert min(b[0] for b in got if b) == min(b[0] for b in exact if b)
+            if n <= 4 * nb:
+                assert got == exact

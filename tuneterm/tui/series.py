@@ -104,7 +104,17 @@ class MinMaxSeries:
         mins, maxs = self.levels[j]
         for b in range(len(mins)):
             put(b * size, mins[b], maxs[b])
-        for i in range(len(mins) * size, n):
+        # the tail after the last full block: finer and finer blocks, then single points
+        i = len(mins) * size
+        for k in range(j - 1, -1, -1):
+            ksize = 2 << k
+            kmins, kmaxs = self.levels[k]
+            b = i // ksize
+            while b < len(kmins):
+                put(b * ksize, kmins[b], kmaxs[b])
+                b += 1
+                i = b * ksize
+        for i in range(i, n):
             y = self.ys[i]
             put(i, y, y)
         return out

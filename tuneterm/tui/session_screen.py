@@ -55,6 +55,7 @@ class SessionScreen(Screen):
         self._advice: str | None = None
         self._advice_key: tuple | None = None
         self._status_text = ""
+        self._log_timer = None
         self._last_paint = 0.0
         self._paint_pending = False
 
@@ -103,7 +104,8 @@ class SessionScreen(Screen):
         self.view.state = str(s.get("state", ""))
         self._subscribe()
         self._poll_log()
-        self.set_interval(1.0, self._poll_log)
+        if self._log_timer is None:
+            self._log_timer = self.set_interval(1.0, self._poll_log)
         self.update_views()
 
     def _subscribe(self) -> None:
