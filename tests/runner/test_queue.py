@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runner_helpers import rows, wait_for
+from runner_helpers import FAKE_WORKER, alive, rows, wait_for
 
 from tuneterm.errors import UserError
 from tuneterm.runner.client import RunnerUnavailable
@@ -169,3 +169,41 @@ def test_pause_or_cancel_while_the_worker_starts_is_not_lost(runner):
     c.cancel(s["id"])
     wait_for(lambda: c.get(s["id"])["state"] == "cancelled", 30, "cancelled")
     assert not runner.worker_pids(s["run_dir"])
+
+
+def test_daemon_stop_pauses_workers_and_the_next_start_resumes_them(runner):
+    runner.use_fake_worker()
+    c = runner.client()
+    s = c.add(runner.session("overnight", fake=True, steps=100000, step_s=0.01), check=False)
+    wait_for(lambda: c.get(s["id"])["step"] > 5, 30, "training")
+    pid = c.daemon["pid"]
+    c.shutdown()
+    wait_for(lambda: not alive(pid), 30, "the daemon to stop")
+    assert not runner.worker_pids(s["run_dir"])  # paused at a checkpoint, memory released
+    c = runner.client()  # a new daemon
+    starts = wait_for(lambda: len(x := [e["step"] for e in rows(Path(s["run_dir"]), "events.jsonl")
+                                        if e["kind"] == "start"]) == 2 and x, 30, "a resumed worker")
+    assert starts[1] > 5 and c.get(s["id"])["state"] == "running" and c.get(s["id"])["attempts"] == 2
+
+
+def test_a_worker_whose_pid_was_never_recorded_is_followed_not_doubled(runner):
+    """A daemon killed between starting a worker and recording its pid: the next daemon's
+    worker finds the run locked (exit 73) and the daemon follows the one that holds it."""
+    runner.use_fake_worker(slots=0)
+    c = runner.client()
+    s = c.add(runner.session("orphan", fake=True, steps=150, step_s=0.01), check=False)
+    orphan = subprocess.Popen([sys.executable, str(FAKE_WORKER), s["run_dir"]], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: rows(Path(s["run_dir"])), 10, "the orphan to train")
+        runner.kill_daemon()
+        runner.use_fake_worker(slots=1)
+        c = runner.client()
+        got = wait_for(lambda: (x := c.get(s["id"]))["pid"] == orphan.pid and x, 30, "the orphan to be followed")
+        assert got["state"] == "running"
+        assert runner.worker_pids(s["run_dir"]) == [orphan.pid]
+        wait_for(lambda: c.get(s["id"])["state"] == "done", 60, "done")
+        assert [r["step"] for r in rows(Path(s["run_dir"]))] == list(range(1, 151))
+    finally:
+        orphan.kill()
+        orphan.wait()
