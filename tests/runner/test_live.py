@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # real workers: torch start-up and training, tens
 
 from tuneterm.errors import UserError
 
-STEPS = 30
+STEPS = 120  # long enough that a kill or pause lands mid-run on a fast machine
 
 
 def test_live_lr_edit_and_freeze_are_logged_and_replay_identically(runner):

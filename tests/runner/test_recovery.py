@@ -13,7 +13,7 @@ from runner_helpers import alive, rows, strip_clock, wait_for
 
 pytestmark = pytest.mark.slow  # real workers: torch start-up and training, tens of seconds
 
-STEPS = 30
+STEPS = 120  # long enough that a kill or pause lands mid-run on a fast machine
 
 
 def _ckpts(run_dir: Path) -> list[int]:
