@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 MODULES = ["tuneterm.runner", "tuneterm.runner.client", "tuneterm.runner.daemon", "tuneterm.runner.server",
+           "tuneterm.runner.supervise",
            "tuneterm.runner.store", "tuneterm.runner.executor", "tuneterm.runner.tail", "tuneterm.runner.paths",
            "tuneterm.cli.runner_verbs"]
 HEAVY = ("torch", "transformers", "textual", "triton", "numpy")

@@ -92,9 +92,12 @@ def test_late_subscriber_gets_history_then_live_without_gaps(runner):
     c = runner.client()
     s = c.add(runner.session("sub", fake=True, steps=300, step_s=0.005), check=False)
     early = c.subscribe(s["id"])
-    wait_for(lambda: c.get(s["id"])["step"] >= 100, 30, "training past step 100")
-    late = runner.client().subscribe(s["id"])
-    got = {"early": list(early), "late": list(late)}
+    streams = {}
+    for at in (100, 150, 200, 250):  # several late subscribers, each joining mid-stream
+        wait_for(lambda: c.get(s["id"])["step"] >= at, 30, f"training past step {at}")
+        streams[f"late{at}"] = runner.client().subscribe(s["id"])
+    got = {"early": list(early), **{k: list(v) for k, v in streams.items()}}
+    got["late"] = got["late100"]
     for name, msgs in got.items():
         train = [m["data"]["step"] for m in msgs if m["type"] == "metric"]
         assert train == list(range(1, 301)), name

@@ -174,14 +174,15 @@ class Server:
             await self._send(writer, _error(req.get("id"), "user", str(e)))
             return
         q: asyncio.Queue = asyncio.Queue()
-        # From here to the registration nothing awaits: no row can slip between the history
-        # (what the tailer has consumed) and the live stream (what it consumes next).
+        # From here to the registration nothing awaits, and nothing but the refresh right
+        # before the history reads the files (the view first: it refreshes too): no row can
+        # slip between the history (what the tailer has consumed) and the live stream.
+        view = d.view(d.store.get(row["id"]))
         tail = d.refresh(row)
         hist = tail.history()
         while hist is None:  # a file was rewritten under us: catch up and read again
             tail = d.refresh(row)
             hist = tail.history()
-        view = d.view(d.store.get(row["id"]))
         q.put_nowait({"v": protocol.VERSION, "type": "ok", "id": req.get("id"), "result": view})
         if req.get("history", True):
             for kind, data in hist:
