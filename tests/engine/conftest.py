@@ -2,44 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-
-TINY = """
-[session]
-name = "{name}"
-seed = 3
-
-[model]
-source = "{model}"
-
-[data]
-source = "builtin:bbc-news"
-max_length = 24
-max_samples = 96
-max_eval_samples = 32
-
-[hyperparameters]
-learning_rate = 2e-3
-batch_size = 8
-epochs = {epochs}
-dropout = 0.1
-weight_decay = 0.01
-schedule = "linear"
-warmup_steps = 2
-
-[evaluation]
-interval_steps = 4
-
-[checkpoint]
-interval_steps = 4
-keep_last = 2
-
-[runtime]
-kernels = "torch"
-"""
+from tiny_sessions import tiny_session_toml
 
 
 @pytest.fixture
@@ -48,7 +14,8 @@ def tiny_session(workspace: Path):
 
     def make(name: str = "tiny", model: str = "builtin:tiny-bert", extra: str = "", epochs: float = 2) -> Path:
         path = workspace / "sessions" / f"{name}.toml"
-        path.write_text(TINY.format(name=name, model=model, epochs=epochs) + extra)
+        path.write_text(tiny_session_toml(name, model=model, seed=3, epochs=epochs, eval_interval=4,
+                                          checkpoint_interval=4, keep_last=2, threads=None) + extra)
         return path
 
     return make

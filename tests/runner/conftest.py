@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from runner_helpers import TINY, Harness, rows, strip_clock  # noqa: E402
+from runner_helpers import Harness, rows, strip_clock, tiny  # noqa: E402
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def reference_run(tmp_path_factory):
             ws = tmp_path_factory.mktemp("refws")
             (ws / "sessions").mkdir()
             p = ws / "sessions" / "ref.toml"
-            p.write_text(TINY.format(name="ref", steps=steps))
+            p.write_text(tiny("ref", steps))
             old = os.environ.get("TUNETERM_HOME")
             os.environ["TUNETERM_HOME"] = str(ws)
             try:

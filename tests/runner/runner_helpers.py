@@ -11,45 +11,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from tiny_sessions import tiny_session_toml
+
 HERE = Path(__file__).parent
 FAKE_WORKER = HERE / "fake_worker.py"
 
 # A tiny BERT session: a few ms per step on the CPU; checkpoints every 5 steps.
-TINY = """\
-[session]
-name = "{name}"
-seed = 5
+def tiny(name: str, steps: int) -> str:
+    return tiny_session_toml(name, steps=steps)
 
-[model]
-source = "builtin:tiny-bert"
-
-[data]
-source = "builtin:bbc-news"
-max_length = 24
-max_samples = 96
-max_eval_samples = 32
-
-[hyperparameters]
-learning_rate = 2e-3
-batch_size = 8
-max_steps = {steps}
-dropout = 0.1
-weight_decay = 0.01
-schedule = "linear"
-warmup_steps = 2
-
-[evaluation]
-interval_steps = 10
-
-[checkpoint]
-interval_steps = 5
-keep_last = 3
-
-[runtime]
-kernels = "torch"
-device = "cpu"
-threads = 1
-"""
 
 FAKE = """\
 [session]
@@ -148,7 +118,7 @@ class Harness:
 
     def session(self, name: str, steps: int = 40, fake: bool = False, step_s: float = 0.01, extra: str = "") -> Path:
         p = self.ws / "sessions" / f"{name}.toml"
-        text = FAKE.format(name=name, steps=steps, step_s=step_s, extra=extra) if fake else TINY.format(name=name, steps=steps)
+        text = FAKE.format(name=name, steps=steps, step_s=step_s, extra=extra) if fake else tiny(name, steps)
         p.write_text(text)
         return p
 

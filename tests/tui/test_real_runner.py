@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from tui_helpers import aio, kill_processes_of, wait_until
 from textual.widgets import DataTable, Input
+from tiny_sessions import tiny_session_toml
 
 from tuneterm.tui.app import make_app
 from tuneterm.tui.data import read_toml
@@ -22,41 +23,6 @@ pytestmark = pytest.mark.slow
 # machine (a few ms a step), few enough for a slow one to finish and replay in time.
 STEPS = 300
 
-TINY = """\
-[session]
-name = "{name}"
-seed = 5
-
-[model]
-source = "builtin:tiny-bert"
-
-[data]
-source = "builtin:bbc-news"
-max_length = 24
-max_samples = 96
-max_eval_samples = 32
-
-[hyperparameters]
-learning_rate = 2e-3
-batch_size = 8
-max_steps = {steps}
-dropout = 0.1
-weight_decay = 0.01
-schedule = "linear"
-warmup_steps = 2
-
-[evaluation]
-interval_steps = 10
-
-[checkpoint]
-interval_steps = 10
-keep_last = 2
-
-[runtime]
-kernels = "torch"
-device = "cpu"
-threads = 1
-"""
 
 
 @pytest.fixture
@@ -80,7 +46,8 @@ def edits_of(run_dir: Path) -> list[dict]:
 
 @aio
 async def test_queue_watch_edit_freeze_pause_resume_and_replay(real, workspace):
-    (workspace / "sessions" / "tiny.toml").write_text(TINY.format(name="tiny", steps=STEPS))
+    (workspace / "sessions" / "tiny.toml").write_text(
+        tiny_session_toml("tiny", steps=STEPS, checkpoint_interval=10, keep_last=2))
     app = make_app(real, workspace, poll_interval=0.3)
     async with app.run_test(size=(120, 36)) as pilot:
         # queue it from sessions/ as a person would: a, then the file
