@@ -122,7 +122,9 @@ def build_session(raw: dict, workspace: Path | None = None) -> tuple[Session, li
     out: list[tuple[str, str]] = []
     valid: set[str] = set()  # paths whose value passed its own check
     for key, value in raw.items():
-        if key == "edits":
+        if key in ("edits", "sweep"):
+            # [sweep] belongs to `tuneterm sweep` (tuneterm/sweep/, docs/sweep.md), which
+            # checks it; a session file that carries one is still an ordinary session.
             continue
         if key not in SECTIONS:
             out.append((key, _unknown_top(key, value)))
