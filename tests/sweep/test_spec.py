@@ -133,3 +133,17 @@ def test_sweep_verbs_refuse_bad_invocations(workspace, capsys):
     assert "give the sweep's name" in capsys.readouterr().err
     assert main(["sweep", "show", "nope", "--workspace", str(workspace)]) == 2
     assert "no sweeps" in capsys.readouterr().err
+
+
+def test_one_driver_per_sweep(workspace):
+    from tuneterm.errors import UserError
+    from tuneterm.sweep.study import _lock
+
+    held = _lock(workspace, "sw")
+    try:
+        with pytest.raises(UserError, match="already running"):
+            _lock(workspace, "sw")
+        _lock(workspace, "other").close()  # another sweep is fine
+    finally:
+        held.close()
+    _lock(workspace, "sw").close()  # free again

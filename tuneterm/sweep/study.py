@@ -177,6 +177,7 @@ def run_sweep(sweep: Sweep, workspace: Path, say: Callable[[str], None] = print)
     from tuneterm.session.io import check_session_text, dumps_session, save_session
 
     ws = Path(workspace)
+    lock = _lock(ws, sweep.name)  # held until this process exits: one driver per sweep
     study = create_or_resume(sweep, ws)
     target = sweep.trials
     if sweep.sampler == "grid":
@@ -219,9 +220,32 @@ def run_sweep(sweep: Sweep, workspace: Path, say: Callable[[str], None] = print)
             say(f"trial {trial.number}: queued {view['run_id']}  {_params(trial.params)}")
             state = _follow(study, sweep, trial, view, runner, say)
             failures = failures + 1 if state == TrialState.FAIL else 0
+        return finish(study, sweep, ws, say)
     finally:
         runner.drop()
-    return finish(study, sweep, ws, say)
+        lock.close()
+
+
+def _lock(ws: Path, name: str):
+    import fcntl
+    import os
+
+    path = ws / ".tuneterm" / f"sweep-{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        raise UserError(f"the sweep {name!r} is already running (pid {pid}); "
+                        f"follow it with `tuneterm sweep show {name}`") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
 
 
 def _reattach(study, sweep: Sweep, ft, runner: _Runner, say) -> None:
