@@ -9,7 +9,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -121,12 +120,3 @@ def compare_metrics(original: list[dict], replay: list[dict]) -> str | None:
         return f"step {extra.get('step')} ({extra.get('kind')}): only the {which} has this row " \
                f"({len(original)} rows vs {len(replay)})"
     return None
-
-
-def copy_session_for_replay(src: Session) -> Session:
-    s = src.copy()
-    return s
-
-
-def remove_run(run_dir: Path) -> None:
-    shutil.rmtree(run_dir, ignore_errors=True)
