@@ -20,6 +20,10 @@ from tuneterm.workspace import new_run_id, runs_dir
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_PAUSED = 0, 1, 2, 73, 75
 
 
+class RunLocked(UserError):
+    """Another worker holds the run's lock."""
+
+
 def create_run(workspace: Path, session: Session, *, run_id: str | None = None) -> Path:
     """runs/<run-id>/session.toml — the frozen session, written atomically."""
     rd = runs_dir(workspace) / (run_id or new_run_id(session.name))
@@ -70,7 +74,7 @@ def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resu
     session = load_session(run_dir / "session.toml", workspace)
     lock = RunLock(run_dir)
     if not lock.acquire():
-        raise UserError(f"{run_dir.name}: another worker is training this run")
+        raise RunLocked(f"{run_dir.name}: another worker is training this run")
     trainer = Trainer(session, run_dir, workspace, sinks=sinks, mailbox=mailbox, resume=resume,
                       kernels=kernels, device=device)
     try:

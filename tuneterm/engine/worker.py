@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from tuneterm.engine.control import Mailbox, StdoutProtocol
-    from tuneterm.engine.runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LOCKED, RunLock, setup_logging, train_run
+    from tuneterm.engine.runs import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LOCKED, RunLock, RunLocked, setup_logging,
+                                      train_run)
     from tuneterm.errors import TrainingError, UserError
 
     run_dir = Path(args.run_dir).resolve()
@@ -59,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         code, _ = train_run(run_dir, workspace, sinks=[out], mailbox=mailbox, resume=args.resume,
                             kernels=args.kernels, device=args.device)
         return code
+    except RunLocked as e:
+        sys.stderr.write(f"tuneterm-worker: {e}\n")
+        return EXIT_LOCKED
     except UserError as e:
         sys.stderr.write(f"tuneterm-worker: error: {e}\n")
-        return EXIT_LOCKED if "another worker" in str(e) else EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT
     except TrainingError as e:
         sys.stderr.write(f"tuneterm-worker: training failed: {e}\n")
         return EXIT_FAILED
