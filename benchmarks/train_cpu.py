@@ -1,8 +1,10 @@
 """tuneterm's engine against the Hugging Face ``Trainer`` on the CPU: MiniLM on BBC News.
 
     python benchmarks/train_cpu.py                      # short default (a few minutes on 2 cores)
+    python benchmarks/train_cpu.py --paired --threads 1 --repeats 3   # on a shared, noisy machine
     python benchmarks/train_cpu.py --steps 200 --train-examples 1600 --repeats 3
     python benchmarks/train_cpu.py --padding dynamic    # "identical" = both pad to the batch's longest
+    python benchmarks/train_cpu.py --report results.json   # the table of a --json file
 
 Sides (each run in its own subprocess, so that peak memory — the RSS high-water mark —
 never mixes; the sides are interleaved, rotated each repeat, and the table shows medians
@@ -37,20 +39,25 @@ What is identical between ``hf`` and ``tuneterm``:
     --grad-clip, batch size, no gradient accumulation, the same number of steps;
   * threads: ``torch.set_num_threads(--threads)`` on both; both log the loss every step.
 
-What cannot be made identical (and why):
+What cannot be made identical, or differs in how it is computed:
   * dropout masks: the Trainer draws them from torch's global RNG; tuneterm from its
     counter-based Philox generator keyed by (seed, step, site) — same ``p``, different masks,
     so losses and accuracies differ by run-to-run noise, not by a bias;
-  * the optimizer implementation: the Trainer's default is ``adamw_torch_fused`` (one fused
-    CPU kernel); tuneterm's ``torch.optim.AdamW(foreach=False)`` (or FlatAdamW) — the same
-    update up to float rounding. ``--hf-optim adamw_torch`` gives the Trainer the
-    single-tensor loop too;
+  * the optimizer call: both use ``torch.optim.AdamW(fused=True)`` on two parameter groups
+    (the Trainer's default ``adamw_torch_fused``; tuneterm's torch path since engine commit
+    242b920 — before it, ``foreach=False``). tuneterm passes the learning rate and weight
+    decay into the groups each step and clips by scaling the gradients itself; the Trainer
+    uses a LambdaLR and ``clip_grad_norm_`` — the same arithmetic up to float rounding;
   * attention: in training with dropout tuneterm runs its own eager attention (to apply its
     dropout to the probabilities); the Trainer's BERT uses SDPA with ``dropout_p``;
   * evaluation batches: tuneterm sorts validation examples by length, the Trainer keeps
     their order (same padding rule; accuracy does not depend on it beyond float noise);
   * the engine's run-directory bookkeeping (metrics.jsonl per step, final checkpoint) is
     part of tuneterm's cost; the final checkpoint and evaluation fall outside the timed window.
+
+With ``--paired`` each tuneterm side runs at the same time as its own fresh Trainer run
+(half the cores each), so the two see the same outside load; the ratio of each pair is
+then a far steadier figure than the ratio of medians of runs taken minutes apart.
 
 Timing: samples/s over the training loop only, from the end of step 1 to the end of the
 last step (step 1 carries one-time costs on both sides: lazy optimizer state, allocator
@@ -356,21 +363,38 @@ def worker(side: str, cfg: dict) -> None:
     print("RESULT " + json.dumps(res), flush=True)
 
 
-def run_side(side: str, cfg: dict, verbose: bool) -> dict:
+def start_side(side: str, cfg: dict) -> tuple:
     cmd = [sys.executable, __file__, "--worker", side, "--config", json.dumps(cfg)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return side, proc, time.perf_counter()
+
+
+def finish_side(started: tuple, verbose: bool, tag: str = "") -> dict:
+    side, proc, t0 = started
+    out, err = proc.communicate()
+    lines = [x for x in out.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-4000:])
+        sys.stderr.write(err[-4000:])
         raise SystemExit(f"{side}: the worker failed (exit {proc.returncode})")
     res = json.loads(lines[-1][len("RESULT "):])
     res["wall_s"] = time.perf_counter() - t0
     if verbose:
-        print(f"  {side:18s} {res['samples_per_s']:.2f} samples/s  acc {res['val_accuracy']:.4f}  "
+        print(f"  {side:18s}{tag} {res['samples_per_s']:.2f} samples/s  acc {res['val_accuracy']:.4f}  "
               f"peak {res['peak_rss_mib']:.0f} MiB  ({res['wall_s']:.0f} s)", flush=True)
     return res
+
+
+def run_side(side: str, cfg: dict, verbose: bool) -> dict:
+    return finish_side(start_side(side, cfg), verbose)
+
+
+def run_pair(side: str, cfg: dict, verbose: bool) -> tuple[dict, dict]:
+    """``side`` and a fresh Trainer run at the same time: both see the same outside load."""
+    a, b = start_side("hf", cfg), start_side(side, cfg)
+    hf, tt = finish_side(a, verbose, " (pair)"), finish_side(b, verbose, " (pair)")
+    tt["paired_ratio"] = tt["samples_per_s"] / hf["samples_per_s"]
+    return hf, tt
 
 
 def median(xs):
@@ -380,15 +404,23 @@ def median(xs):
 
 def table(results: dict, cfg: dict) -> str:
     hf = median(r["samples_per_s"] for r in results.get("hf", []))
-    lines = ["| side | padding | samples/s (median) | vs Trainer | s/step (median) | val accuracy | "
-             "peak RSS MiB | same batches |",
+    paired = any("paired_ratio" in r for rs in results.values() for r in rs)
+    # Paired: only the per-pair ratio compares like with like (a ratio of medians would mix
+    # pairs taken under different outside load).
+    lines = ["| side | padding | samples/s (median) | "
+             + ("vs Trainer in pairs (median; each pair) | " if paired else "vs Trainer | ")
+             + "s/step (median) | val accuracy | peak RSS MiB | same batches |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for side in cfg["sides"]:
         rs = results[side]
         sps = median(r["samples_per_s"] for r in rs)
         ratio = f"{sps / hf:.2f}x" if hf and sps else "-"
         accs = ", ".join(f"{100 * r['val_accuracy']:.1f}" for r in rs)
-        lines.append(f"| {LABELS[side]} | {rs[0]['padding']} | {sps:.2f} | {ratio} | "
+        pr = ""
+        if paired:
+            ratios = [r["paired_ratio"] for r in rs if "paired_ratio" in r]
+            pr = (f"{median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)}) | " if ratios else "1.00x | ")
+        lines.append(f"| {LABELS[side]} | {rs[0]['padding']} | {sps:.2f} | {pr if paired else ratio + ' | '}"
                      f"{median(r['median_step_s'] for r in rs):.2f} | {accs} | "
                      f"{median(r['peak_rss_mib'] for r in rs):.0f} | {all(r['same_batches'] for r in rs)} |")
     return "\n".join(lines)
@@ -416,6 +448,10 @@ def main(argv=None) -> int:
                     help="the Trainer's optim (default: its own default, adamw_torch_fused)")
     ap.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {', '.join(SIDES)}")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats; the table shows medians")
+    ap.add_argument("--paired", action="store_true",
+                    help="run each tuneterm side at the same time as a fresh Trainer run (give each half the "
+                         "threads: --threads 1 on 2 cores), so both see the same outside load; the table adds "
+                         "the median of the per-pair ratios — the robust figure on a shared, noisy machine")
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--report", type=Path, help="print the table of a --json file (e.g. of an interrupted run)")
     ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
@@ -441,12 +477,20 @@ def main(argv=None) -> int:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {a.threads} threads; "
           f"{total_steps(cfg)} steps of {a.batch_size}, max_length {a.max_length}, "
           f"warmup {warmup_steps(cfg)} steps", flush=True)
+    if a.paired and "hf" not in sides:
+        sides = ["hf", *sides]
+        cfg["sides"] = sides
     results: dict[str, list] = {s: [] for s in sides}
     for r in range(a.repeats):
         order = sides[r % len(sides):] + sides[:r % len(sides)]  # rotate: no side always first
         print(f"repeat {r + 1}/{a.repeats}", flush=True)
         for side in order:
-            results[side].append(run_side(side, cfg, verbose=True))
+            if a.paired and side != "hf":
+                hf, tt = run_pair(side, cfg, verbose=True)
+                results.setdefault("hf", []).append(hf)
+                results[side].append(tt)
+            elif not a.paired:
+                results[side].append(run_side(side, cfg, verbose=True))
             if a.json:  # after every side: a long run interrupted still leaves its results
                 a.json.write_text(json.dumps({"config": cfg, "results": results}, indent=1))
     print()
