@@ -34,6 +34,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+if __name__ != "__main__":
+    # This file's name shadows the unrelated `kernels` distribution that transformers probes
+    # for when a script in benchmarks/ runs (its folder is first on sys.path): refuse to be
+    # imported, so such a probe fails cleanly instead of running a benchmark.
+    raise ImportError("benchmarks/kernels.py is a script (python benchmarks/kernels.py), not a module")
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dry-run", action="store_true",
