@@ -109,15 +109,11 @@ def mix_seed(*parts: int) -> int:
 
 def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(hi, lo) 32-bit halves of ``a * b`` for a uint32 constant ``a`` and uint32 values
-    held in int64 ``b``. The full product can reach 2**64, past int64, so ``b`` is split
-    into 16-bit halves: each partial product stays under 2**48 and the sums are exact."""
-    b_lo = b & 0xFFFF
-    b_hi = b >> 16
-    lo_part = b_lo * a  # < 2**48
-    mid = b_hi * a  # < 2**48; the product is mid * 2**16 + lo_part
-    hi = (mid + (lo_part >> 16)) >> 16
-    lo = (((mid & 0xFFFF) << 16) + lo_part) & _MASK32
-    return hi, lo
+    held in int64 ``b``. The product can pass 2**63: int64 multiplication wraps modulo
+    2**64, so its low 64 bits — all that the two halves need — are exact (masking the
+    arithmetic shift undoes the sign)."""
+    prod = b * a
+    return (prod >> 32) & _MASK32, prod & _MASK32
 
 
 def philox4x32(seed: int, counters: torch.Tensor, n_rounds: int = N_ROUNDS) -> list[torch.Tensor]:
