@@ -1,0 +1,59 @@
+"""The sweep driver against a real daemon with a torch-free fake worker (seconds): pruning
+through `stop`, failed trials, a trial lost between ask and queue on resume, a second
+driver refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from sweep_helpers import sweep_text
+
+from tuneterm.errors import UserError
+from tuneterm.sweep.spec import load_sweep
+from tuneterm.sweep.study import create_or_resume, describe_study, run_sweep
+
+FAKE = Path(__file__).parent / "fake_sweep_worker.py"
+LR = "learning_rate = {{ low = {lo}, high = {hi}, log = true }}\n"
+
+
+def _setup(runner, name: str, trials: int, lo: float, hi: float):
+    ws = runner.ws
+    (ws / ".tuneterm").mkdir(exist_ok=True)
+    (ws / ".tuneterm" / "config.toml").write_text(f"[runner]\nworker = {json.dumps([sys.executable, str(FAKE)])}\n")
+    f = ws / "sessions" / f"{name}.toml"
+    f.write_text(sweep_text(name=name, trials=trials, steps=12, space=LR.format(lo=lo, hi=hi)))
+    return load_sweep(f, ws)
+
+
+def test_pruning_and_a_lost_trial_on_resume(runner):
+    sw = _setup(runner, "fk", trials=6, lo=1e-6, hi=1e-2)
+    # A trial that an earlier driver asked for but never queued (it died in between).
+    study = create_or_resume(sw, runner.ws)
+    lost = study.ask()
+    lines: list[str] = []
+    info = run_sweep(sw, runner.ws, say=lines.append)
+    by = {t["number"]: t for t in info["trials"]}
+    assert by[lost.number]["state"] == "FAIL"
+    assert any("never reached the queue" in x for x in lines), lines
+    counted = [t for t in info["trials"] if t["state"] in ("COMPLETE", "PRUNED")]
+    assert len(counted) == 6 and len(info["trials"]) == 7, info
+    assert [t for t in counted if t["state"] == "PRUNED"], info  # the fake's val_loss favours lr ~ 1e-3
+    for t in counted:
+        if t["state"] == "PRUNED":
+            ends = (runner.ws / "runs" / t["run_id"] / "events.jsonl").read_text().splitlines()
+            assert json.loads(ends[-1])["state"] == "stopped"
+    assert (runner.ws / "sessions" / "fk-best.toml").exists()
+    again = describe_study(create_or_resume(sw, runner.ws))
+    assert again["best"]["value"] == info["best"]["value"]
+
+
+def test_trials_that_fail_count_and_five_in_a_row_stop_the_sweep(runner):
+    sw = _setup(runner, "bad", trials=8, lo=0.06, hi=0.5)  # every trial "diverges"
+    lines: list[str] = []
+    with pytest.raises(UserError, match="5 trials failed in a row"):
+        run_sweep(sw, runner.ws, say=lines.append)
+    assert sum("failed: " in x for x in lines) == 5, lines
+    assert any("non-finite loss" in x or "failed" in x for x in lines)
