@@ -57,3 +57,19 @@ def test_trials_that_fail_count_and_five_in_a_row_stop_the_sweep(runner):
         run_sweep(sw, runner.ws, say=lines.append)
     assert sum("failed: " in x for x in lines) == 5, lines
     assert any("non-finite loss" in x or "failed" in x for x in lines)
+
+
+def test_grid_sampler_is_capped_at_the_grid_and_successive_halving_runs(runner):
+    ws = runner.ws
+    _setup(runner, "unused", trials=1, lo=1e-4, hi=1e-2)  # the fake worker's config
+    space = "learning_rate = { low = 1e-4, high = 1e-2, log = true, points = 3 }\n"
+    f = ws / "sessions" / "gr.toml"
+    f.write_text(sweep_text(name="gr", trials=5, steps=12, sampler="grid", space=space)
+                 .replace('pruner = "median"', 'pruner = "successive_halving"'))
+    lines: list[str] = []
+    info = run_sweep(load_sweep(f, ws), ws, say=lines.append)
+    assert any("the grid has 3 points" in x for x in lines), lines
+    assert len(info["trials"]) == 3, info
+    lrs = sorted(t["params"]["learning_rate"] for t in info["trials"])
+    assert lrs == pytest.approx([1e-4, 1e-3, 1e-2])
+    assert info["best"]["params"]["learning_rate"] == pytest.approx(1e-3)  # the fake's optimum

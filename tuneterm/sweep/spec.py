@@ -90,7 +90,10 @@ class Param:
             vals = [math.exp(a + (b - a) * i / (n - 1)) for i in range(n)]
         else:
             vals = [self.low + (self.high - self.low) * i / (n - 1) for i in range(n)]
-        return [int(round(v)) for v in vals] if self.kind == "int" else vals
+        vals[0], vals[-1] = self.low, self.high  # exact ends (exp(log(x)) may round)
+        if self.kind == "int":
+            return sorted({int(round(v)) for v in vals})
+        return vals
 
     def describe(self) -> str:
         if self.kind == "categorical":

@@ -67,8 +67,13 @@ def _sampler(sweep: Sweep, seed: int | None = None):
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler({k: p.grid_values() for k, p in sweep.space.items()},
-                                           seed=seed)
+        class Grid(optuna.samplers.GridSampler):
+            def after_trial(self, study, trial, state, values):  # noqa: ARG002
+                # GridSampler calls study.stop() when the grid is done, which only works
+                # inside study.optimize(); the driver stops at the grid's size itself.
+                pass
+
+        return Grid({k: p.grid_values() for k, p in sweep.space.items()}, seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, sweep.trials // 3)))
 
 
