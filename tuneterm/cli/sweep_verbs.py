@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("target", metavar="FILE|show|rm", help="a sweep file, or `show`/`rm`")
     p.add_argument("name", nargs="?", metavar="NAME", help="the sweep's name (show, rm)")
     p.add_argument("--check", action="store_true", help="only check the sweep file (exit 2 on a problem)")
+    p.add_argument("--watch", action="store_true",
+                   help="show: the TUI sweep view (trials, best so far, objective over trials), live")
     add_workspace(p)
     add_json(p)
     p.set_defaults(func=cmd_sweep)
@@ -65,6 +67,11 @@ def _fmt(v) -> str:
 def cmd_show(args, ws) -> int:
     from tuneterm.sweep.study import describe_study, open_study
 
+    if args.watch:
+        from tuneterm.tui.sweep_screen import make_sweep_app
+
+        make_sweep_app(ws, args.name).run()
+        return 0
     info = describe_study(open_study(ws, args.name))
     if args.json:
         print_json(info)

@@ -1,0 +1,124 @@
+"""The sweep view: a study's trials, the best so far and the objective over trials.
+
+Opened by `tuneterm sweep show NAME --watch`. It reads the study through
+``tuneterm.sweep.study`` (Optuna's SQLite storage in the workspace; no torch) every
+``poll`` seconds, so it follows a sweep that another process drives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from tuneterm.tui.chart import Line, LineChart
+from tuneterm.tui.series import MinMaxSeries
+
+VALUE, BEST = "#5fafff", "#87d75f"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+class SweepScreen(Screen):
+    BINDINGS = [
+        Binding("r", "refresh", "Refresh", id="sweep.refresh"),
+        Binding("i", "importances", "Importances", id="sweep.importances"),
+        Binding("q", "app.quit", "Quit", id="sweep.quit"),
+    ]
+
+    def __init__(self, load: Callable[[bool], dict], poll: float = 2.0) -> None:
+        super().__init__()
+        self.load = load  # load(importances) -> describe_study's dict
+        self.poll = poll
+        self.info: dict = {}
+        self.values = MinMaxSeries()
+        self.best = MinMaxSeries()
+        self._shown: tuple | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="sweep-title")
+        yield Static("", id="sweep-best")
+        yield LineChart("objective over trials", [Line(self.values, VALUE, "trial"), Line(self.best, BEST, "best")],
+                        id="sweep-chart")
+        yield DataTable(id="sweep-trials", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="sweep-importances")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_refresh()
+        if self.poll > 0:
+            self.set_interval(self.poll, self.action_refresh)
+
+    def action_refresh(self) -> None:
+        self.show(self.load(False))
+
+    def action_importances(self) -> None:
+        info = self.load(True)
+        imp = info.get("importances") or {}
+        text = ("importances: " + "  ".join(f"{k} {v:.3f}" for k, v in imp.items())) if imp \
+            else (info.get("importances_note") or "no importances")
+        self.query_one("#sweep-importances", Static).update(text)
+
+    def show(self, info: dict) -> None:
+        self.info = info
+        key = tuple((t["number"], t["state"], t["value"], t["steps"]) for t in info["trials"])
+        if key == self._shown:
+            return
+        self._shown = key
+        obj = info.get("objective") or "value"
+        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(info["counts"].items()))
+        self.query_one("#sweep-title", Static).update(
+            f"sweep {info['name']}: {info['direction']} {obj}; {counts or 'no trials yet'}")
+        b = info.get("best")
+        self.query_one("#sweep-best", Static).update(
+            f"best so far: trial {b['number']}  {obj} {_fmt(b['value'])}  "
+            + " ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()) + f"  run {b['run_id']}"
+            if b else "best so far: -")
+        # The objective over trials: each complete trial's value and the running best.
+        self.values.__init__()
+        self.best.__init__()
+        better = min if info["direction"] == "minimize" else max
+        cur = None
+        for t in info["trials"]:
+            if t["state"] == "COMPLETE" and t["value"] is not None:
+                cur = t["value"] if cur is None else better(cur, t["value"])
+                self.values.add(t["number"], t["value"])
+                self.best.add(t["number"], cur)
+        self.query_one("#sweep-chart", LineChart).update_data()
+        table = self.query_one("#sweep-trials", DataTable)
+        names = sorted({k for t in info["trials"] for k in t["params"]})
+        table.clear(columns=True)
+        table.add_columns("trial", "state", obj, "steps", *names, "run")
+        for t in info["trials"]:
+            table.add_row(str(t["number"]), t["state"], _fmt(t["value"]), _fmt(t["steps"]),
+                          *[_fmt(t["params"].get(k)) for k in names], t["run_id"] or "-")
+
+
+class SweepApp(App):
+    TITLE = "tuneterm sweep"
+
+    def __init__(self, load: Callable[[bool], dict], poll: float = 2.0) -> None:
+        super().__init__()
+        self._load, self._poll = load, poll
+
+    def on_mount(self) -> None:
+        self.push_screen(SweepScreen(self._load, self._poll))
+
+
+def make_sweep_app(workspace: Path, name: str, poll: float = 2.0) -> SweepApp:
+    from tuneterm.sweep.study import describe_study, open_study
+
+    study = open_study(workspace, name)  # a missing sweep is a one-line error before the app starts
+
+    def load(importances: bool) -> dict:
+        return describe_study(study, importances=importances)
+
+    return SweepApp(load, poll)
