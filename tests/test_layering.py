@@ -32,7 +32,7 @@ def _imported(modules: list[str], prelude: str = "") -> set[str]:
     return set(json.loads(out.stdout))
 
 
-@pytest.mark.parametrize("package", ["tuneterm.session", "tuneterm.runner"])
+@pytest.mark.parametrize("package", ["tuneterm.session", "tuneterm.runner", "tuneterm.sweep"])
 def test_headless_layers_import_neither_torch_nor_textual(package):
     mods = _modules(package) + ["tuneterm.protocol", "tuneterm.workspace", "tuneterm.errors"]
     loaded = _imported(mods)

@@ -115,6 +115,12 @@ unfreeze = ["layer.1"]
 
 Editable keys (also what `tuneterm set RUN key=value` and the TUI may change while a run
 trains): {", ".join(f"`{k}`" for k in EDITABLE)}. Everything else is fixed for a run.
+
+## `[sweep]`: a hyperparameter search over this session
+
+A session file may carry a `[sweep]` table; `tuneterm sweep FILE` reads it (see
+`docs/sweep.md`). Everything else ignores it: `run`, `validate` and `layers` treat the file
+as the base session, and a session saved by tuneterm never contains the table.
 """
 
 
