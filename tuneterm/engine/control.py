@@ -42,9 +42,6 @@ class Mailbox:
         self._held = [m for m in self._held if m not in due]
         return due
 
-    def pending(self) -> bool:
-        return bool(self._held) or not self._q.empty()
-
     def read_stream(self, stream: IO[str], follow: bool = False) -> threading.Thread:
         def pump() -> None:
             try:

@@ -11,23 +11,13 @@ The tiny models use MiniLM's WordPiece tokenizer, so they need the same package.
 
 from __future__ import annotations
 
-import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tuneterm.errors import UserError
+from tuneterm.session.check import HUB_ID
 from tuneterm.session.schema import BUILTIN_MODELS
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-@dataclass
-class LoadedModel:
-    model: torch.nn.Module
-    tokenizer: object
-    source: str
 
 
 def minilm_path() -> Path:
@@ -67,7 +57,7 @@ def resolve_source(source: str, workspace: Path | None) -> str:
         p = workspace / p
     if p.is_dir():
         return str(p.resolve())
-    if _HUB_ID.match(source) and not source.startswith("."):
+    if HUB_ID.match(source) and not source.startswith("."):
         return source  # a hub id: transformers resolves it (fails clearly when offline)
     raise UserError(f"model.source: {source!r} is neither a built-in, a model folder, nor a hub id")
 
@@ -120,7 +110,3 @@ def build_model(source: str, num_labels: int, *, tokenizer, workspace: Path | No
     transformers.logging.set_verbosity_error()  # "newly initialized classifier" is expected
     return AutoModelForSequenceClassification.from_pretrained(path, config=config)
 
-
-def hf_offline() -> None:
-    """Never reach the hub unless the user opts in (HF_HUB_OFFLINE=0)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
