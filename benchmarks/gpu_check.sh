@@ -3,7 +3,8 @@
 # bandwidth, sweep, AdamW and dropout matrices). Results land in $OUT (or
 # benchmarks/results/): pytest log, kernels.csv, kernels.md. Budget: < 6 min on an H100.
 #
-#   bash benchmarks/gpu_check.sh            # from the repository root, on the GPU machine
+#   bash benchmarks/gpu_bundle.sh           # here first: what the device image lacks, into .gpu/
+#   bash benchmarks/gpu_check.sh            # from the repository root, on the GPU machine (carry .gpu)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -14,6 +15,8 @@ if ! "$PY" -c "import tuneterm_kernels" 2>/dev/null; then
     ln -s "$PWD/kernels" "$shim/tuneterm_kernels"
     export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# What the image lacks (tomli-w, the tiny sessions' data and tokenizer), from gpu_bundle.sh.
+[ -d .gpu/site ] && export PYTHONPATH="$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-benchmarks/results}"
 mkdir -p "$OUT"
 export OUT
@@ -23,8 +26,8 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,power.limi
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
     2>&1 | tee -a "$OUT/gpu.txt"
 
-echo "== GPU tests"
-timeout 240 "$PY" -m pytest tests/kernels -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.txt" | tail -15
+echo "== GPU tests (kernels, and the engine end to end on CUDA)"
+timeout 200 "$PY" -m pytest tests/kernels tests/engine/test_kernels_e2e.py -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.txt" | tail -15
 tests_rc=${PIPESTATUS[0]}
 
 echo "== benchmark"

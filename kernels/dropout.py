@@ -33,6 +33,7 @@ the PyTorch generator (``philox_keep_mask``) is the CPU fallback and the test or
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -75,8 +76,10 @@ def keep_threshold(p: float) -> int:
     return int(math.ceil(p * 65536.0))  # p * 2**16 is exact in binary64
 
 
+@functools.lru_cache(maxsize=64)
 def keep_scale(p: float) -> float:
-    """The float32 factor kept elements are multiplied by: fp32(1 / (1 - p))."""
+    """The float32 factor kept elements are multiplied by: fp32(1 / (1 - p)). Cached: a
+    tensor round trip costs microseconds, and it runs on every forward and backward."""
     return float(torch.tensor(1.0 / (1.0 - p), dtype=torch.float32))
 
 

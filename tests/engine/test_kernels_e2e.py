@@ -43,3 +43,50 @@ def test_triton_without_cuda_or_interpreter_is_a_clear_error(workspace, tiny_ses
     code, _, err = run_cli(["run", str(tiny_session()), "--kernels", "triton", "--max-steps", "3"], capsys)
     assert code == 2
     assert "CUDA" in err and "Traceback" not in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_triton_and_torch_kernels_agree(workspace, tiny_session, capsys, monkeypatch):
+    """On a GPU: the compiled Triton kernels and the PyTorch path train the same tiny run."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    s = tiny_session(extra=SMALL)
+    results = {}
+    for impl in ("torch", "triton"):
+        code, out, err = run_cli(["run", str(s), "--kernels", impl, "--device", "cuda", "--max-steps", "6"], capsys)
+        assert code == 0, err
+        run_dir = Path(out.strip())
+        start = rows(run_dir, "events.jsonl")[0]
+        assert start["kernels"] == impl
+        results[impl] = [r for r in rows(run_dir) if r["kind"] in ("train", "eval")]
+    a, b = results["torch"], results["triton"]
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    assert len(a) >= 6
+    # Same weights and the same Philox masks at step 1: only float rounding may differ.
+    assert math.isclose(a[0]["loss"], b[0]["loss"], rel_tol=1e-6), (a[0]["loss"], b[0]["loss"])
+    for ra, rb in zip(a, b):
+        for key in ("loss", "val_loss", "lr"):
+            if key in ra:
+                assert math.isfinite(rb[key])
+                assert math.isclose(ra[key], rb[key], rel_tol=1e-4, abs_tol=1e-6), (ra["step"], key, ra[key], rb[key])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_run_with_triton_kernels_trains(workspace, tiny_session, capsys, monkeypatch):
+    """bf16 parameters with fp32 master weights in the flat AdamW: the run trains and
+    tracks the PyTorch path to bf16 precision."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    s = tiny_session(extra=SMALL)
+    text = s.read_text().replace('source = "builtin:tiny-bert"', 'source = "builtin:tiny-bert"\ndtype = "bfloat16"', 1)
+    s.write_text(text)
+    results = {}
+    for impl in ("torch", "triton"):
+        code, out, err = run_cli(["run", str(s), "--kernels", impl, "--device", "cuda", "--max-steps", "8"], capsys)
+        assert code == 0, err
+        results[impl] = [r for r in rows(Path(out.strip())) if r["kind"] == "train"]
+    a, b = results["torch"], results["triton"]
+    assert len(a) == len(b) == 8
+    assert all(math.isfinite(r["loss"]) for r in a + b)
+    assert abs(a[0]["loss"] - b[0]["loss"]) <= 0.02 * abs(a[0]["loss"])
+    assert abs(a[-1]["loss"] - b[-1]["loss"]) <= 0.1 * abs(a[-1]["loss"])

