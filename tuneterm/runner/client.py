@@ -18,11 +18,16 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
 from typing import Any, Iterator
 
 from tuneterm import protocol
 from tuneterm.errors import UserError
-from tuneterm.runner.paths import RunnerUnavailable, log_path, read_pid, socket_path
+from tuneterm.runner.paths import RunnerUnavailable, config_path, log_path, read_pid, socket_path
 from tuneterm.workspace import resolve_workspace
 
 __all__ = ["RunnerClient", "RunnerUnavailable", "start_daemon", "daemon_running"]
@@ -75,6 +80,18 @@ def daemon_running(workspace: Path) -> bool:
     return True
 
 
+RAY_START_S = 180.0
+
+
+def _uses_ray(ws: Path) -> bool:
+    try:
+        with open(config_path(ws), "rb") as fh:
+            runner = tomllib.load(fh).get("runner", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(runner, dict) and (runner.get("executor") == "ray" or "ray" in runner)
+
+
 def start_daemon(workspace: Path, *, timeout: float = 10.0, slots: int | None = None) -> dict:
     """Start the detached daemon for ``workspace`` and wait until it serves (or says why not).
 
@@ -83,6 +100,8 @@ def start_daemon(workspace: Path, *, timeout: float = 10.0, slots: int | None = 
     (a corrupt queue database, an unusable runtime folder, ...).
     """
     ws = resolve_workspace(workspace)
+    if _uses_ray(ws):
+        timeout = max(timeout, RAY_START_S)  # connecting to Ray, perhaps starting a local head
     rfd, wfd = os.pipe()
     cmd = [sys.executable, "-m", "tuneterm.runner.daemon", "--workspace", str(ws), "--ready-fd", str(wfd)]
     if slots is not None:

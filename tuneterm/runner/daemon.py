@@ -293,7 +293,7 @@ class Daemon(Supervision):
             counts[state] = n
         return {"pid": os.getpid(), "workspace": str(self.ws), "slots": self.slots,
                 "max_crashes": self.max_crashes, "uptime_s": round(time.time() - self.started, 1),
-                "counts": counts, "active": sum(counts[s] for s in ACTIVE)}
+                "counts": counts, "active": sum(counts[s] for s in ACTIVE), **self.executor.describe()}
 
 
 def _write_durably(path: Path, data: bytes) -> None:

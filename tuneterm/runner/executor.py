@@ -1,7 +1,7 @@
 """Executors start workers; the daemon only ever talks to a ``WorkerHandle`` (no torch).
 
-The interface is what a cluster executor (Ray: one actor per run, the run directory on
-shared storage) would implement as well: start a worker for a run directory, send it
+The interface is what the cluster executor (ray_executor.py: one Ray actor per run, the
+run directory on shared storage) implements as well: start a worker for a run directory, send it
 control lines, receive its protocol lines, signal it, wait for its exit code, and find a
 worker again after a daemon restart. The queue and the protocol never see which executor
 ran a worker.
@@ -62,6 +62,13 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def adopt(self, run_dir: Path, pid: int | None, pid_start: str | None) -> WorkerHandle | None:
         """The worker a previous daemon started on ``run_dir``, when it still runs."""
+
+    def describe(self) -> dict:
+        """What ``daemon status`` shows about the executor."""
+        return {"executor": "local"}
+
+    def close(self) -> None:
+        """Called once when the daemon stops cleanly (after every worker has stopped)."""
 
 
 # -- local processes ------------------------------------------------------------------------
@@ -186,6 +193,9 @@ class LocalExecutor(Executor):
         finally:
             err.close()
         return LocalWorker(proc)
+
+    def describe(self) -> dict:
+        return {"executor": "local", "gpus": self.gpus}
 
     def adopt(self, run_dir: Path, pid: int | None, pid_start: str | None) -> WorkerHandle | None:
         run = str(run_dir)

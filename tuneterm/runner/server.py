@@ -50,7 +50,8 @@ def peer_allowed(uid: int) -> bool:
 
 
 def load_config(ws: Path) -> dict:
-    """WS/.tuneterm/config.toml, table [runner]: slots, max_crashes, worker, worker_args."""
+    """WS/.tuneterm/config.toml, table [runner]: slots, max_crashes, worker, worker_args,
+    executor ("local" | "ray") and the table [runner.ray] (parsed into a RayConfig)."""
     path = config_path(ws)
     if not path.exists():
         return {}
@@ -58,7 +59,7 @@ def load_config(ws: Path) -> dict:
         cfg = tomllib.loads(path.read_text()).get("runner", {})
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"{path}: {e}") from None
-    known = {"slots", "max_crashes", "worker", "worker_args"}
+    known = {"slots", "max_crashes", "worker", "worker_args", "executor", "ray"}
     unknown = set(cfg) - known
     if unknown:
         raise UserError(f"{path}: unknown [runner] keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
@@ -68,7 +69,28 @@ def load_config(ws: Path) -> dict:
     for k in ("worker", "worker_args"):
         if k in cfg and (not isinstance(cfg[k], list) or not all(isinstance(x, str) for x in cfg[k])):
             raise UserError(f"{path}: [runner] {k} must be a list of strings")
+    executor = cfg.get("executor", "ray" if "ray" in cfg else "local")
+    if executor not in ("local", "ray"):
+        raise UserError(f"{path}: [runner] executor must be \"local\" or \"ray\" (got {executor!r})")
+    cfg["executor"] = executor
+    if executor == "ray":
+        from tuneterm.runner.ray_executor import parse_ray_config  # imports no ray
+
+        cfg["ray"] = parse_ray_config(cfg.get("ray", {}), str(path))
+    elif "ray" in cfg:
+        raise UserError(f"{path}: [runner.ray] is set but [runner] executor = \"local\"")
     return cfg
+
+
+def make_executor(ws: Path, cfg: dict):
+    """The executor the configuration asks for, and the slots to use when none are set."""
+    if cfg.get("executor") == "ray":
+        from tuneterm.runner.ray_executor import RayExecutor
+
+        ex = RayExecutor(ws, cfg["ray"], cfg.get("worker"), cfg.get("worker_args"))
+        return ex, ex.default_slots()
+    gpus = gpu_count()
+    return LocalExecutor(cfg.get("worker"), cfg.get("worker_args"), gpus=gpus), max(1, gpus)
 
 
 class Server:
@@ -311,12 +333,20 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(f"{os.getpid()}\n")
     os.replace(tmp, pid_path(ws))
 
-    gpus = gpu_count()
-    slots = args.slots if args.slots is not None else cfg.get("slots", max(1, gpus))
-    executor = LocalExecutor(cfg.get("worker"), cfg.get("worker_args"), gpus=gpus)
+    try:
+        executor, default_slots = make_executor(ws, cfg)  # Ray: connects (starting a local head)
+    except UserError as e:
+        log.error("not starting: %s", e)
+        _ready(ready, f"error {e}")
+        pid_path(ws).unlink(missing_ok=True)
+        sock_path.unlink(missing_ok=True)
+        return 1
+    slots = args.slots if args.slots is not None else cfg.get("slots", default_slots)
     log.info("daemon %s starting for %s (slots %s, socket %s)", os.getpid(), ws, slots, sock_path)
     try:
-        asyncio.run(_serve(ws, store, executor, slots, cfg.get("max_crashes", 3), sock, sock_path, ready))
+        clean = asyncio.run(_serve(ws, store, executor, slots, cfg.get("max_crashes", 3), sock, sock_path, ready))
+        if clean:
+            executor.close()
     finally:
         try:
             if read_pid(ws) == os.getpid():
@@ -345,3 +375,4 @@ async def _serve(ws, store, executor, slots, max_crashes, sock, sock_path, ready
     sched.cancel()
     await asyncio.sleep(0.2)  # let the shutdown answer reach its client
     store.close()
+    return not daemon.runs  # every worker stopped: the executor may release its resources
