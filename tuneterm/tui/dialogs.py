@@ -1,4 +1,4 @@
-"""Small modal dialogs: confirm, pick a session file, edit one value."""
+"""Small modal dialogs: confirm, pick a session file, pick one of a list, edit one value."""
 
 from __future__ import annotations
 
@@ -62,6 +62,30 @@ class PickSession(ModalScreen):
     def _chosen(self, event: OptionList.OptionSelected) -> None:
         oid = event.option.id
         self.dismiss("new" if oid == "new" else self.files[int(oid)])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class PickOne(ModalScreen):
+    """One of ``choices`` (returns it), or None on escape."""
+
+    BINDINGS = [Binding("escape", "cancel", "Back", id="pickone.cancel")]
+
+    def __init__(self, title: str, choices: list[str]) -> None:
+        super().__init__(classes="dialog")
+        self.title_text = title
+        self.choices = list(choices)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield OptionList(*[Option(c, id=str(i)) for i, c in enumerate(self.choices)], id="pickone-list")
+            yield Static("enter: choose · escape: back", classes="dialog-hint")
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.choices[int(event.option.id)])
 
     def action_cancel(self) -> None:
         self.dismiss(None)

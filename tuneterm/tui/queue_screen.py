@@ -61,6 +61,7 @@ class QueueScreen(Screen):
         Binding("J,shift+down", "move(1)", "Down", id="queue.move_down", show=False),
         Binding("d", "duplicate", "Duplicate", id="queue.duplicate", show=False),
         Binding("y", "replay", "Replay", id="queue.replay", show=False),
+        Binding("w", "sweeps", "Sweeps", id="queue.sweeps"),
         Binding("q", "app.quit", "Quit", id="queue.quit"),
     ]
     HELP = ("The queue, in order. Sessions run one after another; a running one keeps "
@@ -250,9 +251,36 @@ class QueueScreen(Screen):
 
             self.app.push_screen(ReplayScreen(s["id"]))
 
+    def action_sweeps(self) -> None:
+        """The selected trial's sweep; else the workspace's one sweep, or a choice of them."""
+        from tuneterm.tui.sweep_screen import sweep_names, sweep_of
+
+        ws = self.app.workspace
+        s = self.selected()
+        name = sweep_of(s.get("name") if s else None, ws)
+        if name:
+            self.open_sweep(name)
+            return
+        names = sweep_names(ws)
+        if not names:
+            self.notify("no sweeps in this workspace: add a [sweep] table to a session and run "
+                        "`tuneterm sweep FILE` (docs/sweep.md)", severity="warning")
+        elif len(names) == 1:
+            self.open_sweep(names[0])
+        else:
+            from tuneterm.tui.dialogs import PickOne
+
+            self.app.push_screen(PickOne("Open a sweep", names), lambda n: n and self.open_sweep(n))
+
+    def open_sweep(self, name: str) -> None:
+        from tuneterm.tui.sweep_screen import SweepScreen, study_loader
+
+        self.app.push_screen(SweepScreen(study_loader(self.app.workspace, name)))
+
     def palette(self):
         yield "queue: Add session", "Queue a session file from sessions/", self.action_add
         yield "queue: New session", "A new session file from a form", self.action_new
+        yield "sweep: Open", "A sweep's trials, best so far and objective over trials", self.action_sweeps
         s = self.selected()
         if s:
             n = s.get("name")

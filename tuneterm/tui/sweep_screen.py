@@ -1,14 +1,17 @@
 """The sweep view: a study's trials, the best so far and the objective over trials.
 
-Opened by `tuneterm sweep show NAME --watch`. It reads the study through
-``tuneterm.sweep.study`` (Optuna's SQLite storage in the workspace; no torch) every
-``poll`` seconds, so it follows a sweep that another process drives.
+Opened by `tuneterm sweep show NAME --watch` (an app of its own) or from the queue of the
+main app (`w`). It reads the study through ``tuneterm.sweep.study`` (Optuna's SQLite
+storage in the workspace; no torch) in a thread every ``poll`` seconds, so it follows a
+sweep that another process drives and never blocks the screen.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
+
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -31,12 +34,15 @@ class SweepScreen(Screen):
     BINDINGS = [
         Binding("r", "refresh", "Refresh", id="sweep.refresh"),
         Binding("i", "importances", "Importances", id="sweep.importances"),
+        Binding("escape", "back", "Back", id="sweep.back"),
         Binding("q", "app.quit", "Quit", id="sweep.quit"),
     ]
+    HELP = ("A sweep's trials (state, parameters, objective), the best so far and the "
+            "objective over trials; it follows the sweep as it runs.")
 
     def __init__(self, load: Callable[[bool], dict], poll: float = 2.0) -> None:
-        super().__init__()
-        self.load = load  # load(importances) -> describe_study's dict
+        super().__init__(id="sweep-screen")
+        self.load = load  # load(importances) -> describe_study's dict; called in a thread
         self.poll = poll
         self.info: dict = {}
         self.values = MinMaxSeries()
@@ -53,15 +59,39 @@ class SweepScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#sweep-title", Static).update("reading the study…")
         self.action_refresh()
         if self.poll > 0:
             self.set_interval(self.poll, self.action_refresh)
 
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:  # pushed over the queue: back to it
+            self.app.pop_screen()
+
     def action_refresh(self) -> None:
-        self.show(self.load(False))
+        self.run_worker(lambda: self._load(False), thread=True, exclusive=True, group="sweep-refresh")
 
     def action_importances(self) -> None:
-        info = self.load(True)
+        self.query_one("#sweep-importances", Static).update("computing importances…")
+        self.run_worker(lambda: self._load(True), thread=True, exclusive=True, group="sweep-importances")
+
+    def _load(self, importances: bool) -> None:
+        try:
+            info = self.load(importances)
+        except Exception as e:  # a removed sweep, a locked database: say so, keep the screen
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self.app.call_from_thread(self.query_one("#sweep-title", Static).update, f"cannot read the sweep: {msg}")
+            return
+        self.app.call_from_thread(self._loaded, info, importances)
+
+    def _loaded(self, info: dict, importances: bool) -> None:
+        if not self.is_attached:
+            return
+        self.show(info)
+        if importances:
+            self._show_importances(info)
+
+    def _show_importances(self, info: dict) -> None:
         imp = info.get("importances") or {}
         text = ("importances: " + "  ".join(f"{k} {v:.3f}" for k, v in imp.items())) if imp \
             else (info.get("importances_note") or "no importances")
@@ -102,6 +132,36 @@ class SweepScreen(Screen):
                           *[_fmt(t["params"].get(k)) for k in names], t["run_id"] or "-")
 
 
+TRIAL_NAME = re.compile(r"^(?P<sweep>.+)-t\d{3,}$")  # spec.Sweep.trial_name
+
+
+def sweep_names(workspace: Path) -> list[str]:
+    """Sweeps started in this workspace (each has a folder of trial sessions)."""
+    d = workspace / "sessions" / "sweeps"
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+
+def sweep_of(session_name: str | None, workspace: Path) -> str | None:
+    """The sweep a queued session is a trial of, if any."""
+    m = TRIAL_NAME.match(session_name or "")
+    return m.group("sweep") if m and m.group("sweep") in sweep_names(workspace) else None
+
+
+def study_loader(workspace: Path, name: str) -> Callable[[bool], dict]:
+    """load(importances) for SweepScreen; the study is opened on the first call (which
+    imports optuna: do it off the UI thread)."""
+    state: dict = {}
+
+    def load(importances: bool) -> dict:
+        from tuneterm.sweep.study import describe_study, open_study
+
+        if "study" not in state:
+            state["study"] = open_study(workspace, name)
+        return describe_study(state["study"], importances=importances)
+
+    return load
+
+
 class SweepApp(App):
     TITLE = "tuneterm sweep"
 
@@ -114,11 +174,7 @@ class SweepApp(App):
 
 
 def make_sweep_app(workspace: Path, name: str, poll: float = 2.0) -> SweepApp:
-    from tuneterm.sweep.study import describe_study, open_study
+    from tuneterm.sweep.study import open_study
 
-    study = open_study(workspace, name)  # a missing sweep is a one-line error before the app starts
-
-    def load(importances: bool) -> dict:
-        return describe_study(study, importances=importances)
-
-    return SweepApp(load, poll)
+    open_study(workspace, name)  # a missing sweep is a one-line error before the app starts
+    return SweepApp(study_loader(workspace, name), poll)
