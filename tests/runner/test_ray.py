@@ -176,3 +176,16 @@ def test_daemon_kill9_finds_its_actors_again(ray_runner, reference_run):
     assert edits == [{"step": ack["step"], "set": {"weight_decay": 0.0}}]
     log = (r.ws / ".tuneterm" / "daemon.log").read_text()
     assert log.count("starting a local Ray head") == 1
+
+
+def test_a_cpu_session_asks_for_no_gpu(tmp_path):
+    """gpus_for reads the frozen session: device = "cpu" needs no GPU, anything else the
+    configured gpus_per_session (no Ray needed: the method reads one file)."""
+    from tuneterm.runner.ray_executor import RayConfig, RayExecutor
+
+    ex = RayExecutor.__new__(RayExecutor)  # without connecting
+    ex.cfg = RayConfig(gpus_per_session=2)
+    for device, want in (('device = "cpu"', 0.0), ('device = "cuda"', 2.0), ("", 2.0)):
+        (tmp_path / "session.toml").write_text(f"[session]\nname = \"x\"\n\n[runtime]\n{device}\n")
+        assert ex.gpus_for(tmp_path) == want, device
+    assert ex.gpus_for(tmp_path / "missing") == 2.0

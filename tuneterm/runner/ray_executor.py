@@ -42,6 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
 from tuneterm import protocol
 from tuneterm.errors import UserError
 from tuneterm.runner.executor import _ROW_PREFIXES, WORKER_MODULE, Executor, WorkerHandle
@@ -457,6 +462,15 @@ class RayExecutor(Executor):
                 "cluster": self.cluster, "gpus_per_session": self.cfg.gpus_per_session,
                 "cpus_per_session": self.cfg.cpus_per_session}
 
+    def gpus_for(self, run_dir: Path) -> float:
+        """A session that trains on the CPU (``[runtime] device = "cpu"``) asks for no GPU."""
+        try:
+            with open(Path(run_dir) / "session.toml", "rb") as fh:
+                device = tomllib.load(fh).get("runtime", {}).get("device", "auto")
+        except (OSError, tomllib.TOMLDecodeError, AttributeError):
+            device = "auto"
+        return 0.0 if device == "cpu" else self.cfg.gpus_per_session
+
     def _names(self, run_dir: Path) -> list[str]:
         import ray.util
 
@@ -484,7 +498,7 @@ class RayExecutor(Executor):
         name = f"{self.prefix}{Path(run_dir).name}-{uuid.uuid4().hex[:8]}"
         actor_cls = ray.remote(WorkerActor).options(
             name=name, namespace=NAMESPACE, lifetime="detached", max_restarts=0, max_concurrency=16,
-            num_cpus=self.cfg.cpus_per_session, num_gpus=self.cfg.gpus_per_session,
+            num_cpus=self.cfg.cpus_per_session, num_gpus=self.gpus_for(run_dir),
             resources=self.cfg.resources or None)
         # The worker program on the node: the configured one, else the node's own Python
         # running tuneterm's worker; extra_args go after the run directory, as locally.
