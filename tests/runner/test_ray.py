@@ -189,3 +189,12 @@ def test_a_cpu_session_asks_for_no_gpu(tmp_path):
         (tmp_path / "session.toml").write_text(f"[session]\nname = \"x\"\n\n[runtime]\n{device}\n")
         assert ex.gpus_for(tmp_path) == want, device
     assert ex.gpus_for(tmp_path / "missing") == 2.0
+
+
+def test_without_ray_installed_the_executor_is_a_one_line_error(tmp_path, monkeypatch):
+    from tuneterm.runner.ray_executor import RayConfig, RayExecutor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(UserError) as e:
+        RayExecutor(tmp_path, RayConfig())
+    assert "pip install" in str(e.value) and "\n" not in str(e.value)

@@ -425,8 +425,11 @@ class RayExecutor(Executor):
 
     def __init__(self, ws: Path, cfg: RayConfig, command: list[str] | None = None,
                  extra_args: list[str] | None = None):
-        import ray
-
+        try:
+            import ray
+        except ImportError:
+            raise UserError('[runner] executor = "ray" needs the ray package (pip install "tuneterm[cluster]")') \
+                from None
         self.ws = Path(ws)
         self.cfg = cfg
         self.command = list(command) if command else None
