@@ -1,10 +1,12 @@
 """A torch-free worker for sweep driver tests (the worker contract of docs/architecture.md,
 reduced): trains `max_steps` fake steps, evaluates every `evaluation.interval_steps` with
 val_loss = a pure function of (learning_rate, step), obeys `stop` on stdin, and fails like
-a diverging run (non-finite loss) when learning_rate > 0.05."""
+a diverging run (non-finite loss) when learning_rate > 0.05. A step takes
+$SWEEP_FAKE_STEP_S seconds (0.02 unless set in the daemon's environment)."""
 
 import json
 import math
+import os
 import queue
 import sys
 import threading
@@ -48,7 +50,7 @@ def main() -> int:
                 state = "stopped" if msg["type"] == "stop" else "paused"
                 row(ef, {"kind": "end", "step": step, "state": state})
                 return 0 if state == "stopped" else 75
-        time.sleep(0.02)
+        time.sleep(float(os.environ.get("SWEEP_FAKE_STEP_S", "0.02")))
         step += 1
         if lr > 0.05 and step == 2:
             row(ef, {"kind": "error", "step": step, "message": "loss is nan"})

@@ -39,7 +39,7 @@ sampler = "{sampler}"
 pruner = "median"
 pruner_startup_trials = 1
 seed = 3
-
+{extra}
 [sweep.space]
 {space}
 """
@@ -52,5 +52,6 @@ batch_size = { choices = [8, 16] }
 
 
 def sweep_text(name: str = "sw", trials: int = 8, steps: int = 12, sampler: str = "random",
-               space: str = SPACE) -> str:
-    return BASE.format(name=name, trials=trials, steps=steps, sampler=sampler, space=space)
+               space: str = SPACE, extra: str = "") -> str:
+    """``extra``: more [sweep] lines (e.g. "parallel = 2\n")."""
+    return BASE.format(name=name, trials=trials, steps=steps, sampler=sampler, space=space, extra=extra)

@@ -61,13 +61,34 @@ def test_a_good_sweep_file_loads(workspace):
     ("batch_size = { low = 8, high = 16.5 }\n", "batch_size", "sweep.space.batch_size.high", "integer"),
 ])
 def test_bad_search_spaces_exit_2_with_one_line(workspace, capsys, space, needle, field, words):
-    text = sweep_text(space=space)
+    _exits_2_with_one_line(workspace, capsys, sweep_text(space=space), needle, field, words)
+
+
+@pytest.mark.parametrize("line,words", [
+    ("parallel = 0", "0 must be >= 1"),
+    ("parallel = -2", "-2 must be >= 1"),
+    ('parallel = "2"', "expected an integer, got a string"),
+    ("parallel = 1.5", "expected an integer, got a float"),
+    ("parallel = true", "expected an integer, got a boolean"),
+    ("pruner_warmup_steps = -1", "-1 must be >= 0"),
+])
+def test_bad_sweep_keys_exit_2_with_one_line(workspace, capsys, line, words):
+    key = line.split(" = ")[0]
+    _exits_2_with_one_line(workspace, capsys, sweep_text(extra=line + "\n"), line, f"sweep.{key}", words)
+
+
+def _exits_2_with_one_line(workspace, capsys, text, needle, field, words):
     p = _write(workspace, text)
     assert main(["sweep", str(p), "--check", "--workspace", str(workspace)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"tuneterm: error: {p}:{_line_of(text, needle)}: {field}: "), err
     assert words in err, err
+
+
+def test_parallel_defaults_to_one(workspace):
+    assert load_sweep(_write(workspace, sweep_text()), workspace).parallel == 1
+    assert load_sweep(_write(workspace, sweep_text(extra="parallel = 3\n")), workspace).parallel == 3
 
 
 def test_unknown_sweep_key_and_bad_objective(workspace):

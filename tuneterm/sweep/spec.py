@@ -61,6 +61,7 @@ SWEEP_KEYS = {
     "seed": "the sampler's seed",
     "pruner_startup_trials": "median: complete trials before pruning starts",
     "pruner_warmup_steps": "median: steps before a trial can be pruned",
+    "parallel": "trials in the queue at once (default 1); match the runner's slots",
     "space": "the search space: knob = { low, high, log } or { choices = [...] }",
 }
 RANGE_KEYS = ("low", "high", "log", "step", "points", "choices")
@@ -116,6 +117,7 @@ class Sweep:
     space: dict[str, Param]
     pruner_startup_trials: int = 2
     pruner_warmup_steps: int = 0
+    parallel: int = 1              # trials queued or running at once
     layer_groups: list[str] = field(default_factory=list)  # bottom-up, head excluded
 
     def trial_name(self, number: int) -> str:
@@ -249,6 +251,10 @@ def build_sweep(raw: dict, base: Session, file: str) -> tuple[Sweep, list[tuple[
     warm = get("pruner_warmup_steps", 0, is_int, "an integer")
     if warm < 0:
         out.append(("sweep.pruner_warmup_steps", f"{warm} must be >= 0"))
+    parallel = get("parallel", 1, is_int, "an integer")
+    if parallel < 1:
+        out.append(("sweep.parallel", f"{parallel} must be >= 1 (trials at once)"))
+        parallel = 1
 
     space: dict[str, Param] = {}
     raw_space = sw.get("space", {})
@@ -265,7 +271,8 @@ def build_sweep(raw: dict, base: Session, file: str) -> tuple[Sweep, list[tuple[
             space[knob] = p
     sweep = Sweep(file=file, name=name, base=base, objective=objective, direction=direction,
                   trials=trials, max_steps=max_steps, sampler=sampler, pruner=pruner, seed=seed,
-                  space=space, pruner_startup_trials=startup, pruner_warmup_steps=warm)
+                  space=space, pruner_startup_trials=startup, pruner_warmup_steps=warm,
+                  parallel=parallel)
     if not out and base.hyperparameters.warmup_steps and "warmup_ratio" in space:
         out.append(("sweep.space.warmup_ratio", "the session sets hyperparameters.warmup_steps; "
                     "a sampled warmup_ratio replaces it (set warmup_steps = 0 to sweep the ratio)"))

@@ -8,15 +8,20 @@ The study lives in ``WS/.tuneterm/sweeps.db`` (SQLite: every ask, report and tel
 committed, so a sweep survives a crash of this process or of the daemon). Each trial is
 an ordinary session file, ``sessions/sweeps/<sweep>/<sweep>-tNNN.toml``, queued through
 the runner; its eval rows come back over the runner's stream and are reported to Optuna;
-a trial the pruner stops gets a ``stop`` control message. Optuna is imported lazily.
+a trial the pruner stops gets a ``stop`` control message. Up to ``[sweep] parallel``
+trials are in flight at once, each followed by a thread of its own; Optuna is only called
+from the driver's thread. Optuna is imported lazily.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from tuneterm.errors import UserError
 from tuneterm.sweep.spec import OBJECTIVES, Sweep, trial_session
@@ -74,7 +79,10 @@ def _sampler(sweep: Sweep, seed: int | None = None):
                 pass
 
         return Grid({k: p.grid_values() for k, p in sweep.space.items()}, seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, sweep.trials // 3)))
+    # With trials in parallel, TPE counts the running ones as bad (constant liar) so that
+    # two trials asked together do not land on the same spot.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, sweep.trials // 3)),
+                                      constant_liar=sweep.parallel > 1)
 
 
 def _pruner(sweep: Sweep):
@@ -132,18 +140,27 @@ def create_or_resume(sweep: Sweep, workspace: Path):
 
 # -- the loop ---------------------------------------------------------------------------
 
+_ENDED = ("done", "failed", "cancelled")  # session states that end a trial
+
+
 class _Runner:
     """The runner connection, re-made when the daemon goes away (it is restarted)."""
 
     def __init__(self, workspace: Path):
         self.ws = workspace
         self.client = None
+        self.closed = False  # close(): no more connections (the sweep is stopping)
 
     def get(self):
-        from tuneterm.runner.client import RunnerClient
+        from tuneterm.runner.client import RunnerClient, RunnerUnavailable
 
         if self.client is None:
+            if self.closed:
+                raise RunnerUnavailable("the sweep is stopping")
             self.client = RunnerClient.connect(self.ws, start=True, timeout=20.0)
+            if self.closed:  # closed from another thread while connecting
+                self.drop()
+                raise RunnerUnavailable("the sweep is stopping")
         return self.client
 
     def call(self, fn: Callable):
@@ -155,17 +172,89 @@ class _Runner:
                 return fn(self.get())
             except RunnerUnavailable:
                 self.drop()
-                if attempt == _RECONNECTS - 1:
+                if self.closed or attempt == _RECONNECTS - 1:
                     raise
                 time.sleep(0.5)
 
     def drop(self) -> None:
-        if self.client is not None:
+        client, self.client = self.client, None
+        if client is not None:
             try:
-                self.client.close()
+                client.close()
             except Exception:
                 pass
-        self.client = None
+
+    def close(self) -> None:
+        """Safe from any thread: ends this connection's streams and refuses new ones."""
+        self.closed = True
+        self.drop()
+
+
+def _eval_row(msg: dict, metric: str) -> tuple[int, float] | None:
+    """(step, value) of a stream message that is an eval row with the objective."""
+    if msg.get("type") != "metric":
+        return None
+    d = msg.get("data") or {}
+    if d.get("kind") != "eval" or not isinstance(d.get(metric), (int, float)):
+        return None
+    return int(d["step"]), float(d[metric])
+
+
+class _Follower(threading.Thread):
+    """Follows one trial's session on a runner connection of its own (a daemon restart
+    breaks each stream, and each reconnects): puts ("eval", number, step, value) on ``box``
+    for every objective row, then ("end", number, view) once the session has ended, or
+    ("error", number, exception). Only the driver's thread talks to Optuna."""
+
+    def __init__(self, ws: Path, number: int, ref: int, metric: str, box: queue.Queue):
+        super().__init__(name=f"sweep-trial-{number}", daemon=True)
+        self.runner = _Runner(ws)
+        self.number, self.ref, self.metric, self.box = number, ref, metric, box
+
+    def run(self) -> None:
+        try:
+            self.box.put(("end", self.number, self._follow()))
+        except BaseException as e:  # noqa: BLE001 - the driver raises it
+            if not self.runner.closed:
+                self.box.put(("error", self.number, e))
+        finally:
+            self.runner.drop()
+
+    def _follow(self) -> dict:
+        from tuneterm.runner.client import RunnerUnavailable
+
+        for _ in range(_RECONNECTS):
+            try:
+                for msg in self.runner.get().subscribe(self.ref):
+                    row = _eval_row(msg, self.metric)
+                    if row is not None:
+                        self.box.put(("eval", self.number, *row))
+                break
+            except RunnerUnavailable:
+                if self.runner.closed:
+                    raise
+                self.runner.drop()  # the daemon died: the next connect starts a new one, which re-adopts the worker
+                time.sleep(0.5)
+        final = self.runner.call(lambda c: c.get(self.ref))
+        # A crashed daemon/worker may have left the stream early: wait for the session to end.
+        while final["state"] not in _ENDED:
+            time.sleep(0.5)
+            final = self.runner.call(lambda c: c.get(self.ref))
+        return final
+
+    def stop(self) -> None:
+        self.runner.close()
+
+
+@dataclass
+class _Flight:
+    """A trial whose session is in the queue: what the driver knows of it."""
+
+    trial: Any                     # optuna.Trial
+    view: dict                     # its session, as the runner showed it when queued
+    follower: _Follower
+    reported: set[int] = field(default_factory=set)  # steps told to Optuna
+    stopped_at: int | None = None  # the step the pruner stopped it at
 
 
 def _counted(t) -> bool:
@@ -176,10 +265,8 @@ def _counted(t) -> bool:
 
 
 def run_sweep(sweep: Sweep, workspace: Path, say: Callable[[str], None] = print) -> dict:
-    optuna = _optuna()
+    _optuna()  # the install hint when it is missing
     from optuna.trial import TrialState
-
-    from tuneterm.session.io import check_session_text, dumps_session, save_session
 
     ws = Path(workspace)
     lock = _lock(ws, sweep.name)  # held until this process exits: one driver per sweep
@@ -193,40 +280,31 @@ def run_sweep(sweep: Sweep, workspace: Path, say: Callable[[str], None] = print)
             say(f"the grid has {size} points: running {size} trials, not {target}")
             target = size
     runner = _Runner(ws)
-    folder = ws / "sessions" / "sweeps" / sweep.name
-    folder.mkdir(parents=True, exist_ok=True)
+    drive = _Driver(study, sweep, ws, runner, say)
     failures = 0
     try:
         # Trials left running by an earlier `tuneterm sweep` (it crashed or was interrupted).
         for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            _reattach(study, sweep, ft, runner, say)
+            drive.reattach(ft)
         while True:
-            trials = study.get_trials(deepcopy=False)
-            if sum(1 for t in trials if _counted(t)) >= target:
-                break
-            if failures >= _CONSECUTIVE_FAILURES:
+            counted = sum(1 for t in study.get_trials(deepcopy=False) if _counted(t))
+            # Keep `parallel` trials in flight; with 1 each trial ends before the next is asked.
+            while (len(drive.flights) < sweep.parallel and counted + len(drive.flights) < target
+                   and failures < _CONSECUTIVE_FAILURES):
+                if not drive.launch():  # refused before training: told FAIL, and counted
+                    failures += 1
+                    counted += 1
+            if not drive.flights:
+                if counted >= target:
+                    break
                 raise UserError(f"{failures} trials failed in a row; see `tuneterm sweep show {sweep.name}` "
                                 "and the runs' logs (`tuneterm queue logs RUN`)")
-            trial = study.ask(_distributions(sweep))
-            session = trial_session(sweep, dict(trial.params), trial.number)
-            name = sweep.trial_name(trial.number)
-            path = folder / f"{name}.toml"
-            checked, problems = check_session_text(dumps_session(session), str(path), ws)
-            if problems:  # a sampled combination the session rules refuse (e.g. no steps after warmup)
-                trial.set_user_attr("error", str(problems[0]))
-                study.tell(trial, state=TrialState.FAIL)
-                say(f"trial {trial.number}: failed before training: {problems[0].field}: {problems[0].message}")
-                failures += 1
-                continue
-            save_session(session, path)
-            trial.set_user_attr("session_file", str(path.relative_to(ws)))
-            view = runner.call(lambda c: c.add(path, check=False))
-            trial.set_user_attr("run_id", view["run_id"])
-            say(f"trial {trial.number}: queued {view['run_id']}  {_params(trial.params)}")
-            state = _follow(study, sweep, trial, view, runner, say)
-            failures = failures + 1 if state == TrialState.FAIL else 0
+            state = drive.next_event()
+            if state is not None:
+                failures = failures + 1 if state == TrialState.FAIL else 0
         return finish(study, sweep, ws, say)
     finally:
+        drive.close()
         runner.drop()
         lock.close()
 
@@ -253,89 +331,137 @@ def _lock(ws: Path, name: str):
     return fh
 
 
-def _reattach(study, sweep: Sweep, ft, runner: _Runner, say) -> None:
-    """A trial left RUNNING: follow its session if the queue still has it, else fail it."""
-    from optuna.trial import Trial, TrialState
+class _Driver:
+    """The trials in flight (up to ``sweep.parallel``): asked and queued, or re-attached,
+    followed by one thread each, reported, pruned and told from this thread."""
 
-    name = sweep.trial_name(ft.number)
-    run_id = ft.user_attrs.get("run_id")
-    since = ft.datetime_start.timestamp() - 5 if ft.datetime_start else 0
-    views = runner.call(lambda c: c.list_sessions())
-    match = [v for v in views if (v["run_id"] == run_id if run_id else
-                                  v["name"] == name and (v.get("created") or 0) >= since)]
-    trial = Trial(study, ft._trial_id)
-    if not match:
-        trial.set_user_attr("lost", True)
-        study.tell(trial, state=TrialState.FAIL)
-        say(f"trial {ft.number}: was being asked when the last sweep stopped and never reached the queue; "
-            "marked failed (not counted)")
-        return
-    view = match[-1]
-    if not run_id:
+    def __init__(self, study, sweep: Sweep, ws: Path, runner: _Runner, say):
+        self.study, self.sweep, self.ws, self.runner, self.say = study, sweep, ws, runner, say
+        self.box: queue.Queue = queue.Queue()
+        self.flights: dict[int, _Flight] = {}
+        self.folder = ws / "sessions" / "sweeps" / sweep.name
+        self.slots_checked = sweep.parallel == 1
+
+    def _fly(self, trial, view: dict) -> None:
+        f = _Follower(self.ws, trial.number, view["id"], self.sweep.objective, self.box)
+        done = set(self.study._storage.get_trial(trial._trial_id).intermediate_values)
+        self.flights[trial.number] = _Flight(trial, view, f, done)
+        f.start()
+
+    def launch(self) -> bool:
+        """Ask Optuna for a trial and queue its session; False when the session rules
+        refuse the sampled combination (the trial is told FAIL)."""
+        from optuna.trial import TrialState
+
+        from tuneterm.session.io import check_session_text, dumps_session, save_session
+
+        if not self.slots_checked:
+            self.slots_checked = True
+            slots = self.runner.call(lambda c: c.status()).get("slots")
+            if isinstance(slots, int) and slots < self.sweep.parallel:
+                self.say(f"parallel = {self.sweep.parallel}, but the runner trains {slots} session(s) at once: "
+                         f"the other trials wait in the queue (`tuneterm daemon start --slots "
+                         f"{self.sweep.parallel}`, or [runner] slots)")
+        study, sweep, ws = self.study, self.sweep, self.ws
+        trial = study.ask(_distributions(sweep))
+        session = trial_session(sweep, dict(trial.params), trial.number)
+        path = self.folder / f"{sweep.trial_name(trial.number)}.toml"
+        checked, problems = check_session_text(dumps_session(session), str(path), ws)
+        if problems:  # a sampled combination the session rules refuse (e.g. no steps after warmup)
+            trial.set_user_attr("error", str(problems[0]))
+            study.tell(trial, state=TrialState.FAIL)
+            self.say(f"trial {trial.number}: failed before training: {problems[0].field}: {problems[0].message}")
+            return False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_session(session, path)
+        trial.set_user_attr("session_file", str(path.relative_to(ws)))
+        view = self.runner.call(lambda c: c.add(path, check=False))
         trial.set_user_attr("run_id", view["run_id"])
-    say(f"trial {ft.number}: resuming {view['run_id']} ({view['state']})")
-    if view["state"] in ("paused", "cancelled", "interrupted"):
-        # Paused by `daemon stop` or a person: the sweep needs it to finish.
-        runner.call(lambda c: c.resume(view["id"]) if view["state"] == "paused" else c.retry(view["id"]))
-    _follow(study, sweep, trial, view, runner, say)
+        self.say(f"trial {trial.number}: queued {view['run_id']}  {_params(trial.params)}")
+        self._fly(trial, view)
+        return True
 
+    def reattach(self, ft) -> None:
+        """A trial left RUNNING: follow its session if the queue still has it, else fail it."""
+        from optuna.trial import Trial, TrialState
 
-def _follow(study, sweep: Sweep, trial, view: dict, runner: _Runner, say):
-    """Stream one trial's eval rows into Optuna until its session ends; tell the outcome."""
-    from optuna.trial import TrialState
+        name = self.sweep.trial_name(ft.number)
+        run_id = ft.user_attrs.get("run_id")
+        since = ft.datetime_start.timestamp() - 5 if ft.datetime_start else 0
+        views = self.runner.call(lambda c: c.list_sessions())
+        match = [v for v in views if (v["run_id"] == run_id if run_id else
+                                      v["name"] == name and (v.get("created") or 0) >= since)]
+        trial = Trial(self.study, ft._trial_id)
+        if not match:
+            trial.set_user_attr("lost", True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.say(f"trial {ft.number}: was being asked when the last sweep stopped and never reached the "
+                     "queue; marked failed (not counted)")
+            return
+        view = match[-1]
+        if not run_id:
+            trial.set_user_attr("run_id", view["run_id"])
+        self.say(f"trial {ft.number}: resuming {view['run_id']} ({view['state']})")
+        if view["state"] in ("paused", "cancelled", "interrupted"):
+            # Paused by `daemon stop` or a person: the sweep needs it to finish.
+            self.runner.call(lambda c: c.resume(view["id"]) if view["state"] == "paused" else c.retry(view["id"]))
+        self._fly(trial, view)
 
-    from tuneterm.runner.client import RunnerUnavailable
+    def next_event(self):
+        """Wait for a follower's next message and act on it: report an evaluation (and
+        stop the run when the pruner says so), or tell Optuna how an ended trial went
+        (its TrialState is returned)."""
+        kind, number, *rest = self.box.get()
+        fl = self.flights.get(number)
+        if fl is None:
+            return None
+        if kind == "error":
+            raise rest[0]
+        if kind == "eval":
+            self._report(fl, *rest)
+            return None
+        del self.flights[number]
+        return self._tell(fl, rest[0])
 
-    metric = sweep.objective
-    reported = set(study._storage.get_trial(trial._trial_id).intermediate_values)
-    stopped_at = None
-    for attempt in range(_RECONNECTS):
-        try:
-            client = runner.get()
-            for msg in client.subscribe(view["id"]):
-                if msg.get("type") != "metric":
-                    continue
-                d = msg.get("data") or {}
-                if d.get("kind") != "eval" or not isinstance(d.get(metric), (int, float)):
-                    continue
-                step = int(d["step"])
-                if step in reported:
-                    continue
-                trial.report(float(d[metric]), step)
-                reported.add(step)
-                if stopped_at is None and trial.should_prune():
-                    stopped_at = step
-                    ans = client.control(view["id"], {"type": "stop"})
-                    say(f"trial {trial.number}: pruned at step {step} ({metric} {d[metric]:.4f})"
-                        + ("" if ans.get("type") == "ack" else f" (stop: {ans.get('reason')})"))
-            break
-        except RunnerUnavailable:
-            runner.drop()  # the daemon died: the next connect starts a new one, which re-adopts the worker
-            time.sleep(0.5)
-    final = runner.call(lambda c: c.get(view["id"]))
-    # A crashed daemon/worker may have left the stream early: wait for the session to end.
-    while final["state"] not in ("done", "failed", "cancelled"):
-        time.sleep(0.5)
-        final = runner.call(lambda c: c.get(view["id"]))
-    values = _eval_values(Path(final["run_dir"]), metric)
-    for step, v in values:  # rows the stream may have missed (history covers them; belt and braces)
-        if step not in reported:
-            trial.report(v, step)
-            reported.add(step)
-    if stopped_at is not None or (final["state"] == "done" and final.get("result") == "stopped"):
-        study.tell(trial, state=TrialState.PRUNED)
-        return TrialState.PRUNED
-    if final["state"] == "done" and values:
-        best = (min if sweep.direction == "minimize" else max)(v for _, v in values)
-        trial.set_user_attr("final", values[-1][1])
-        study.tell(trial, best)
-        say(f"trial {trial.number}: complete  {metric} {best:.4f} (best of {len(values)} evaluations)")
-        return TrialState.COMPLETE
-    why = final.get("error") or (f"ended {final['state']}" + ("" if values else f" without a {metric} row"))
-    trial.set_user_attr("error", str(why)[:500])
-    study.tell(trial, state=TrialState.FAIL)
-    say(f"trial {trial.number}: failed: {why}")
-    return TrialState.FAIL
+    def _report(self, fl: _Flight, step: int, value: float) -> None:
+        if step in fl.reported:
+            return
+        fl.trial.report(value, step)
+        fl.reported.add(step)
+        if fl.stopped_at is None and fl.trial.should_prune():
+            fl.stopped_at = step
+            ans = self.runner.call(lambda c: c.control(fl.view["id"], {"type": "stop"}))
+            self.say(f"trial {fl.trial.number}: pruned at step {step} ({self.sweep.objective} {value:.4f})"
+                     + ("" if ans.get("type") == "ack" else f" (stop: {ans.get('reason')})"))
+
+    def _tell(self, fl: _Flight, final: dict):
+        from optuna.trial import TrialState
+
+        study, trial, metric = self.study, fl.trial, self.sweep.objective
+        values = _eval_values(Path(final["run_dir"]), metric)
+        for step, v in values:  # rows the stream may have missed (history covers them; belt and braces)
+            if step not in fl.reported:
+                trial.report(v, step)
+                fl.reported.add(step)
+        if fl.stopped_at is not None or (final["state"] == "done" and final.get("result") == "stopped"):
+            study.tell(trial, state=TrialState.PRUNED)
+            return TrialState.PRUNED
+        if final["state"] == "done" and values:
+            best = (min if self.sweep.direction == "minimize" else max)(v for _, v in values)
+            trial.set_user_attr("final", values[-1][1])
+            study.tell(trial, best)
+            self.say(f"trial {trial.number}: complete  {metric} {best:.4f} (best of {len(values)} evaluations)")
+            return TrialState.COMPLETE
+        why = final.get("error") or (f"ended {final['state']}" + ("" if values else f" without a {metric} row"))
+        trial.set_user_attr("error", str(why)[:500])
+        study.tell(trial, state=TrialState.FAIL)
+        self.say(f"trial {trial.number}: failed: {why}")
+        return TrialState.FAIL
+
+    def close(self) -> None:
+        """Stop following (the trials keep training in the queue; a re-run re-attaches)."""
+        for fl in self.flights.values():
+            fl.follower.stop()
 
 
 def _eval_values(run_dir: Path, metric: str) -> list[tuple[int, float]]:
