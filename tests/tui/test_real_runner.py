@@ -19,9 +19,11 @@ from tuneterm.tui.session_screen import SessionScreen
 
 pytestmark = pytest.mark.slow
 
-# Enough steps that the edits, the pause and the resume land before the end on a fast
-# machine (a few ms a step), few enough for a slow one to finish and replay in time.
-STEPS = 300
+# More steps than any machine trains during the test: the edits, the pause and the resume
+# always land mid-run (300 steps once ended before the freeze on a quiet machine, at ~6 ms
+# a step). The run is ended by a `stop` control, which the edit log records, so the replay
+# stops at the same step.
+STEPS = 100_000
 
 
 
@@ -100,7 +102,10 @@ async def test_queue_watch_edit_freeze_pause_resume_and_replay(real, workspace):
         await pilot.press("r")
         await wait_until(pilot, lambda: app.sessions[0]["state"] == "running"
                          and app.sessions[0]["step"] > paused_at, timeout=90, what="resumed and moving")
+        ack = real.control(app.sessions[0]["id"], {"type": "stop"})
+        assert ack["type"] == "ack", ack
         await wait_until(pilot, lambda: app.sessions[0]["state"] == "done", timeout=120, what="done")
+        assert {"step": ack["step"], "stop": True} in edits_of(run_dir)
 
         # replay: the run's session file with its edit log, queued again; metrics must match
         await pilot.press("y")
@@ -109,7 +114,7 @@ async def test_queue_watch_edit_freeze_pause_resume_and_replay(real, workspace):
         await wait_until(pilot, lambda: isinstance(app.screen, ReplayScreen) and len(app.screen.original) > 0,
                          what="the replay screen")
         replay = app.screen
-        assert replay.query_one("#replay-edits", DataTable).row_count == 2
+        assert replay.query_one("#replay-edits", DataTable).row_count == 3  # lr, freeze, stop
         await pilot.press("r")
         await wait_until(pilot, lambda: replay.result, timeout=150, what="the replay to finish")
         assert replay.result == "match", str(replay.query_one("#replay-result").render())
