@@ -1,6 +1,7 @@
 """Sweep benchmark (issue 6, "Performance"): prints figures, asserts nothing.
 
     python benchmarks/sweep.py [--trials 16] [--steps 30] [--eval 5] [--sampler tpe] [--device cpu|cuda]
+                               [--parallel N] [--part all|sweep|executors]
 
 The same search (same base session, space, sampler and seed) on a tiny BERT, run twice by
 `tuneterm sweep` in fresh temporary workspaces, each with its own daemon: once with the
@@ -68,6 +69,7 @@ max_steps = {steps}
 sampler = "{sampler}"
 pruner = "{pruner}"
 pruner_startup_trials = 2
+parallel = {parallel}
 seed = 0
 
 [sweep.space]
@@ -92,11 +94,13 @@ def run_one(args, pruner: str) -> dict:
     base = Path(tempfile.mkdtemp(prefix="tt-bench-"))
     ws = base / "ws"
     (ws / "sessions").mkdir(parents=True)
+    (ws / ".tuneterm").mkdir()
+    (ws / ".tuneterm" / "config.toml").write_text(f"[runner]\nslots = {args.parallel}\n")
     env = dict(os.environ, TUNETERM_RUNTIME_DIR=str(base / "r"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", TUNETERM_HOME=str(ws))
     f = ws / "sessions" / "bench.toml"
     f.write_text(BASE.format(eval=args.eval, device=args.device, trials=args.trials, steps=args.steps,
-                             sampler=args.sampler, pruner=pruner))
+                             sampler=args.sampler, pruner=pruner, parallel=args.parallel))
     try:
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "tuneterm", "sweep", str(f), "--json", "--workspace", str(ws)],
@@ -232,6 +236,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=5)
     ap.add_argument("--sampler", default="tpe", choices=("tpe", "random"))
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--parallel", type=int, default=1, help="[sweep] parallel and the runner's slots (sweep part)")
     ap.add_argument("--part", default="all", choices=("all", "sweep", "executors"))
     ap.add_argument("--sessions", type=int, default=4, help="sessions per executor (--part executors)")
     ap.add_argument("--session-steps", type=int, default=60, help="steps per session (--part executors)")
@@ -242,7 +247,7 @@ def main() -> None:
         return
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"device {args.device}; {args.trials} trials x {args.steps} steps, eval every {args.eval}, "
-          f"sampler {args.sampler}")
+          f"sampler {args.sampler}, {args.parallel} trial(s) at once")
     results = [run_one(args, "median"), run_one(args, "none")]
     print(f"{'pruner':<8} {'wall s':>8} {'trials/min':>10} {'steps trained':>13} {'pruned':>6} {'best val_loss':>13}")
     for r in results:
