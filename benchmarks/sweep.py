@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# The runner benchmark's tiny session (benchmarks/ is on sys.path when this runs as a script).
+from runner import SESSION
+
 BASE = """\
 [session]
 name = "bench"
@@ -125,36 +128,6 @@ def run_one(args, pruner: str) -> dict:
         shutil.rmtree(base, ignore_errors=True)
 
 
-SESSION = """\
-[session]
-name = "{name}"
-seed = 3
-
-[model]
-source = "builtin:tiny-bert"
-
-[data]
-source = "builtin:bbc-news"
-max_length = 32
-max_samples = 512
-max_eval_samples = 32
-
-[hyperparameters]
-learning_rate = 1e-3
-batch_size = 16
-max_steps = {steps}
-
-[evaluation]
-interval_steps = 0
-
-[checkpoint]
-interval_steps = 20
-
-[runtime]
-kernels = "torch"
-device = "{device}"
-threads = 1
-"""
 
 
 def run_executor(args, kind: str) -> dict:
@@ -180,7 +153,8 @@ def run_executor(args, kind: str) -> dict:
         starts, steps = [], []
         for i in range(args.sessions):
             f = ws / "sessions" / f"s{i}.toml"
-            f.write_text(SESSION.format(name=f"s{i}", steps=args.session_steps, device=args.device))
+            f.write_text(SESSION.format(name=f"s{i}", steps=args.session_steps, device=args.device,
+                                        kernels="torch", threads=1))
             t_add = time.time()
             s = c.add(f, check=False)
             deadline = time.monotonic() + 600

@@ -16,18 +16,21 @@ layers = ["embeddings"]
 """
 
 
-def test_triton_and_torch_kernels_write_the_same_metrics(workspace, tiny_session, capsys, monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    s = tiny_session(extra=SMALL)
-    results = {}
+def _both_kernels(session: Path, capsys, *args: str) -> tuple[list[dict], list[dict]]:
+    """The train and eval rows of ``tuneterm run`` with --kernels torch, then triton."""
+    out_rows = []
     for impl in ("torch", "triton"):
-        code, out, err = run_cli(["run", str(s), "--kernels", impl, "--max-steps", "4"], capsys)
+        code, out, err = run_cli(["run", str(session), "--kernels", impl, *args], capsys)
         assert code == 0, err
         run_dir = Path(out.strip())
-        start = rows(run_dir, "events.jsonl")[0]
-        assert start["kernels"] == impl
-        results[impl] = [r for r in rows(run_dir) if r["kind"] in ("train", "eval")]
-    a, b = results["torch"], results["triton"]
+        assert rows(run_dir, "events.jsonl")[0]["kernels"] == impl
+        out_rows.append([r for r in rows(run_dir) if r["kind"] in ("train", "eval")])
+    return out_rows[0], out_rows[1]
+
+
+def test_triton_and_torch_kernels_write_the_same_metrics(workspace, tiny_session, capsys, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    a, b = _both_kernels(tiny_session(extra=SMALL), capsys, "--max-steps", "4")
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4, 4]
     # Step 1 sees identical weights and identical dropout masks: the loss is bit-identical.
     assert a[0]["loss"] == b[0]["loss"]
@@ -50,16 +53,7 @@ def test_triton_without_cuda_or_interpreter_is_a_clear_error(workspace, tiny_ses
 def test_cuda_triton_and_torch_kernels_agree(workspace, tiny_session, capsys, monkeypatch):
     """On a GPU: the compiled Triton kernels and the PyTorch path train the same tiny run."""
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    s = tiny_session(extra=SMALL)
-    results = {}
-    for impl in ("torch", "triton"):
-        code, out, err = run_cli(["run", str(s), "--kernels", impl, "--device", "cuda", "--max-steps", "6"], capsys)
-        assert code == 0, err
-        run_dir = Path(out.strip())
-        start = rows(run_dir, "events.jsonl")[0]
-        assert start["kernels"] == impl
-        results[impl] = [r for r in rows(run_dir) if r["kind"] in ("train", "eval")]
-    a, b = results["torch"], results["triton"]
+    a, b = _both_kernels(tiny_session(extra=SMALL), capsys, "--device", "cuda", "--max-steps", "6")
     assert [r["step"] for r in a] == [r["step"] for r in b]
     assert len(a) >= 6
     # Same weights and the same Philox masks at step 1: only float rounding may differ.
@@ -80,12 +74,9 @@ def test_cuda_bf16_run_with_triton_kernels_trains(workspace, tiny_session, capsy
     s = tiny_session(extra=SMALL)
     text = s.read_text().replace('source = "builtin:tiny-bert"', 'source = "builtin:tiny-bert"\ndtype = "bfloat16"', 1)
     s.write_text(text)
-    results = {}
-    for impl in ("torch", "triton"):
-        code, out, err = run_cli(["run", str(s), "--kernels", impl, "--device", "cuda", "--max-steps", "8"], capsys)
-        assert code == 0, err
-        results[impl] = [r for r in rows(Path(out.strip())) if r["kind"] == "train"]
-    a, b = results["torch"], results["triton"]
+    a, b = (
+        [r for r in rows_ if r["kind"] == "train"]
+        for rows_ in _both_kernels(s, capsys, "--device", "cuda", "--max-steps", "8"))
     assert len(a) == len(b) == 8
     assert all(math.isfinite(r["loss"]) for r in a + b)
     assert abs(a[0]["loss"] - b[0]["loss"]) <= 0.02 * abs(a[0]["loss"])
