@@ -81,7 +81,7 @@ def register(sub) -> None:
     p = ds.add_parser("stop", help="pause running sessions at a checkpoint and stop the daemon")
     _common(p, json=True)
     p.set_defaults(func=cmd_daemon_stop)
-    p = ds.add_parser("status", help="is a daemon running; its pid, socket, slots and counts")
+    p = ds.add_parser("status", help="is a daemon running; its pid, executor, socket, slots and counts")
     _common(p, json=True)
     p.set_defaults(func=cmd_daemon_status)
 
