@@ -515,7 +515,8 @@ class RayExecutor(Executor):
         if "error" in info:
             await asyncio.to_thread(self._kill_named, name)
             raise OSError(info["error"])
-        log.info("run %s: actor %s on node %s (pid %s)", Path(run_dir).name, name, info.get("node"), info.get("pid"))
+        log.info("run %s: actor %s on node %s (pid %s, CUDA_VISIBLE_DEVICES %r)", Path(run_dir).name, name,
+                 info.get("node"), info.get("pid"), info.get("gpus"))
         return RayWorker(actor, name, info)
 
     def adopt(self, run_dir: Path, pid: int | None, pid_start: str | None) -> WorkerHandle | None:
