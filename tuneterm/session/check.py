@@ -17,7 +17,7 @@ from typing import Any
 
 from tuneterm.errors import UserError
 from tuneterm.session import schema
-from tuneterm.session.schema import EDITABLE, SECTIONS
+from tuneterm.session.schema import EDITABLE, LIVE_KEYS, SECTIONS, editable_path
 
 # section -> field name -> dataclasses.Field, in schema order
 FIELDS: dict[str, dict[str, dataclasses.Field]] = {
@@ -26,6 +26,7 @@ FIELDS: dict[str, dict[str, dataclasses.Field]] = {
 EDIT_KEYS = ("step", "set", "freeze", "unfreeze", "stop")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DATA_SUFFIXES = (".csv", ".jsonl")
+LM_DATA_SUFFIXES = (".jsonl", ".json", ".csv")  # task = "causal-lm"
 
 
 def kind(f: dataclasses.Field) -> str:
@@ -120,6 +121,10 @@ def check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
             return None, f"expected a string, got {toml_type(value)} {fmt(value)}"
         if meta.get("nonempty") and not value.strip():
             return None, "must not be empty"
+    elif k == "list" and meta.get("or_string") and isinstance(value, str):
+        if not value.strip():
+            return None, "must not be empty"
+        return value, None
     elif k == "list":
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             return None, f"expected a list of strings, got {toml_type(value)} {fmt(value)}"
@@ -154,7 +159,8 @@ def check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
 # -- live edits -------------------------------------------------------------------------
 
 def editable_field(key: str) -> dataclasses.Field:
-    return FIELDS[EDITABLE[key]][key]
+    sec, name = editable_path(key)
+    return FIELDS[sec][name]
 
 
 def check_set_values(values: dict, session: "schema.Session | None" = None) -> list[str]:
@@ -165,7 +171,7 @@ def check_set_values(values: dict, session: "schema.Session | None" = None) -> l
     if not isinstance(values, dict) or not values:
         return ["set: expected a non-empty table of key = value"]
     for key, value in values.items():
-        if key not in EDITABLE:
+        if editable_path(key) is None:
             out.append(f"{key}: cannot be changed while a run trains" + _editable_hint(key))
             continue
         _, msg = check_value(editable_field(key), value)
@@ -178,8 +184,8 @@ def check_set_values(values: dict, session: "schema.Session | None" = None) -> l
 
 
 def _editable_hint(key: str) -> str:
-    hint = did_you_mean(key, EDITABLE)
-    return hint or f"; editable: {', '.join(EDITABLE)}"
+    hint = did_you_mean(key, LIVE_KEYS)
+    return hint or f"; editable: {', '.join(LIVE_KEYS)}"
 
 
 def apply_set_values(session: "schema.Session", values: dict) -> "schema.Session":
@@ -188,7 +194,8 @@ def apply_set_values(session: "schema.Session", values: dict) -> "schema.Session
     for key, value in values.items():
         f = editable_field(key)
         conv, _ = check_value(f, value)
-        setattr(getattr(s, EDITABLE[key]), key, value if conv is None else conv)
+        sec, name = editable_path(key)
+        setattr(getattr(s, sec), name, value if conv is None else conv)
     return s
 
 
@@ -197,7 +204,7 @@ def coerce_value(key: str, text: str) -> Any:
     field's type (``"2e-5"`` -> 2e-05, ``"32"`` -> 32). Raises UserError (one line) on an
     unknown key or a value that does not parse; ranges are ``check_set_values``'s job."""
     key = key.strip()
-    if key not in EDITABLE:
+    if editable_path(key) is None:
         raise UserError(f"{key}: cannot be changed while a run trains" + _editable_hint(key))
     k = kind(editable_field(key))
     t = text.strip()
@@ -215,6 +222,8 @@ def coerce_value(key: str, text: str) -> Any:
             if t.lower() in ("true", "false"):
                 return t.lower() == "true"
             raise ValueError
+        if k == "list":  # `train_base=layer.0,layer.1`; an empty value: []
+            return [x.strip() for x in t.split(",") if x.strip()]
     except ValueError:
         what = {"int": "an integer", "float": "a number", "bool": "true or false"}[k]
         raise UserError(f"{key}: expected {what}, got {text!r}") from None
@@ -240,17 +249,30 @@ def cross_checks(s: "schema.Session", edit: bool = False) -> list[tuple[str, str
     if hp.warmup_ratio >= 1:
         out.append(("hyperparameters.warmup_ratio", f"{fmt(hp.warmup_ratio)} leaves no steps after warmup; use < 1"))
     es = s.early_stopping
-    lower_better = es.metric == "val_loss"
+    lower_better = schema.metric_mode(es.metric) == "min"
     if es.mode == "max" and lower_better:
         out.append(("early_stopping.mode", f"'max' does not fit {es.metric} (lower is better); use 'min' or ''"))
     if es.mode == "min" and not lower_better:
         out.append(("early_stopping.mode", f"'min' does not fit {es.metric} (higher is better); use 'max' or ''"))
-    if es.enabled:
-        needed = es.metric.removeprefix("val_")
-        if needed not in s.evaluation.metrics:
-            out.append(("early_stopping.metric",
-                        f"{es.metric} is not computed; add {needed!r} to evaluation.metrics"))
+    msg = metric_problem(s, es.metric)
+    if msg and (es.enabled or es.metric not in schema.TASK_METRICS[s.model.task]):
+        out.append(("early_stopping.metric", msg))
     return out
+
+
+def metric_problem(s: "schema.Session", metric: str) -> str | None:
+    """Why ``metric`` is not reported by this session (its task's metrics; for
+    classification also ``evaluation.metrics``), or None when it is. Early stopping and
+    sweep objectives share this."""
+    task = s.model.task
+    known = schema.TASK_METRICS[task]
+    if metric not in known:
+        return f"{metric} is not a {task} metric; one of {', '.join(known)}" + did_you_mean(metric, known)
+    if task == "sequence-classification":
+        needed = metric.removeprefix("val_")
+        if needed not in s.evaluation.metrics:
+            return f"{metric} is not computed; add {needed!r} to evaluation.metrics"
+    return None
 
 
 def classify_source(source: str) -> str:
@@ -261,7 +283,7 @@ def classify_source(source: str) -> str:
 
 
 def check_source(path: str, source: str, builtins, workspace: Path | None, *, data: bool,
-                 optional: bool = False) -> list[tuple[str, str]]:
+                 optional: bool = False, suffixes: tuple = DATA_SUFFIXES) -> list[tuple[str, str]]:
     """A model/data source or a validation file: a known builtin, a hub id (models only),
     or a local path inside the workspace (relative paths resolve against it)."""
     from tuneterm.workspace import inside
@@ -270,7 +292,7 @@ def check_source(path: str, source: str, builtins, workspace: Path | None, *, da
         return [] if optional else [(path, "must not be empty")]
     if source.startswith("builtin:"):
         if builtins is None:
-            return [(path, f"{fmt(source)}: no builtin here; give a local {'/'.join(DATA_SUFFIXES)} file")]
+            return [(path, f"{fmt(source)}: no builtin here; give a local {'/'.join(suffixes)} file")]
         if source not in builtins:
             return [(path, f"unknown builtin {fmt(source)}; known: {', '.join(builtins)}"
                      + did_you_mean(source, builtins))]
@@ -283,8 +305,8 @@ def check_source(path: str, source: str, builtins, workspace: Path | None, *, da
         looks_local = looks_local or local.exists()
     if not looks_local and HUB_ID.match(source):
         return []  # a hub id (`org/name`): resolved by the engine when online
-    if data and Path(source).suffix.lower() not in DATA_SUFFIXES:
-        return [(path, f"{fmt(source)}: expected a {' or '.join(DATA_SUFFIXES)} file")]
+    if data and Path(source).suffix.lower() not in suffixes:
+        return [(path, f"{fmt(source)}: expected a {' or '.join(suffixes)} file")]
     if workspace is None:
         return []
     try:
@@ -325,7 +347,10 @@ def validate_layer_names(session: "schema.Session", known: list[str]) -> list:
     if known and known_set <= set(session.freeze.layers):
         out.append(Problem(file, locate("freeze.layers"), "freeze.layers",
                            "freezes every layer group: nothing would train"))
+    check("lora.train_base", session.lora.train_base)
     for i, e in enumerate(session.edits):
         check(f"edits[{i}].freeze", e.freeze)
         check(f"edits[{i}].unfreeze", e.unfreeze)
+        if isinstance(e.set.get("train_base"), list):
+            check(f"edits[{i}].set.train_base", e.set["train_base"])
     return out

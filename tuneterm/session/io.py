@@ -17,7 +17,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from tuneterm.session.check import (  # noqa: F401  (check_set_values & co. re-exported)
+    DATA_SUFFIXES,
     EDIT_KEYS,
+    LM_DATA_SUFFIXES,
     apply_set_values,
     check_set_values,
     coerce_value,
@@ -44,7 +45,15 @@ from tuneterm.session.check import (  # noqa: F401  (check_set_values & co. re-e
 )
 from tuneterm.session.locate import Locator
 from tuneterm.session.problems import Problem, SessionError
-from tuneterm.session.schema import BUILTIN_DATA, BUILTIN_MODELS, EDITABLE, SECTIONS, Edit, Session
+from tuneterm.session.schema import (
+    BUILTIN_DATA,
+    BUILTIN_MODELS,
+    LIVE_KEYS,
+    SECTIONS,
+    Edit,
+    Session,
+    editable_path,
+)
 
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _TOML_END = re.compile(r"\s*\(at end of document\)$")
@@ -150,10 +159,15 @@ def build_session(raw: dict, workspace: Path | None = None) -> tuple[Session, li
     # Sources: only where the value itself was fine.
     if "model.source" in valid:
         out += check_source("model.source", s.model.source, BUILTIN_MODELS, workspace, data=False)
+    lm = s.model.task == "causal-lm"
+    suffixes = LM_DATA_SUFFIXES if lm else DATA_SUFFIXES
+    # (a causal-lm session on an encoder built-in is refused by the engine when it loads
+    # the model: a saved session lists every key, so it cannot be told apart here)
     if "data.source" in valid:
-        out += check_source("data.source", s.data.source, BUILTIN_DATA, workspace, data=True)
+        out += check_source("data.source", s.data.source, BUILTIN_DATA, workspace, data=True, suffixes=suffixes)
     if "data.validation" in valid:
-        out += check_source("data.validation", s.data.validation, None, workspace, data=True, optional=True)
+        out += check_source("data.validation", s.data.validation, None, workspace, data=True, optional=True,
+                            suffixes=suffixes)
     if not out:  # constraints between fields: only meaningful once every field is valid
         out += cross_checks(s)
     if not out:  # ... and after each edit, as the run will see them
@@ -222,9 +236,9 @@ def _build_edits(raw: Any, out: list[tuple[str, str]]) -> list[Edit]:
                 out.append((f"{p}.set", "expected a non-empty table of key = value"))
             else:
                 for k, v in e["set"].items():
-                    if k not in EDITABLE:
+                    if editable_path(k) is None:
                         out.append((f"{p}.set.{k}", "cannot be changed while a run trains"
-                                    + (did_you_mean(k, EDITABLE) or f"; editable: {', '.join(EDITABLE)}")))
+                                    + (did_you_mean(k, LIVE_KEYS) or f"; editable: {', '.join(LIVE_KEYS)}")))
                         continue
                     conv, msg = check_value(editable_field(k), v)
                     if msg:
@@ -284,33 +298,13 @@ def dumps_session(session: Session) -> str:
 def save_session(session: Session, path: str | os.PathLike) -> None:
     """Write atomically: a temporary file in the same folder, fsync, rename, fsync the
     folder. A reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    text = dumps_session(session)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    from tuneterm.rundir import write_atomic
+
+    write_atomic(path, dumps_session(session))
 
 
 def _edit_kind(key: str) -> str:
-    return kind(editable_field(key)) if key in EDITABLE else ""
+    return kind(editable_field(key)) if editable_path(key) is not None else ""
 
 
 def _typed(k: str, v: Any) -> Any:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tuneterm.session.check import DATA_SUFFIXES, FIELDS, kind, range_text
 from tuneterm.session.io import _value
-from tuneterm.session.schema import BUILTIN_DATA, BUILTIN_MODELS, EDITABLE, SECTIONS
+from tuneterm.session.schema import BUILTIN_DATA, BUILTIN_MODELS, LIVE_KEYS, SECTIONS, live_name
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "session.toml"
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "session.md"
@@ -80,8 +80,16 @@ its default, commented out.
 - `epochs` and `max_steps` cannot both be 0; when `max_steps > 0` it decides the length
   of the run and `epochs` is ignored.
 - Give `warmup_ratio` or `warmup_steps`, not both; warmup must leave steps to train.
-- `early_stopping.mode` must fit the metric (`min` for `val_loss`, `max` for accuracy and
-  F1; empty picks it), and the metric must be among `evaluation.metrics`.
+- `early_stopping.mode` must fit the metric (`min` for `val_loss` and `val_perplexity`,
+  `max` for accuracy, F1 and token accuracy; empty picks it), and the metric must be one
+  the task reports: `val_loss`, `val_accuracy`, `val_f1` (among `evaluation.metrics`) for
+  `sequence-classification`; `val_loss`, `val_perplexity`, `val_token_accuracy` for
+  `causal-lm`.
+- **Causal LM** (`model.task = "causal-lm"`): the model is a built-in with a language-model
+  head (`builtin:tiny-gpt2`, `builtin:tiny-llama`, `builtin:smollm2-135m`) or a causal-LM
+  folder; the data is `.jsonl`, `.json` or `.csv` in the `[data]` `format` (text,
+  prompt-completion, messages); `builtin:bbc-news` gives article -> headline pairs.
+  `docs/causal-lm.md` explains formats, masking, packing and samples.
 - Layer names (`[freeze]`, `[[edits]]`) are the model's layer groups: `embeddings`,
   `layer.0` … `layer.N-1`, `head`; `tuneterm layers SESSION` lists them.
 """
@@ -114,7 +122,9 @@ unfreeze = ["layer.1"]
 ```
 
 Editable keys (also what `tuneterm set RUN key=value` and the TUI may change while a run
-trains): {", ".join(f"`{k}`" for k in EDITABLE)}. Everything else is fixed for a run.
+trains): {", ".join(f"`{k}`" for k in LIVE_KEYS)}. Everything else is fixed for a run.
+`lora_dropout` and `lora_lr_ratio` are `[lora]`'s `dropout` and `lr_ratio`; `train_base`
+takes a list of layer groups.
 
 ## `[sweep]`: a hyperparameter search over this session
 
@@ -148,9 +158,11 @@ def render_markdown() -> str:
         parts.append("| key | type | default | allowed | meaning |\n|---|---|---|---|---|")
         for f in dataclasses.fields(cls):
             default = getattr(cls(), f.name)
-            live = " *(live-editable)*" if EDITABLE.get(f.name) == sec else ""
+            key = live_name(sec, f.name)
+            live = "" if key is None else " *(live-editable)*" if key == f.name else f" *(live-editable as `{key}`)*"
             help_ = f.metadata["help"].replace("|", "\\|")
-            parts.append(f"| `{f.name}` | {_TYPE[kind(f)]} | `{_value(default)}` | {allowed(f)} | {help_}{live} |")
+            type_ = "string or list of strings" if f.metadata.get("or_string") else _TYPE[kind(f)]
+            parts.append(f"| `{f.name}` | {type_} | `{_value(default)}` | {allowed(f)} | {help_}{live} |")
         parts.append("")
     parts.append(_EDITS)
     return "\n".join(parts).rstrip("\n") + "\n"

@@ -17,15 +17,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEDULES = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt")
-TASKS = ("sequence-classification",)
-METRICS = ("val_loss", "val_accuracy", "val_f1")
+TASKS = ("sequence-classification", "causal-lm")
+# The metrics each task reports, and which way is better (early stopping, sweeps).
+TASK_METRICS = {
+    "sequence-classification": ("val_loss", "val_accuracy", "val_f1"),
+    "causal-lm": ("val_loss", "val_perplexity", "val_token_accuracy"),
+}
+METRIC_MODES = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max",
+                "val_perplexity": "min", "val_token_accuracy": "max"}
+METRICS = tuple(METRIC_MODES)
+LM_FORMATS = ("auto", "text", "prompt-completion", "messages")
+LOSS_ON = ("completion", "all")
+PRECISIONS = ("auto", "fp32", "bf16")
 NONFINITE_POLICIES = ("stop", "skip")
 KERNELS = ("auto", "triton", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16")
 # The built-in sources (the engine's registries must match; the validator checks names
 # against these without importing the engine).
-BUILTIN_MODELS = ("builtin:minilm-l6", "builtin:tiny-bert", "builtin:tiny-gpt2", "builtin:tiny-llama")
+BUILTIN_MODELS = ("builtin:minilm-l6", "builtin:tiny-bert", "builtin:tiny-gpt2", "builtin:tiny-llama",
+                  "builtin:smollm2-135m")
+# The built-ins with a language-model head (task = "causal-lm").
+CAUSAL_LM_MODELS = ("builtin:tiny-gpt2", "builtin:tiny-llama", "builtin:smollm2-135m")
 BUILTIN_DATA = ("builtin:bbc-news", "builtin:tweet-sentiment")
 
 # Knobs that a live edit (`tuneterm set`, the TUI, the control channel) may change while a
@@ -42,7 +55,38 @@ EDITABLE = {
     "warmup_ratio": "hyperparameters",
     "grad_clip": "hyperparameters",
     "patience": "early_stopping",
+    "train_base": "lora",
 }
+# Live-editable keys whose name differs from their field: key -> (section, field).
+EDITABLE_ALIASES = {
+    "lora_dropout": ("lora", "dropout"),
+    "lora_lr_ratio": ("lora", "lr_ratio"),
+}
+LIVE_KEYS = (*EDITABLE, *EDITABLE_ALIASES)
+
+
+def editable_path(key: str) -> tuple[str, str] | None:
+    """Where a live-editable key lives: (section, field), or None when it is not editable
+    (``lora_dropout`` -> ("lora", "dropout"), ``learning_rate`` -> ("hyperparameters",
+    "learning_rate"))."""
+    if key in EDITABLE:
+        return EDITABLE[key], key
+    return EDITABLE_ALIASES.get(key)
+
+
+def live_name(section: str, name: str) -> str | None:
+    """The live-edit key of a field, or None when it is fixed for a run."""
+    if EDITABLE.get(name) == section:
+        return name
+    for key, where in EDITABLE_ALIASES.items():
+        if where == (section, name):
+            return key
+    return None
+
+
+def metric_mode(metric: str) -> str:
+    """'min' | 'max': which way a metric improves."""
+    return METRIC_MODES[metric]
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -66,9 +110,11 @@ class SessionMeta:
 class ModelSpec:
     source: str = _f("builtin:tiny-bert",
                      "builtin:minilm-l6 | builtin:tiny-bert | builtin:tiny-gpt2 | builtin:tiny-llama | "
+                     "builtin:smollm2-135m | "
                      "a local Hugging Face model folder (relative to the workspace) | a hub id (online only)",
                      nonempty=True)
-    task: str = _f("sequence-classification", "what the model is trained to do", choices=TASKS)
+    task: str = _f("sequence-classification", "what the model is trained to do (causal-lm: see docs/causal-lm.md)",
+                   choices=TASKS)
     dtype: str = _f("float32", "parameter dtype; bfloat16 keeps fp32 master weights in the optimizer",
                     choices=DTYPES)
 
@@ -76,16 +122,28 @@ class ModelSpec:
 @dataclass
 class DataSpec:
     source: str = _f("builtin:bbc-news",
-                     "builtin:bbc-news | builtin:tweet-sentiment | a local .csv or .jsonl file (relative to the workspace)",
+                     "builtin:bbc-news | builtin:tweet-sentiment | a local .csv or .jsonl file (causal-lm: also "
+                     ".json) (relative to the workspace)",
                      nonempty=True)
-    text_field: str = _f("text", "column/key holding the text (local files)", nonempty=True)
+    text_field: str = _f("text", "column/key holding the text (local files; causal-lm format text)", nonempty=True)
     label_field: str = _f("label", "column/key holding the label (local files)", nonempty=True)
-    validation: str = _f("", "a separate validation .csv/.jsonl; empty: split off validation_split")
+    validation: str = _f("", "a separate validation file (same kind as source); empty: split off validation_split")
     validation_split: float = _f(0.2, "share of the data held out for validation", min=0.0, max=1.0,
                                  min_open=True, max_open=True)
     max_length: int = _f(128, "tokens per example after truncation", min=8, max=8192)
     max_samples: int = _f(0, "cap on training examples (0: all) — start small", min=0)
     max_eval_samples: int = _f(0, "cap on validation examples (0: all)", min=0)
+    format: str = _f("auto", "causal-lm: text | prompt-completion | messages | auto (from the first record's keys)",
+                     choices=LM_FORMATS)
+    prompt_field: str = _f("prompt", "causal-lm prompt-completion: key holding the prompt", nonempty=True)
+    completion_field: str = _f("completion", "causal-lm prompt-completion: key holding the completion", nonempty=True)
+    messages_field: str = _f("messages", "causal-lm messages: key holding a list of {role, content}",
+                             nonempty=True)
+    prompt_template: str = _f("", "causal-lm: builds the prompt from a record's keys, e.g. "
+                              "'{instruction}\\n\\n{input}' (empty: prompt_field)")
+    loss_on: str = _f("completion", "causal-lm: completion (the completion / assistant turns and their "
+                      "end-of-turn token) | all (every token)", choices=LOSS_ON)
+    packing: bool = _f(False, "causal-lm: pack examples into max_length rows (no attention across examples)")
 
 
 @dataclass
@@ -115,16 +173,21 @@ class Hyperparameters:
 @dataclass
 class EvaluationSpec:
     interval_steps: int = _f(0, "evaluate every N optimizer steps (0: at each epoch end)", min=0)
-    metrics: list = _f(["loss", "accuracy", "f1"], "validation metrics to compute",
+    metrics: list = _f(["loss", "accuracy", "f1"], "validation metrics to compute (sequence-classification; "
+                       "causal-lm always reports loss, perplexity and token_accuracy)",
                        item_choices=("loss", "accuracy", "f1"))
     batch_size: int = _f(0, "evaluation batch size (0: twice the training batch size)", min=0)
+    samples: int = _f(4, "causal-lm: validation prompts generated (greedy) at each evaluation (0: none)",
+                      min=0, max=1000)
+    max_new_tokens: int = _f(48, "causal-lm: tokens generated per sample at most", min=1, max=4096)
 
 
 @dataclass
 class EarlyStopping:
     enabled: bool = _f(False, "stop when the metric stops improving")
-    metric: str = _f("val_loss", "metric to watch", choices=METRICS)
-    mode: str = _f("", "min | max (empty: min for losses, max otherwise)", choices=("", "min", "max"))
+    metric: str = _f("val_loss", "metric to watch (causal-lm: val_loss, val_perplexity, val_token_accuracy)",
+                     choices=METRICS)
+    mode: str = _f("", "min | max (empty: min for losses and perplexity, max otherwise)", choices=("", "min", "max"))
     patience: int = _f(3, "evaluations without improvement before stopping", min=1, max=100000)
     min_delta: float = _f(0.0, "smallest change that counts as an improvement", min=0.0)
 
@@ -142,12 +205,32 @@ class FreezeSpec:
 
 
 @dataclass
+class LoraSpec:
+    """Low-rank adapters (PEFT LoRA) instead of training the whole model."""
+    enabled: bool = _f(False, "train LoRA adapters; the base weights stay frozen except train_base")
+    r: int = _f(8, "adapter rank", min=1, max=4096)
+    alpha: float = _f(16.0, "adapter scaling numerator (scale = alpha / r, or alpha / sqrt(r) with use_rslora)",
+                      min=0.0, max=1e6, min_open=True)
+    dropout: float = _f(0.05, "dropout on the adapters' input", min=0.0, max=1.0, max_open=True)
+    target_modules: list = _f("all-linear", "'all-linear' or a list of module names to adapt", or_string=True)
+    use_rslora: bool = _f(False, "rank-stabilised scaling alpha / sqrt(r)")
+    train_base: list = _f([], "layer groups trained fully beside the adapters (see `tuneterm layers`)")
+    lr_ratio: float = _f(1.0, "LoRA+: the learning rate of B over that of A", min=0.0, max=1e6, min_open=True)
+
+
+@dataclass
 class RuntimeSpec:
     device: str = _f("auto", "auto | cpu | cuda", choices=DEVICES)
     kernels: str = _f("auto", "auto (Triton on CUDA) | triton | torch", choices=KERNELS)
     nonfinite: str = _f("stop", "on a NaN/inf loss: stop (fail, keep the last good checkpoint) | skip the step",
                         choices=NONFINITE_POLICIES)
     threads: int = _f(0, "CPU threads for torch (0: torch's default)", min=0, max=1024)
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, "
+                                      "same result: dropout masks are redrawn identically)")
+    precision: str = _f("auto", "auto | fp32 | bf16 (autocast, fp32 master weights)", choices=PRECISIONS)
+    compile: bool = _f(False, "torch.compile the model")
+    deterministic: bool = _f(False, "deterministic algorithms: bit-exact replay on the same GPU")
+    max_wall_s: float = _f(0.0, "wall-clock limit for the session in seconds (0: none)", min=0.0)
 
 
 @dataclass
@@ -182,6 +265,7 @@ SECTIONS = {
     "early_stopping": EarlyStopping,
     "checkpoint": CheckpointSpec,
     "freeze": FreezeSpec,
+    "lora": LoraSpec,
     "runtime": RuntimeSpec,
 }
 
@@ -196,6 +280,7 @@ class Session:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
     freeze: FreezeSpec = field(default_factory=FreezeSpec)
+    lora: LoraSpec = field(default_factory=LoraSpec)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     edits: list = field(default_factory=list)  # list[Edit]
 
