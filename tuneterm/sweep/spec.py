@@ -24,13 +24,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from tuneterm.session.check import check_set_values, did_you_mean, fmt, toml_type
+from tuneterm.session.check import check_set_values, did_you_mean, fmt, metric_problem, toml_type
 from tuneterm.session.io import check_session_text
 from tuneterm.session.locate import Locator
 from tuneterm.session.problems import Problem, SessionError
-from tuneterm.session.schema import Session
+from tuneterm.session.schema import METRIC_MODES, Session
 
-OBJECTIVES = {"val_loss": "minimize", "val_accuracy": "maximize", "val_f1": "maximize"}
+# every task's metrics (the session's task decides which apply: metric_problem)
+OBJECTIVES = {m: {"min": "minimize", "max": "maximize"}[mode] for m, mode in METRIC_MODES.items()}
 DIRECTIONS = ("minimize", "maximize")
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "successive_halving", "none")
@@ -52,7 +53,7 @@ _NEVER_FROZEN = ("head",)
 
 SWEEP_KEYS = {
     "name": "the study's name (default: the session's name); trials are <name>-t000, -t001, ...",
-    "objective": "val_loss | val_accuracy | val_f1",
+    "objective": "val_loss | val_accuracy | val_f1 (causal-lm: val_loss | val_perplexity | val_token_accuracy)",
     "direction": "minimize | maximize (default: from the objective)",
     "trials": "trials to run to the end (complete, pruned or failed)",
     "max_steps": "optimizer steps per trial (the budget)",
@@ -216,9 +217,8 @@ def build_sweep(raw: dict, base: Session, file: str) -> tuple[Sweep, list[tuple[
         out.append(("sweep.objective", f"unknown objective {fmt(objective)}; one of "
                     f"{', '.join(OBJECTIVES)}" + did_you_mean(objective, OBJECTIVES)))
         objective = "val_loss"
-    elif objective.removeprefix("val_") not in base.evaluation.metrics:
-        out.append(("sweep.objective", f"{objective} is not computed; add "
-                    f"{objective.removeprefix('val_')!r} to evaluation.metrics"))
+    elif metric_problem(base, objective):
+        out.append(("sweep.objective", metric_problem(base, objective)))
     direction = get("direction", OBJECTIVES[objective], lambda v: isinstance(v, str), "a string")
     if direction not in DIRECTIONS:
         out.append(("sweep.direction", f"{fmt(direction)}: one of minimize, maximize"
