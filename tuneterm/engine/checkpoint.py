@@ -1,29 +1,44 @@
-"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically.
+"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically and
+verified before use.
 
     checkpoints/step-00000100/
         model.safetensors       the model's weights (and buffers)
         optimizer.safetensors   AdamW moments (and master weights for the flat optimizer)
         state.json              step, data position, current knobs, edit-log position,
                                 early-stopping state, optimizer scalars — plain JSON
+        manifest.json           size and sha256 of each file above, written last
 
 Nothing is pickled: a checkpoint can be inspected with any safetensors/JSON reader and
 loading one cannot run code. A checkpoint is written into a temporary folder, every file
 fsynced, then the folder renamed into place and the parent fsynced — a kill at any point
 leaves either the old set of checkpoints or the new one, never a half-written folder.
+
+What the rename cannot protect against is damage afterwards (a full disk truncating a
+copy, a file edited or replaced by hand). ``verify`` checks a checkpoint against its
+manifest; ``latest_intact`` picks the newest one that passes (and loads, when given a
+loader), listing the others with the reason. Checkpoints of round 1 have no manifest:
+they are "unverified": checked for shape (safetensors headers against file sizes,
+state.json parses) and tried, an older one taken when loading fails.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
 FORMAT = 1
 PREFIX = "step-"
+MANIFEST = "manifest.json"
+TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
+STATE = "state.json"
+_MAX_HEADER = 100 * 2**20  # safetensors' own limit on a header
 
 
 def _fsync_file(path: Path) -> None:
@@ -42,6 +57,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def step_dir_name(step: int) -> str:
     return f"{PREFIX}{step:08d}"
 
@@ -58,9 +78,14 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, opt_tensors: dict, 
     weights = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
     save_file(weights, str(tmp / "model.safetensors"))
     save_file({k: v.detach().contiguous().cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1, allow_nan=False))
-    for f in tmp.iterdir():
-        _fsync_file(f)
+    (tmp / STATE).write_text(json.dumps({"format": FORMAT, **state}, indent=1, allow_nan=False))
+    files = {}
+    for name in (*TENSOR_FILES, STATE):
+        _fsync_file(tmp / name)
+        files[name] = {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+    # Last, so that a manifest vouches only for files already on disk.
+    (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files}, indent=1))
+    _fsync_file(tmp / MANIFEST)
     _fsync_dir(tmp)
     if final.exists():
         # Re-saving the same step (e.g. a pause right after a periodic checkpoint).
@@ -79,7 +104,7 @@ def list_steps(ckpt_root: Path) -> list[int]:
         return []
     steps = []
     for d in ckpt_root.iterdir():
-        if d.name.startswith(PREFIX) and (d / "state.json").is_file():
+        if d.name.startswith(PREFIX) and (d / STATE).is_file():
             try:
                 steps.append(int(d.name[len(PREFIX):]))
             except ValueError:
@@ -88,12 +113,138 @@ def list_steps(ckpt_root: Path) -> list[int]:
 
 
 def latest(ckpt_root: Path) -> Path | None:
+    """The newest complete checkpoint folder, intact or not (see ``latest_intact``)."""
     steps = list_steps(ckpt_root)
     return ckpt_root / step_dir_name(steps[-1]) if steps else None
 
 
+# -- verification ---------------------------------------------------------------------------
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (None: it is one): its 8-byte header
+    length, a JSON header, and tensor data that ends exactly at the end of the file. A
+    pickle (``torch.save``) under a .safetensors name is named as such, never loaded."""
+    name = path.name
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            header = fh.read(n) if 0 < n <= min(_MAX_HEADER, size - 8) else b""
+    except FileNotFoundError:
+        return f"{name} is missing"
+    except OSError as e:
+        return f"{name}: cannot read: {e.strerror or e}"
+    try:
+        meta = json.loads(header) if header else None
+    except (ValueError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict):
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+            return f"{name} is a pickle (a torch.save file), not safetensors: refused, loading it could run code"
+        if size < 8 or size - 8 < n <= _MAX_HEADER:
+            return f"{name} is truncated ({size} bytes, cut inside its header)"
+        return f"{name} is not a safetensors file"
+    try:
+        end = max([int(v["data_offsets"][1]) for k, v in meta.items() if k != "__metadata__"] or [0])
+    except (TypeError, KeyError, IndexError, ValueError):
+        return f"{name} has a malformed safetensors header"
+    want = 8 + n + end
+    if size < want:
+        return f"{name} is truncated ({size} of {want} bytes)"
+    if size > want:
+        return f"{name} has {size - want} bytes after its tensors"
+    return None
+
+
+def _read_json(path: Path) -> tuple[object, str | None]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, f"{path.name} is not valid JSON ({str(e).splitlines()[0]})"
+    except OSError as e:
+        return None, f"{path.name}: cannot read: {e.strerror or e}"
+
+
+def verify(path: Path) -> tuple[str | None, bool]:
+    """(why the checkpoint at ``path`` cannot be used or None, whether a manifest vouched
+    for it). Without a manifest (round 1) the shape of every file is checked instead."""
+    manifest, problem = _read_json(path / MANIFEST)
+    if problem and (path / MANIFEST).exists():
+        return problem, False
+    if manifest is not None:
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict) or any(f not in files for f in (*TENSOR_FILES, STATE)):
+            return f"{MANIFEST} does not list {', '.join((*TENSOR_FILES, STATE))}", False
+        for name in (*TENSOR_FILES, STATE):
+            info, f = files[name], path / name
+            if not isinstance(info, dict) or not isinstance(info.get("size"), int):
+                return f"{MANIFEST}: a malformed entry for {name}", False
+            if not f.is_file():
+                return f"{name} is missing", False
+            size = f.stat().st_size
+            if size != info["size"]:
+                what = "truncated" if size < info["size"] else "changed"
+                return f"{name} is {what}: {size} bytes, {info['size']} when written", False
+            if _sha256(f) != info.get("sha256"):
+                return f"{name} does not match its checksum (changed after it was written)", False
+    else:
+        for name in TENSOR_FILES:
+            problem = safetensors_problem(path / name)
+            if problem:
+                return problem, False
+    state, problem = _read_json(path / STATE)
+    if problem:
+        return problem, manifest is not None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        fmt = state.get("format") if isinstance(state, dict) else None
+        return f"{STATE}: checkpoint format {fmt!r} is not {FORMAT}", manifest is not None
+    return None, manifest is not None
+
+
+def latest_intact(ckpt_root: Path, try_load: Callable[[Path], object] | None = None
+                  ) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that passes ``verify`` (and, with ``try_load``, loads without
+    an error), and every newer one skipped as (path, reason), newest first."""
+    skipped: list[tuple[Path, str]] = []
+    for step in reversed(list_steps(ckpt_root)):
+        path = ckpt_root / step_dir_name(step)
+        problem, verified = verify(path)
+        if problem is None and try_load is not None:
+            try:
+                try_load(path)
+            except Exception as e:  # noqa: BLE001 - any failure to load means: try an older one
+                kind = "" if verified else "unverified (no manifest): "
+                problem = f"{kind}loading failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint to ``.corrupt-step-N`` (kept for inspection, never
+    listed or loaded again); returns its new path."""
+    dest = path.with_name(f".corrupt-{path.name}")
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = path.with_name(f".corrupt-{path.name}-{n}")
+    os.rename(path, dest)
+    return dest
+
+
+def unusable_message(skipped: list[tuple[Path, str]]) -> str:
+    """One line for a run none of whose checkpoints can be used."""
+    listed = "; ".join(f"{p.name}: {why}" for p, why in skipped)
+    return (f"checkpoints: none of the {len(skipped)} checkpoints can be used ({listed}); "
+            f"remove the checkpoints folder to train the run again from step 0")
+
+
 def read_state(path: Path) -> dict:
-    state = json.loads((path / "state.json").read_text())
+    state = json.loads((path / STATE).read_text())
     if state.get("format") != FORMAT:
         raise ValueError(f"{path}: checkpoint format {state.get('format')!r} is not {FORMAT}")
     return state
