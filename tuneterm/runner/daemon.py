@@ -1,6 +1,7 @@
 """The runner daemon's brain: queue requests and the session views (no torch, no
-textual). Scheduling, worker supervision and recovery are in ``supervise.py``; the socket
-side is in ``server.py``; ``python -m tuneterm.runner.daemon`` starts it (see ``main``).
+textual). Workers are the ``Supervisor``'s (supervise.py), states change only as
+``transitions.py`` says; the socket side is in ``server.py``; ``python -m tuneterm.runner``
+starts the process.
 
 Everything runs on one asyncio loop, so state changes, tail reads and broadcasts never
 interleave: a subscriber registered between two loop steps sees every row exactly once.
@@ -24,9 +25,11 @@ except ImportError:  # Python 3.10
 
 from tuneterm import protocol
 from tuneterm.errors import UserError
+from tuneterm.rundir import write_atomic
 from tuneterm.runner.executor import Executor
+from tuneterm.runner import transitions
 from tuneterm.runner.store import ACTIVE, TERMINAL, Store
-from tuneterm.runner.supervise import Run, Supervision
+from tuneterm.runner.supervise import Supervisor
 from tuneterm.runner.tail import Tailer
 from tuneterm.workspace import inside, new_run_id, runs_dir
 
@@ -35,26 +38,54 @@ log = logging.getLogger("tuneterm.runner")
 MAX_SESSION_BYTES = 1 << 20
 
 
-class Daemon(Supervision):
+class Daemon:
+    """Queue requests and session views; workers are the Supervisor's (``self.sup``)."""
+
     def __init__(self, ws: Path, store: Store, executor: Executor, *, slots: int = 1, max_crashes: int = 3,
                  python: str = sys.executable):
         self.ws = ws
         self.store = store
         self.executor = executor
-        self.slots = max(0, slots)
-        self.max_crashes = max(1, max_crashes)
         self.python = python
-        self.runs: dict[int, Run] = {}
+        self.sup = Supervisor(store, executor, self, slots=slots, max_crashes=max_crashes)
         self.tails: dict[int, Tailer] = {}
         self.subs: dict[int, set[asyncio.Queue]] = defaultdict(set)
-        self.backoff: dict[int, float] = {}
-        self.wake = asyncio.Event()
-        self.stopping = False
-        self.stopped = asyncio.Event()
         self.started = time.time()
+        self.recovery: asyncio.Future | None = None
+        self.last_stop: dict | None = None
         self._runs = str(runs_dir(ws))
         self._blank = Tailer(Path(os.devnull))
-        self._kicked: set[int] = set()
+
+    # -- the supervisor's side, as the server sees it -------------------------------------------
+
+    @property
+    def runs(self) -> dict:
+        return self.sup.runs
+
+    @property
+    def stopped(self) -> asyncio.Event:
+        return self.sup.stopped
+
+    def recover(self) -> None:
+        """Start re-adopting the workers of a previous daemon (the scheduler waits for it)."""
+        self.recovery = asyncio.ensure_future(self.sup.recover())
+
+    async def scheduler(self) -> None:
+        if self.recovery is not None:
+            try:
+                await self.recovery
+            except Exception:
+                log.exception("recovery failed")
+        await self.sup.scheduler()
+
+    async def shutdown(self, timeout: float | None = None) -> dict:
+        if self.recovery is not None and not self.recovery.done():
+            await asyncio.wait([self.recovery], timeout=30)
+        summary = await self.sup.shutdown(**({"grace": timeout} if timeout is not None else {}))
+        log.info("daemon stop: paused %s, killed %s, still alive %s",
+                 summary["paused"], summary["killed"], summary["alive"])
+        self.last_stop = summary
+        return summary
 
     # -- lookups and views ---------------------------------------------------------------
 
@@ -76,7 +107,7 @@ class Daemon(Supervision):
     def _run_dir_str(self, row: dict) -> str:
         return f"{self._runs}{os.sep}{row['run_id']}"  # no pathlib: `queue ls` of 1,000 rows
 
-    def tail(self, row: dict) -> Tailer:
+    def follow(self, row: dict) -> Tailer:
         t = self.tails.get(row["id"])
         if t is None:
             t = self.tails[row["id"]] = Tailer(self.run_dir(row))
@@ -84,7 +115,7 @@ class Daemon(Supervision):
 
     def refresh(self, row: dict) -> Tailer:
         """Read what the run's files gained and send it to the session's subscribers."""
-        t = self.tail(row)
+        t = self.follow(row)
         for kind, data in t.refresh():
             self._broadcast(row["id"], {"v": protocol.VERSION, "type": kind, "data": data})
         return t
@@ -112,7 +143,7 @@ class Daemon(Supervision):
     def list(self) -> list[dict]:
         return [self.view(r, i) for i, r in enumerate(self.store.all())]
 
-    def _set(self, sid: int, **fields) -> dict:
+    def set_state(self, sid: int, **fields) -> dict:
         row = self.store.update(sid, **fields)
         if "state" in fields:
             log.info("session %s (%s): %s%s", sid, row["run_id"], row["state"],
@@ -122,7 +153,7 @@ class Daemon(Supervision):
             if row["state"] in TERMINAL:
                 for q in self.subs.pop(sid, set()):
                     q.put_nowait({"v": protocol.VERSION, "type": "end", "state": row["state"]})
-            self.wake.set()
+            self.sup.wake.set()
         return row
 
     def _broadcast(self, sid: int, msg: dict) -> None:
@@ -163,7 +194,7 @@ class Daemon(Supervision):
         row = self.store.add(run_id=run_id, name=name, model=str(doc.get("model", {}).get("source", "")),
                              data=str(doc.get("data", {}).get("source", "")), key=key)
         log.info("queued %s (%s) from %s", row["id"], run_id, src)
-        self.wake.set()
+        self.sup.wake.set()
         return self.view(row)
 
     async def _preflight(self, src: Path, data: bytes, smoke: bool) -> None:
@@ -187,53 +218,30 @@ class Daemon(Supervision):
             raise UserError(msg.replace(str(tmp), str(src)))
 
     def pause(self, ref) -> dict:
-        row = self.resolve(ref)
-        st = row["state"]
-        if row["id"] in self.runs:  # running, or its worker is being started right now
-            row = self.store.update(row["id"], want="pause")
-            self._stop_worker(row["id"], "pause")
-        elif st in ("queued", "interrupted"):
-            row = self._set(row["id"], state="paused")
-        elif st == "running":
-            row = self.store.update(row["id"], want="pause")
-            self._stop_worker(row["id"], "pause")
-        elif st != "paused":
-            raise UserError(f"session {row['run_id']} is {st}; only queued or running sessions pause")
-        return self.view(row)
+        return self._request("pause", ref)
 
     def resume(self, ref) -> dict:
-        row = self.resolve(ref)
-        st = row["state"]
-        if st in ("paused", "interrupted"):
-            row = self._set(row["id"], state="queued", want=None, crashes=0, error=None)
-        elif st == "running" and row["want"] == "pause":
-            raise UserError(f"session {row['run_id']} is pausing; resume it once it is paused")
-        elif st not in ("queued", "running"):
-            raise UserError(f"session {row['run_id']} is {st}; use `queue retry` to run it again")
-        return self.view(row)
+        return self._request("resume", ref)
 
     def cancel(self, ref) -> dict:
-        row = self.resolve(ref)
-        st = row["state"]
-        if row["id"] in self.runs:  # running, or its worker is being started right now
-            row = self.store.update(row["id"], want="cancel")
-            self._stop_worker(row["id"], "cancel")
-        elif st in ("queued", "paused", "interrupted"):
-            row = self._set(row["id"], state="cancelled", finished=time.time())
-        elif st == "running":
-            row = self.store.update(row["id"], want="cancel")
-            self._stop_worker(row["id"], "cancel")
-        elif st != "cancelled":
-            raise UserError(f"session {row['run_id']} is already {st}")
-        return self.view(row)
+        return self._request("cancel", ref)
 
     def retry(self, ref) -> dict:
+        return self._request("retry", ref)
+
+    def _request(self, verb: str, ref) -> dict:
         row = self.resolve(ref)
-        st = row["state"]
-        if st not in ("failed", "cancelled", "interrupted"):
-            raise UserError(f"session {row['run_id']} is {st}; only failed, cancelled or interrupted "
-                            "sessions can be retried")
-        row = self._set(row["id"], state="queued", want=None, crashes=0, error=None, result=None, finished=None)
+        try:
+            out = transitions.on_request(verb, row["state"], row["want"], self.sup.supervised(row["id"]))
+        except UserError as e:
+            raise UserError(f"session {row['run_id']} {e}") from None
+        fields = out.fields(time.time())
+        if "state" in fields:
+            row = self.set_state(row["id"], **fields)
+        elif fields:
+            row = self.store.update(row["id"], **fields)
+        if out.action == "stop":
+            self.sup.stop_worker(row["id"], verb)
         return self.view(row)
 
     def move(self, ref, to: int | None, by: int | None) -> dict:
@@ -245,7 +253,7 @@ class Daemon(Supervision):
                 raise UserError("move: to/by must be integers")
         index = (to - 1) if to is not None else self.store.index_of(row["id"]) + by
         self.store.move(row["id"], index)
-        self.wake.set()
+        self.sup.wake.set()
         return self.view(self.store.get(row["id"]))
 
     async def control(self, ref, msg: dict, wait: float) -> dict:
@@ -259,7 +267,7 @@ class Daemon(Supervision):
         run = self.runs.get(row["id"])
         if run is None or run.handle is None or row["state"] != "running":
             return protocol.reject(mid, f"session {row['run_id']} is {row['state']}, not running")
-        if run.want in ("pause", "cancel", "shutdown"):
+        if run.want in transitions.STOPPING:
             return protocol.reject(mid, f"session {row['run_id']} is stopping ({run.want})")
         if msg["type"] in ("pause",):
             self.store.update(row["id"], want="pause")
@@ -288,26 +296,14 @@ class Daemon(Supervision):
                                         "message (see the run's events)")
 
     def status(self) -> dict:
-        counts = {s: 0 for s in ("queued", "running", "paused", "done", "failed", "cancelled", "interrupted")}
-        for (state, n) in self.store.db.execute("SELECT state, COUNT(*) FROM sessions GROUP BY state"):
-            counts[state] = n
-        return {"pid": os.getpid(), "workspace": str(self.ws), "slots": self.slots,
-                "max_crashes": self.max_crashes, "uptime_s": round(time.time() - self.started, 1),
+        counts = self.store.counts()
+        return {"pid": os.getpid(), "workspace": str(self.ws), "slots": self.sup.slots,
+                "max_crashes": self.sup.max_crashes, "uptime_s": round(time.time() - self.started, 1),
                 "counts": counts, "active": sum(counts[s] for s in ACTIVE), **self.executor.describe()}
 
 
 def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, data)
 
 
 def main(argv: list[str] | None = None) -> int:

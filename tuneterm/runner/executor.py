@@ -1,6 +1,6 @@
 """Executors start workers; the daemon only ever talks to a ``WorkerHandle`` (no torch).
 
-The interface is what the cluster executor (ray_executor.py: one Ray actor per run, the
+The interface is what the cluster executor (cluster/executor.py: one Ray actor per run, the
 run directory on shared storage) implements as well: start a worker for a run directory, send it
 control lines, receive its protocol lines, signal it, wait for its exit code, and find a
 worker again after a daemon restart. The queue and the protocol never see which executor
@@ -60,8 +60,9 @@ class Executor(abc.ABC):
         """Start a worker on ``run_dir`` (continuing from its checkpoint with ``resume``)."""
 
     @abc.abstractmethod
-    def adopt(self, run_dir: Path, pid: int | None, pid_start: str | None) -> WorkerHandle | None:
-        """The worker a previous daemon started on ``run_dir``, when it still runs."""
+    async def adopt(self, run_dir: Path, pid: int | None, pid_start: str | None) -> WorkerHandle | None:
+        """The worker a previous daemon started on ``run_dir``, when it still runs (async:
+        finding it may take a scan of /proc or calls to a cluster)."""
 
     def describe(self) -> dict:
         """What ``daemon status`` shows about the executor."""
@@ -87,6 +88,15 @@ def proc_start_time(pid: int) -> str | None:
     return fields[19]
 
 
+def proc_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, D, T for stopped, Z, ...); None when gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()[0]
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -97,7 +107,7 @@ def _cmdline(pid: int) -> list[str]:
 class LocalWorker(WorkerHandle):
     def __init__(self, proc: asyncio.subprocess.Process):
         self.proc = proc
-        self.pid = proc.pid
+        self.pid = self.local_pid = proc.pid
         self.pid_start = proc_start_time(proc.pid)
 
     async def send(self, msg: dict) -> bool:
@@ -149,7 +159,7 @@ class AdoptedWorker(WorkerHandle):
     adopted = True
 
     def __init__(self, pid: int, pid_start: str):
-        self.pid = pid
+        self.pid = self.local_pid = pid
         self.pid_start = pid_start
 
     async def send(self, msg: dict) -> bool:
@@ -197,8 +207,10 @@ class LocalExecutor(Executor):
     def describe(self) -> dict:
         return {"executor": "local", "gpus": self.gpus}
 
-    def adopt(self, run_dir: Path, pid: int | None, pid_start: str | None) -> WorkerHandle | None:
-        run = str(run_dir)
+    async def adopt(self, run_dir: Path, pid: int | None, pid_start: str | None) -> WorkerHandle | None:
+        return await asyncio.to_thread(self._find, str(run_dir), pid, pid_start)
+
+    def _find(self, run: str, pid: int | None, pid_start: str | None) -> WorkerHandle | None:
         if pid and pid_start and proc_start_time(pid) == pid_start and run in _cmdline(pid):
             return AdoptedWorker(pid, pid_start)
         # A worker whose pid never reached the queue (started just before a daemon died):

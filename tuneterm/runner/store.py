@@ -96,6 +96,22 @@ class Store:
     def count(self, state: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM sessions WHERE state = ?", (state,)).fetchone()[0]
 
+    def counts(self) -> dict[str, int]:
+        """Sessions per state (every state present, 0 when none)."""
+        out = {s: 0 for s in STATES}
+        for state, n in self.db.execute("SELECT state, COUNT(*) FROM sessions GROUP BY state"):
+            out[state] = n
+        return out
+
+    def by_state(self, state: str) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM sessions WHERE state = ? ORDER BY position, id",
+                                                 (state,))]
+
+    def schedulable(self) -> list[dict]:
+        """Sessions waiting for a worker, in queue order."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM sessions WHERE state IN ('queued', 'interrupted') ORDER BY position, id")]
+
     # -- writing (each call is one committed transaction) ---------------------------------
 
     def add(self, *, run_id: str, name: str, model: str, data: str, key: str | None) -> dict:

@@ -1,6 +1,11 @@
-"""Scheduling, worker supervision and recovery: the half of the daemon that deals with
-workers (no torch, no textual). ``Daemon`` (daemon.py) mixes this in; everything runs on
-the daemon's one asyncio loop."""
+"""Scheduling, worker supervision and recovery (no torch, no textual).
+
+``Supervisor`` owns the workers: which sessions have one (``runs``), when the next may
+start (``backoff``), the watchdog (wall-clock limit, heartbeat) and the daemon's stop. It
+decides nothing itself about states: ``transitions.py`` does, from the exit code, the
+run's end event and what was asked of the worker. It reaches the rest of the daemon only
+through the four methods of ``Sessions``. Everything runs on the daemon's one asyncio loop.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,32 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from tuneterm import protocol
-from tuneterm.runner.executor import WorkerHandle
+from tuneterm.runner import transitions as tr
+from tuneterm.runner.executor import WorkerHandle, proc_state
+from tuneterm.runner.limits import Limits, read_limits
+from tuneterm.runner.store import Store
 from tuneterm.runner.tail import last_end_event, latest_checkpoint_step
 
 log = logging.getLogger("tuneterm.runner")
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD, EXIT_LOCKED, EXIT_PAUSED = 0, 1, 2, 73, 75
 KILL_AFTER_S = 120.0  # a worker asked to pause/cancel that has not exited by then is killed
+STOP_GRACE_S = 60.0  # `daemon stop`: how long running workers get to checkpoint and exit
+STOPPED_KILL_S = 2.0  # `daemon stop`: a worker stopped by SIGSTOP (state T) cannot checkpoint
 REFRESH_BATCH_S = 0.02  # streamed rows are at most this much later than the worker's line
+WATCH_EVERY_S = 1.0
+_LIFE_FILES = ("metrics.jsonl", "events.jsonl", "log.txt")
+
+
+class Sessions(Protocol):
+    """What the supervisor needs from the daemon's session views."""
+
+    def set_state(self, sid: int, **fields) -> dict: ...  # store + log + broadcast
+    def follow(self, row: dict): ...  # start following the run's files (a Tailer)
+    def refresh(self, row: dict): ...  # read what the files gained, broadcast it
+    def run_dir(self, row: dict) -> Path: ...
 
 
 @dataclass
@@ -28,29 +49,43 @@ class Run:
     sid: int
     run_dir: Path
     handle: WorkerHandle | None = None
-    want: str | None = None  # pause | cancel | shutdown | bounce
+    want: str | None = None  # pause | cancel | shutdown | bounce | wall | hung
+    detail: str = ""  # why the daemon stopped it (wall-clock limit, lost heartbeat)
     pending: dict = field(default_factory=dict)  # control id -> (msg, future)
     outbox: list = field(default_factory=list)  # control messages for the next worker (bounce)
     task: asyncio.Task | None = None
     slot: int = 0
+    limits: Limits = field(default_factory=Limits)
+    began: float = 0.0  # monotonic start of the current attempt
+    life: float = 0.0  # monotonic time of the worker's last sign of life
 
 
-def _signame(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
+class Supervisor:
+    def __init__(self, store: Store, executor, sessions: Sessions, *, slots: int = 1, max_crashes: int = 3):
+        self.store = store
+        self.executor = executor
+        self.sessions = sessions
+        self.slots = max(0, slots)
+        self.max_crashes = max(1, max_crashes)
+        self.runs: dict[int, Run] = {}
+        self.backoff: dict[int, float] = {}
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.stopped = asyncio.Event()
+        self.kicked: set[int] = set()
+        self._watched = 0.0
 
+    def supervised(self, sid: int) -> bool:
+        return sid in self.runs
 
-class Supervision:
-    """Mixed into Daemon: uses its store, executor, runs, tails, subs, backoff, wake,
-    stopping/stopped, slots, max_crashes and its _set/_broadcast/refresh/tail/run_dir."""
+    # -- stopping workers ---------------------------------------------------------------------
 
-    def _stop_worker(self, sid: int, why: str) -> None:
+    def stop_worker(self, sid: int, why: str, detail: str = "") -> None:
         run = self.runs.get(sid)
         if run is None:
             return
         run.want = why
+        run.detail = detail or run.detail
         if run.handle is None:  # still starting: _supervise stops it once it has a handle
             return
         if run.handle.adopted:
@@ -67,16 +102,13 @@ class Supervision:
             log.warning("session %s: worker did not stop within %ss; killing it", sid, KILL_AFTER_S)
             handle.signal(signal.SIGKILL)
 
-    # -- scheduling and supervision -----------------------------------------------------------
+    # -- scheduling ---------------------------------------------------------------------------
 
     async def scheduler(self) -> None:
         while not self.stopping:
             try:
                 self.schedule()
-                for sid in list(self.runs) + [s for s in self.subs if s not in self.runs]:
-                    row = self.store.get(sid)
-                    if row:
-                        self.refresh(row)
+                self.watch(time.monotonic())
             except Exception:
                 log.exception("scheduler step failed")
             try:
@@ -92,9 +124,7 @@ class Supervision:
         if free <= 0:
             return
         now = time.monotonic()
-        for row in self.store.db.execute(
-                "SELECT * FROM sessions WHERE state IN ('queued', 'interrupted') ORDER BY position, id"):
-            row = dict(row)
+        for row in self.store.schedulable():
             if row["id"] in self.runs or self.backoff.get(row["id"], 0) > now:
                 continue
             self.launch(row)
@@ -105,9 +135,37 @@ class Supervision:
     def launch(self, row: dict, adopted: WorkerHandle | None = None) -> None:
         used = {r.slot for r in self.runs.values()}
         slot = next(i for i in range(len(self.runs) + 1) if i not in used)
-        run = Run(row["id"], self.run_dir(row), slot=slot)
+        rd = self.sessions.run_dir(row)
+        run = Run(row["id"], rd, slot=slot, limits=read_limits(rd))
         self.runs[row["id"]] = run
         run.task = asyncio.ensure_future(self._supervise(run, adopted))
+
+    # -- the watchdog: wall-clock limit and heartbeat ----------------------------------------------
+
+    def watch(self, now: float) -> None:
+        if now - self._watched < WATCH_EVERY_S:
+            return
+        self._watched = now
+        for run in list(self.runs.values()):
+            if run.handle is None or run.want in tr.STOPPING:
+                continue
+            lim = run.limits
+            if lim.max_wall_s and now - run.began > lim.max_wall_s:
+                why = f"wall-clock limit reached ([runtime] max_wall_s = {lim.max_wall_s:g})"
+                log.warning("session %s: %s; pausing it", run.sid, why)
+                self.stop_worker(run.sid, "wall", why)
+                continue
+            if lim.heartbeat_s:
+                run.life = max(run.life, _files_life(run.run_dir, now))
+                silent = now - run.life
+                if silent > lim.heartbeat_s:
+                    why = (f"no heartbeat for {silent:.0f}s ([runtime] heartbeat_s = {lim.heartbeat_s:g}): "
+                           f"the worker hung{' (stopped, state T)' if _is_stopped(run.handle) else ''}; killed it")
+                    log.warning("session %s: %s", run.sid, why)
+                    run.want, run.detail = "hung", why
+                    run.handle.signal(signal.SIGKILL)
+
+    # -- one session's workers --------------------------------------------------------------------
 
     async def _supervise(self, run: Run, adopted: WorkerHandle | None) -> None:
         sid = run.sid
@@ -122,22 +180,23 @@ class Supervision:
                         run.want = row["want"]
                         handle.signal(signal.SIGTERM)
                 else:
-                    self.tail(row)  # follow the files from before the worker writes
+                    self.sessions.follow(row)  # follow the files from before the worker writes
                     resume = (run.run_dir / "events.jsonl").exists() or ckpt is not None
                     try:
                         handle = await self.executor.start(run.run_dir, resume=resume, slot=run.slot)
                     except OSError as e:
-                        self._set(sid, state="failed", error=f"cannot start a worker: {e}",
-                                  finished=time.time())
+                        self.sessions.set_state(sid, state="failed", error=f"cannot start a worker: {e}",
+                                                finished=time.time())
                         return
                     self.store.update(sid, attempts=row["attempts"] + 1, pid=handle.pid, pid_start=handle.pid_start,
                                       ckpt_step=ckpt, started=row["started"] or time.time())
                     log.info("session %s: worker pid %s started%s", sid, handle.pid, " (resume)" if resume else "")
                 run.handle = handle
+                run.began = run.life = time.monotonic()
                 if row["state"] != "running":
-                    self._set(sid, state="running", error=None)
+                    self.sessions.set_state(sid, state="running", error=None)
                 if run.want in ("pause", "cancel", "shutdown") and not handle.adopted:
-                    self._stop_worker(sid, run.want)  # asked while the worker was starting
+                    self.stop_worker(sid, run.want)  # asked while the worker was starting
                 for msg in run.outbox:
                     await handle.send(msg)
                 run.outbox = []
@@ -154,7 +213,7 @@ class Supervision:
                     adopted = nxt
         except Exception:
             log.exception("session %s: supervision failed", sid)
-            self._set(sid, state="interrupted", error="internal error in the runner; see daemon.log")
+            self.sessions.set_state(sid, state="interrupted", error="internal error in the runner; see daemon.log")
         finally:
             for _, fut in run.pending.values():
                 if not fut.done():
@@ -164,83 +223,56 @@ class Supervision:
 
     async def _read(self, run: Run, handle: WorkerHandle) -> None:
         async for msg in handle.messages():
+            run.life = time.monotonic()  # any line is a heartbeat
             t = msg.get("type")
             if t in ("ack", "reject"):
                 entry = run.pending.pop(msg.get("id"), None)
-                if isinstance(msg.get("total_steps"), int) and run.sid in self.tails:
-                    self.tails[run.sid].total_steps = msg["total_steps"]
+                if isinstance(msg.get("total_steps"), int):
+                    self.sessions.follow(self.store.get(run.sid)).total_steps = msg["total_steps"]
                 if entry and not entry[1].done():
                     entry[1].set_result(msg)
-            elif t in ("metric", "event") and run.sid not in self._kicked:
+            elif t in ("metric", "event") and run.sid not in self.kicked:
                 # The files are the truth; stdout only says when to look. Rows that arrive
                 # within REFRESH_BATCH_S are read in one go (fast training: many per batch).
-                self._kicked.add(run.sid)
+                self.kicked.add(run.sid)
                 asyncio.get_running_loop().call_later(REFRESH_BATCH_S, self._kick, run.sid)
 
     def _kick(self, sid: int) -> None:
-        self._kicked.discard(sid)
-        tail = self.tails.get(sid)
-        if tail is not None:
-            for kind, data in tail.refresh():
-                self._broadcast(sid, {"v": protocol.VERSION, "type": kind, "data": data})
+        self.kicked.discard(sid)
+        row = self.store.get(sid)
+        if row is not None:
+            self.sessions.refresh(row)
 
     async def _finish_attempt(self, run: Run, code: int | None) -> "bool | WorkerHandle":
-        """Decide the session's state after a worker exited: False when the supervision
-        ends, True to start another worker now, or a worker to follow instead."""
+        """Apply the transition after a worker exited: False when the supervision ends,
+        True to start another worker now, or a worker to follow instead."""
         sid = run.sid
         row = self.store.get(sid)
-        t = self.refresh(row)
+        t = self.sessions.refresh(row)
         end = last_end_event(run.run_dir)
-        end_state = end.get("state") if end else None
         want = run.want or row["want"]
-        reason = (end or {}).get("reason") or (t.last_event or {}).get("reason") or (t.last_event or {}).get("message")
+        last = t.last_event or {}
+        reason = (end or {}).get("reason") or last.get("reason") or last.get("message")
         run.handle = None
-        if code is None:  # an adopted worker: its end row is all there is
-            code = {"done": 0, "early_stopped": 0, "stopped": 0, "paused": EXIT_PAUSED,
-                    "failed": EXIT_FAILED}.get(end_state, -9)
-        log.info("session %s: worker exited %s (end: %s, want: %s)", sid, code, end_state, want)
+        log.info("session %s: worker exited %s (end: %s, want: %s)", sid, code, (end or {}).get("state"), want)
         self._settle_pending(run, end)
-        now = time.time()
-        if code == EXIT_OK:
-            self._set(sid, state="done", result=end_state or "done", want=None, crashes=0, finished=now, pid=None)
-        elif code == EXIT_PAUSED or (code < 0 and want in ("pause", "cancel", "shutdown")):
-            if want == "bounce":
-                run.want = None
-                self.store.update(sid, want=None)
-                return True
-            if want == "cancel":
-                self._set(sid, state="cancelled", want=None, finished=now, pid=None)
-            elif want == "shutdown":
-                self._set(sid, state="interrupted", want=None, pid=None, error="the daemon stopped; resumes on start")
-            else:
-                self._set(sid, state="paused", want=None, pid=None, crashes=0)
-        elif code == EXIT_LOCKED:
-            # Another worker holds the run: one a dead daemon started whose pid we never
-            # recorded. Follow it when we can find it; else wait and try again.
-            other = self.executor.adopt(run.run_dir, None, None)
+        progress = (latest_checkpoint_step(run.run_dir) or -1) > (row["ckpt_step"] if row["ckpt_step"] is not None else -1)
+        out = tr.on_exit(code=code, want=want, end_state=(end or {}).get("state"), reason=reason,
+                         crashes=row["crashes"], max_crashes=self.max_crashes, progress=progress, detail=run.detail)
+        if out.action == "restart":
+            run.want = None
+            self.store.update(sid, want=None)
+            return True
+        if out.action == "find_holder":
+            other = await self.executor.adopt(run.run_dir, None, None)
             if other is not None:
                 log.info("session %s: another worker (pid %s) holds the run; following it", sid, other.pid)
                 self.store.update(sid, pid=other.pid, pid_start=other.pid_start)
                 return other
-            self.backoff[sid] = time.monotonic() + 5.0
-            self._set(sid, state="interrupted", pid=None, error="another worker holds the run; retrying")
-        elif code in (EXIT_FAILED, EXIT_BAD):
-            what = "training failed" if code == EXIT_FAILED else "bad session or run directory"
-            self._set(sid, state="failed", want=None, pid=None, finished=now,
-                      error=f"{what}: {reason}" if reason else what)
-        else:
-            how = f"killed by {_signame(code)}" if code < 0 else f"exit code {code}"
-            progress = (latest_checkpoint_step(run.run_dir) or -1) > (row["ckpt_step"] if row["ckpt_step"] is not None else -1)
-            crashes = 1 if progress else row["crashes"] + 1
-            if want == "cancel":
-                self._set(sid, state="cancelled", want=None, finished=now, pid=None)
-            elif crashes >= self.max_crashes:
-                self._set(sid, state="failed", crashes=crashes, want=None, pid=None, finished=now,
-                          error=f"the worker crashed {crashes} times in a row (last: {how})")
-            else:
-                self.backoff[sid] = time.monotonic() + 0.5
-                self._set(sid, state="interrupted", crashes=crashes, pid=None,
-                          error=f"the worker crashed ({how}); resuming from the last checkpoint")
+        if out.backoff_s:
+            self.backoff[sid] = time.monotonic() + out.backoff_s
+        run.want, run.detail = None, ""
+        self.sessions.set_state(sid, **out.fields(time.time()))
         return False
 
     def _settle_pending(self, run: Run, end: dict | None) -> None:
@@ -257,42 +289,68 @@ class Supervision:
 
     # -- start-up and shut-down -------------------------------------------------------------------
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """After a start (perhaps after a crash of the previous daemon): re-adopt workers
         that still run, settle sessions whose worker ended meanwhile."""
-        for row in self.store.all():
-            if row["state"] != "running":
-                continue
-            rd = self.run_dir(row)
-            handle = self.executor.adopt(rd, row["pid"], row["pid_start"])
+        for row in self.store.by_state("running"):
+            rd = self.sessions.run_dir(row)
+            handle = await self.executor.adopt(rd, row["pid"], row["pid_start"])
             if handle is not None:
                 self.launch(row, adopted=handle)
                 continue
-            end = last_end_event(rd)
-            st = end.get("state") if end else None
-            if st in ("done", "early_stopped", "stopped"):
-                self._set(row["id"], state="done", result=st, want=None, pid=None, finished=time.time())
-            elif st == "failed":
-                self._set(row["id"], state="failed", want=None, pid=None, finished=time.time(),
-                          error=f"training failed: {end.get('reason', '')}".rstrip(": "))
-            elif st == "paused" and row["want"] in ("pause", "cancel"):
-                self._set(row["id"], state="paused" if row["want"] == "pause" else "cancelled", want=None, pid=None)
-            elif row["want"] == "cancel":
-                self._set(row["id"], state="cancelled", want=None, pid=None, finished=time.time())
-            else:
-                self._set(row["id"], state="interrupted", pid=None,
-                          error="the worker ended while no daemon ran; resuming from the last checkpoint")
+            end = last_end_event(rd) or {}
+            out = tr.on_recover(row["want"], end.get("state"), end.get("reason"))
+            self.sessions.set_state(row["id"], **out.fields(time.time()))
 
-    async def shutdown(self, timeout: float = 60.0) -> None:
-        """Pause every running worker at a checkpoint (they resume on the next start)."""
+    async def shutdown(self, grace: float = STOP_GRACE_S) -> dict:
+        """Pause every running worker at a checkpoint; kill the ones that have not exited
+        after ``grace`` seconds (at once for a worker stopped by SIGSTOP, which cannot). The
+        sessions end ``paused`` (marked for `daemon start`). Says which were killed and
+        which, if any, are still alive."""
         self.stopping = True
-        for sid in list(self.runs):
-            self._stop_worker(sid, "shutdown")
+        sids = list(self.runs)
+        for sid in sids:
+            self.stop_worker(sid, "shutdown")
+        killed: list[int] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.runs and loop.time() < deadline:
+            for run in list(self.runs.values()):
+                if run.handle is not None and run.sid not in killed and _is_stopped(run.handle) \
+                        and loop.time() > deadline - grace + STOPPED_KILL_S:
+                    log.warning("session %s: worker pid %s is stopped (SIGSTOP) and cannot checkpoint; killing it",
+                                run.sid, run.handle.pid)
+                    killed.append(run.sid)
+                    run.handle.signal(signal.SIGKILL)
+            await asyncio.sleep(0.1)
+        for run in list(self.runs.values()):
+            if run.handle is not None and run.sid not in killed:
+                log.warning("session %s: worker pid %s did not stop within %ss; killing it", run.sid,
+                            run.handle.pid, grace)
+                killed.append(run.sid)
+                run.handle.signal(signal.SIGKILL)
         tasks = [r.task for r in self.runs.values() if r.task]
         if tasks:
-            done, left = await asyncio.wait(tasks, timeout=timeout)
-            if left:
-                log.warning("%d workers did not pause within %ss; they keep running and will be re-adopted",
-                            len(left), timeout)
+            await asyncio.wait(tasks, timeout=10.0)
+        alive = sorted(self.runs)
+        if alive:
+            log.error("%d workers are still alive after SIGKILL: sessions %s", len(alive), alive)
         self.stopped.set()
+        return {"paused": [s for s in sids if s not in killed], "killed": killed, "alive": alive}
 
+
+def _is_stopped(handle: WorkerHandle) -> bool:
+    pid = getattr(handle, "local_pid", None)
+    return bool(pid) and proc_state(pid) == "T"
+
+
+def _files_life(run_dir: Path, now: float) -> float:
+    """The monotonic time of the newest write to the run's files (0 when none)."""
+    wall = time.time()
+    newest = 0.0
+    for name in _LIFE_FILES:
+        try:
+            newest = max(newest, (run_dir / name).stat().st_mtime)
+        except OSError:
+            pass
+    return now - (wall - newest) if newest else 0.0
