@@ -1,45 +1,31 @@
 """Seeded dropout: the mask is a pure function of (seed, offset), never stored.
 
-The generator
--------------
-Philox-4x32-10, exactly as Triton's ``tl.randint4x`` computes it:
+The generator and the mask rule are ``philox.py``'s (Philox-4x32-10 as ``tl.randint4x``,
+16 bits per element, keep iff ``u >= ceil(p * 65536)``). Output ``where(keep, x * scale,
+0)`` with ``scale = float32(1 / (1 - p))``, computed in fp32 and rounded once
+(round-to-nearest-even) to ``x``'s dtype; the gradient is the same operation on the
+incoming gradient. Both implementations do exactly this, so the Triton kernel and the
+PyTorch generator agree bit for bit.
 
-* key: the 63-bit ``seed`` split into ``k0 = seed & 0xffffffff``, ``k1 = seed >> 32``
-  (what ``tl.randint4x(seed, ...)`` does with a 64-bit seed);
-* counter: ``(c0, c1, c2, c3) = (ctr & 0xffffffff, ctr >> 32, 0, 0)`` for the 64-bit
-  counter ``ctr``; one call gives four 32-bit words ``w0..w3``.
-
-Element ``i`` (logical row-major order of ``x``) takes 16 bits: call ``ctr = offset + i // 8``,
-word ``w = (i % 8) // 2``, half ``h = i % 2`` (``h = 0`` the low half):
-``u_i = (w_w >> 16 h) & 0xffff``. It is kept iff ``u_i >= ceil(p * 65536)``, i.e. exactly
-iff ``u_i / 65536 >= p`` for a uniform ``u_i / 65536`` on [0, 1).
-
-Why 16 bits and eight elements per call: ten Philox rounds per element would make the
-kernel compute-bound (about 100 integer operations per element against 4-8 bytes of
-traffic); eight elements per call keeps it at the memory limit. The price is that the
-drop probability is ``p`` rounded up to a multiple of 1/65536 (< 1.6e-5 away), which
-FlashAttention's 8-bit dropout shows is harmless. ``offset`` counts Philox calls, so a
-tensor split into pieces whose sizes are multiples of 8 reproduces the whole tensor's mask
-when piece k gets ``offset + (elements before it) // 8``.
-
-Output ``where(keep, x * scale, 0)`` with ``scale = float32(1 / (1 - p))``, computed in
-fp32 and rounded once (round-to-nearest-even) to ``x``'s dtype; the gradient is the same
-operation on the incoming gradient. Both implementations do exactly this, so the Triton
-kernel and the PyTorch generator agree bit for bit.
-
-Layers: Triton kernel -> host launcher -> autograd.Function -> ``dropout`` -> module;
-the PyTorch generator (``philox_keep_mask``) is the CPU fallback and the test oracle.
+Layers: Triton kernel -> host launcher -> the ``tuneterm_kernels::seeded_dropout`` op
+(``torch.library``: a fake for torch.compile, its autograd registered with it) ->
+``dropout`` -> module. The PyTorch generator (``philox_keep_mask``, or the C extension on
+the CPU) is the CPU path and the test oracle.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Callable
 
 import torch
 
-from . import philox_cpu  # optional C extension for the CPU mask (imports nothing from here)
+from . import philox_cpu  # optional C extension for the CPU mask
+from .bf16 import DTYPES as _DTYPES
+from .bf16 import KIND as _KIND
+from .bf16 import KIND_BF16, KIND_F16, KIND_F32, as_kernel_arg, load_as_f32, store_from_f32  # noqa: F401
+from .philox import (ELEMS_PER_CALL, MASK32, PHILOX_KEY_A, PHILOX_KEY_B, PHILOX_ROUND_A,  # noqa: F401
+                     PHILOX_ROUND_B, _mulhilo, check_seed_offset, keep_scale, keep_threshold, mix_seed,
+                     philox4x32, philox_keep_mask, philox_uniform16)
 from .runtime import check_impl
 
 try:  # guarded: the torch path needs no triton
@@ -48,120 +34,6 @@ try:  # guarded: the torch path needs no triton
 except ImportError:  # pragma: no cover - exercised where triton is absent
     triton = None
     tl = None
-
-# Philox-4x32 constants (triton/language/random.py).
-PHILOX_KEY_A = 0x9E3779B9
-PHILOX_KEY_B = 0xBB67AE85
-PHILOX_ROUND_A = 0xD2511F53
-PHILOX_ROUND_B = 0xCD9E8D57
-N_ROUNDS = 10
-ELEMS_PER_CALL = 8  # four 32-bit words, two 16-bit draws each
-
-_MASK32 = 0xFFFFFFFF
-_SEED_LIMIT = 1 << 63
-_OFFSET_LIMIT = 1 << 62
-_CHUNK_CALLS = 1 << 16  # PyTorch generator works in chunks: bounded temporaries
-
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-# --------------------------------------------------------------------------------------
-# Parameters shared by both implementations
-# --------------------------------------------------------------------------------------
-
-def keep_threshold(p: float) -> int:
-    """Keep iff the 16-bit draw is >= this: ``ceil(p * 65536)`` (0 keeps all, 65536 none)."""
-    if not 0.0 <= p <= 1.0 or math.isnan(p):
-        raise ValueError(f"dropout probability must be in [0, 1] (got {p})")
-    return int(math.ceil(p * 65536.0))  # p * 2**16 is exact in binary64
-
-
-@functools.lru_cache(maxsize=64)
-def keep_scale(p: float) -> float:
-    """The float32 factor kept elements are multiplied by: fp32(1 / (1 - p)). Cached: a
-    tensor round trip costs microseconds, and it runs on every forward and backward."""
-    return float(torch.tensor(1.0 / (1.0 - p), dtype=torch.float32))
-
-
-def _check_seed_offset(seed: int, offset: int) -> None:
-    if not (isinstance(seed, int) and 0 <= seed < _SEED_LIMIT):
-        raise ValueError(f"seed must be an int in [0, 2**63) (got {seed!r})")
-    if not (isinstance(offset, int) and 0 <= offset < _OFFSET_LIMIT):
-        raise ValueError(f"offset must be an int in [0, 2**62) (got {offset!r})")
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (order matters), via splitmix64 chaining.
-
-    Convenience for callers deriving one seed per (session seed, step, micro-batch, site,
-    call); any other injective-enough derivation works too.
-    """
-    m64 = (1 << 64) - 1
-    h = 0x243F6A8885A308D3
-    for part in parts:
-        x = ((h ^ (int(part) & m64)) + 0x9E3779B97F4A7C15) & m64
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m64
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m64
-        h = x ^ (x >> 31)
-    return h >> 1
-
-
-# --------------------------------------------------------------------------------------
-# The PyTorch generator (CPU fallback and test oracle)
-# --------------------------------------------------------------------------------------
-
-def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hi, lo) 32-bit halves of ``a * b`` for a uint32 constant ``a`` and uint32 values
-    held in int64 ``b``. The product can pass 2**63: int64 multiplication wraps modulo
-    2**64, so its low 64 bits — all that the two halves need — are exact (masking the
-    arithmetic shift undoes the sign)."""
-    prod = b * a
-    return (prod >> 32) & _MASK32, prod & _MASK32
-
-
-def philox4x32(seed: int, counters: torch.Tensor, n_rounds: int = N_ROUNDS) -> list[torch.Tensor]:
-    """Philox-4x32 words for int64 ``counters`` (each in [0, 2**63)) under a 63-bit
-    ``seed``: the same four words as ``tl.randint4x(seed, counters)``, as int64 tensors
-    holding uint32 values."""
-    k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
-    c0 = counters & _MASK32
-    c1 = counters >> 32
-    c2 = torch.zeros_like(c0)
-    c3 = torch.zeros_like(c0)
-    for _ in range(n_rounds):
-        hi_b, lo_b = _mulhilo(PHILOX_ROUND_B, c2)
-        hi_a, lo_a = _mulhilo(PHILOX_ROUND_A, c0)
-        c0 = hi_b.bitwise_xor_(c1).bitwise_xor_(k0)
-        c2 = hi_a.bitwise_xor_(c3).bitwise_xor_(k1)
-        c1, c3 = lo_b, lo_a
-        k0 = (k0 + PHILOX_KEY_A) & _MASK32
-        k1 = (k1 + PHILOX_KEY_B) & _MASK32
-    return [c0, c1, c2, c3]
-
-
-def philox_uniform16(seed: int, offset: int, numel: int, device=None) -> torch.Tensor:
-    """The 16-bit draws ``u_0 .. u_{numel-1}`` (int32 tensor, values in [0, 65536))."""
-    _check_seed_offset(seed, offset)
-    device = torch.device(device if device is not None else "cpu")
-    out = torch.empty(numel, dtype=torch.int32, device=device)
-    n_calls = -(-numel // ELEMS_PER_CALL)
-    for start in range(0, n_calls, _CHUNK_CALLS):
-        stop = min(n_calls, start + _CHUNK_CALLS)
-        ctr = torch.arange(offset + start, offset + stop, dtype=torch.int64, device=device)
-        words = torch.stack(philox4x32(seed, ctr), dim=1)  # [calls, 4]
-        halves = torch.stack((words & 0xFFFF, words >> 16), dim=2).reshape(-1)  # element order
-        lo = start * ELEMS_PER_CALL
-        hi = min(numel, stop * ELEMS_PER_CALL)
-        out[lo:hi] = halves[: hi - lo]
-    return out
-
-
-def philox_keep_mask(seed: int, offset: int, numel: int, p: float, device=None) -> torch.Tensor:
-    """Bool keep-mask of ``numel`` elements for (seed, offset) at drop probability ``p``:
-    element i is kept iff ``u_i >= ceil(p * 65536)`` (module docstring). Bit-identical to
-    the mask the Triton kernel applies."""
-    t = keep_threshold(p)
-    return philox_uniform16(seed, offset, numel, device) >= t
 
 
 def _apply_torch(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
@@ -180,37 +52,9 @@ def _apply_torch(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Ten
 # Triton: kernel -> launcher
 # --------------------------------------------------------------------------------------
 
-KIND_F32, KIND_BF16, KIND_F16 = 0, 1, 2
-_KIND = {torch.float32: KIND_F32, torch.bfloat16: KIND_BF16, torch.float16: KIND_F16}
+_seeded_dropout_kernel = None  # without triton
 
 if triton is not None:
-
-    @triton.jit
-    def load_as_f32(ptr, offs, mask, KIND: tl.constexpr):
-        """Load (``mask`` may be None) and widen to fp32. bf16 travels as its int16 bits
-        (exact widening by a shift; the interpreter's bf16 arithmetic is not to be trusted)."""
-        if mask is None:  # a full block: no mask, nothing stands in the way of wide accesses
-            raw = tl.load(ptr + offs)
-        else:
-            raw = tl.load(ptr + offs, mask=mask, other=0)
-        if KIND == 1:
-            return (raw.to(tl.int32) << 16).to(tl.float32, bitcast=True)
-        else:
-            return raw.to(tl.float32)
-
-    @triton.jit
-    def store_from_f32(ptr, offs, x, mask, KIND: tl.constexpr):
-        """Round fp32 ``x`` once, to nearest even, into ``ptr``'s dtype and store. bf16 is
-        rounded by hand (torch's rule; NaN -> 0x7FC0) and stored as int16 bits."""
-        if KIND == 1:
-            bits = x.to(tl.uint32, bitcast=True)
-            r = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-            r = tl.where(x != x, 0x7FC0, r)
-            tl.store(ptr + offs, r.to(tl.uint16).to(tl.int16, bitcast=True), mask=mask)
-        elif KIND == 2:
-            tl.store(ptr + offs, x.to(tl.float16), mask=mask)
-        else:
-            tl.store(ptr + offs, x, mask=mask)
 
     # The seed/offset halves and the threshold are never specialised: a new seed or a
     # live edit of p must not compile a new variant.
@@ -257,7 +101,7 @@ if triton is not None:
 
 def _split32(v: int) -> tuple[int, int]:
     """A value < 2**64 as two int32 arguments (bit patterns), so argument types never vary."""
-    lo, hi = v & _MASK32, (v >> 32) & _MASK32
+    lo, hi = v & MASK32, (v >> 32) & MASK32
     return (lo - (1 << 32) if lo >= 1 << 31 else lo), (hi - (1 << 32) if hi >= 1 << 31 else hi)
 
 
@@ -279,7 +123,7 @@ def launch_dropout(x: torch.Tensor, p: float, seed: int, offset: int, out: torch
         raise RuntimeError("impl='triton' needs triton installed")
     if x.dtype not in _DTYPES:
         raise TypeError(f"dropout supports float32, bfloat16, float16 (got {x.dtype})")
-    _check_seed_offset(seed, offset)
+    check_seed_offset(seed, offset)
     x = x.contiguous()
     if out is None:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -291,7 +135,7 @@ def launch_dropout(x: torch.Tensor, p: float, seed: int, offset: int, out: torch
     bs, warps = block_size or bs, num_warps or warps  # overrides: tests, benchmark sweeps
     assert bs % ELEMS_PER_CALL == 0
     kind = _KIND[x.dtype]
-    xa, oa = (x.view(torch.int16), out.view(torch.int16)) if kind == KIND_BF16 else (x, out)
+    xa, oa = as_kernel_arg(x), as_kernel_arg(out)
     s_lo, s_hi = _split32(seed)
     o_lo, o_hi = _split32(offset)
     grid = (triton.cdiv(n, bs),)
@@ -300,47 +144,65 @@ def launch_dropout(x: torch.Tensor, p: float, seed: int, offset: int, out: torch
     return out
 
 
+
+
 # --------------------------------------------------------------------------------------
-# autograd.Function -> dropout() -> module
+# the op (torch.library) -> dropout() -> module
 # --------------------------------------------------------------------------------------
 
 def _apply(x: torch.Tensor, p: float, seed: int, offset: int, impl: str) -> torch.Tensor:
     if p >= 1.0 or keep_threshold(p) >= 65536:
-        return torch.zeros_like(x)
+        return torch.zeros_like(x, memory_format=torch.contiguous_format)
     if impl == "triton":
         return launch_dropout(x, p, seed, offset)
-    return _apply_torch(x, p, seed, offset)
+    return _apply_torch(x, p, seed, offset).contiguous()
 
 
-class SeededDropoutFunction(torch.autograd.Function):
-    """Forward and backward apply the same (seed, offset) mask; only integers are saved."""
+@torch.library.custom_op("tuneterm_kernels::seeded_dropout", mutates_args=())
+def seeded_dropout(x: torch.Tensor, p: float, seed: int, offset: int, impl: str) -> torch.Tensor:
+    """The op: seeded dropout of ``x`` (p in (0, 1], checked seed/offset), a new contiguous
+    tensor. Opaque to torch.compile (its fake below gives the shape), so the kernel runs
+    inside a compiled graph; forward and backward are each one dispatcher call."""
+    return _apply(x, p, seed, offset, impl)
 
-    @staticmethod
-    def forward(ctx, x, p, seed, offset, impl):
-        ctx.p, ctx.seed, ctx.offset, ctx.impl = p, seed, offset, impl
-        return _apply(x, p, seed, offset, impl)
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        grad_in = _apply(grad_out, ctx.p, ctx.seed, ctx.offset, ctx.impl)
-        return grad_in, None, None, None, None
+@seeded_dropout.register_fake
+def _(x, p, seed, offset, impl):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    _, ctx.p, ctx.seed, ctx.offset, ctx.impl = inputs  # only numbers are kept for backward
+
+
+def _backward(ctx, grad_out):
+    return seeded_dropout(grad_out, ctx.p, ctx.seed, ctx.offset, ctx.impl), None, None, None, None
+
+
+seeded_dropout.register_autograd(_backward, setup_context=_setup_context)
 
 
 def dropout(x: torch.Tensor, p: float, seed: int, offset: int = 0, training: bool = True,
             impl: str = "torch") -> torch.Tensor:
     """Seeded dropout. ``p == 0`` or ``not training``: ``x`` itself. ``p == 1``: zeros.
-    Else ``where(keep, x / (1 - p), 0)`` with the (seed, offset) mask of the module
-    docstring, in ``x``'s dtype (fp32, bf16, fp16), any shape or layout; the result is
-    contiguous. ``impl``: "torch" (reference, any device) or "triton"."""
+    Else ``where(keep, x / (1 - p), 0)`` with the (seed, offset) mask of ``philox.py``, in
+    ``x``'s dtype (fp32, bf16, fp16), any shape or layout; the result is contiguous.
+    ``impl``: "torch" (reference, any device) or "triton"."""
+    if not training or p == 0.0:
+        return x
     check_impl(impl)
     p = float(p)
     keep_threshold(p)  # validates p
-    if not training or p == 0.0:
-        return x
-    _check_seed_offset(seed, offset)
+    check_seed_offset(seed, offset)
     if x.dtype not in _DTYPES:
         raise TypeError(f"dropout supports float32, bfloat16, float16 (got {x.dtype})")
-    return SeededDropoutFunction.apply(x, p, seed, offset, impl)
+    return seeded_dropout(x, p, seed, offset, impl)
+
+
+@torch.compiler.disable
+def _next_seed(fn: Callable[[], int]) -> int:
+    # outside any compiled graph: the seed is an input of the graph, not a constant in it
+    return int(fn())
 
 
 class SeededDropout(torch.nn.Module):
@@ -382,7 +244,7 @@ class SeededDropout(torch.nn.Module):
         if self.seed_fn is None:
             raise RuntimeError(f"SeededDropout(site={self.site}): set seed_fn before a training forward")
         self.calls += 1
-        return dropout(x, self.p, int(self.seed_fn()), self.offset, True, self.impl)
+        return dropout(x, self.p, _next_seed(self.seed_fn), self.offset, True, self.impl)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, site={self.site}, impl={self.impl}"

@@ -1,7 +1,7 @@
 """The seeded-dropout mask on the CPU through the optional C extension ``_philox``.
 
-Bit-identical to ``dropout.philox_keep_mask`` / ``philox_uniform16`` (the same Philox-4x32-10
-stream as the Triton kernel; see the module docstring of ``dropout.py``) and several hundred
+Bit-identical to ``philox.philox_keep_mask`` / ``philox_uniform16`` (the same Philox-4x32-10
+stream as the Triton kernel; see the module docstring of ``philox.py``) and several hundred
 times faster than those int64 tensor ops (29M elements: ~11 ms of CPU with AVX2, ~24 ms with
 SSE2, against ~7.7 s). ``pip install`` builds the extension where a C compiler is present
 (setup.py, ``optional=True``); without it :func:`available` is False, the functions here
@@ -19,6 +19,8 @@ work over that many pthreads (at most 8). The result never depends on it.
 from __future__ import annotations
 
 import torch
+
+from .philox import keep_threshold
 
 try:
     from . import _philox
@@ -51,11 +53,9 @@ def _check_numel(numel) -> int:
 def keep_mask(seed: int, offset: int, numel: int, p: float, device="cpu", threads: int = 0
               ) -> torch.Tensor | None:
     """The bool keep-mask of ``numel`` elements for (seed, offset) at drop probability ``p``,
-    equal to ``dropout.philox_keep_mask(seed, offset, numel, p)``; a new contiguous CPU
+    equal to ``philox.philox_keep_mask(seed, offset, numel, p)``; a new contiguous CPU
     tensor. None when the extension is not built or ``device`` is not the CPU (the caller
     uses the PyTorch generator then). Raises ValueError for a bad p, seed, offset or numel."""
-    from .dropout import keep_threshold  # here, not at the top: dropout.py imports this module
-
     threshold = keep_threshold(p)  # validates p
     numel = _check_numel(numel)
     if _philox is None or not _cpu(device):
@@ -66,7 +66,7 @@ def keep_mask(seed: int, offset: int, numel: int, p: float, device="cpu", thread
 
 
 def uniform16(seed: int, offset: int, numel: int, device="cpu", threads: int = 0) -> torch.Tensor | None:
-    """The 16-bit draws as an int32 CPU tensor, equal to ``dropout.philox_uniform16``; None
+    """The 16-bit draws as an int32 CPU tensor, equal to ``philox.philox_uniform16``; None
     when the extension is not built or ``device`` is not the CPU."""
     numel = _check_numel(numel)
     if _philox is None or not _cpu(device):
