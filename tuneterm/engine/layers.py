@@ -5,6 +5,19 @@ class (BERT's ``encoder.layer``, GPT-2's ``transformer.h``, Llama's ``model.laye
 Block i becomes the group ``layer.i``; every parameter registered before the first block
 is ``embeddings``; every parameter after the blocks (final norm, pooler, classifier) is
 ``head``. Names are therefore the same across architectures.
+
+A group has two switches, and a parameter trains when both allow it:
+  frozen      ``freeze`` / ``unfreeze`` (the live edits). Full fine-tuning: the whole group.
+              LoRA: the group's adapters (and its base too while it trains beside them).
+  train_base  whether the group's base (non-adapter) weights train. Always on for full
+              fine-tuning; in LoRA mode off unless the group is named in ``[lora] train_base``.
+
+Tied weights (GPT-2, SmolLM2: the output head *is* the token-embedding matrix) are one
+tensor held by two groups: it is listed once, in the group where it is registered first
+(``embeddings``), and the other group (``head``) records it in ``shared``. It trains only
+while *no* group holding it is frozen (freezing ``embeddings`` or ``head`` freezes the
+shared matrix; unfreezing one leaves it frozen while the other is still frozen) and, in
+LoRA mode, while either holder trains its base.
 """
 
 from __future__ import annotations
@@ -13,15 +26,40 @@ from dataclasses import dataclass, field
 
 import torch
 
+# Parameter-name markers of trainable adapter weights (PEFT's naming). ``modules_to_save``
+# holds PEFT's trainable copy of a fully trained module (a classifier head);
+# ``original_module`` its frozen original, which the forward pass never uses.
+ADAPTER_MARKERS = (".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".lora_magnitude_vector.",
+                   ".modules_to_save.")
+SHADOW_MARKER = ".original_module."
+
+
+def is_adapter(qname: str) -> bool:
+    return any(m in qname for m in ADAPTER_MARKERS)
+
 
 @dataclass
 class LayerGroup:
     name: str
-    params: list = field(default_factory=list)  # list[(qualified name, Parameter)]
+    params: list = field(default_factory=list)  # list[(qualified name, Parameter)], each parameter once
+    shared: list = field(default_factory=list)  # [(alias name, Parameter)] tied tensors listed in another group
+    adapter: set = field(default_factory=set)   # qualified names of the adapter parameters (LoRA mode)
+    frozen: bool = False
+    train_base: bool = True
+    base_trained: bool = True  # has the base ever trained (LoRA checkpoints must then keep it)
 
     @property
     def numel(self) -> int:
         return sum(p.numel() for _, p in self.params)
+
+    def adapter_params(self) -> list:
+        return [(n, p) for n, p in self.params if n in self.adapter]
+
+    def base_params(self) -> list:
+        return [(n, p) for n, p in self.params if n not in self.adapter]
+
+    def trainable_numel(self) -> int:
+        return sum(p.numel() for _, p in self.params if p.requires_grad)
 
 
 def _find_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
@@ -39,22 +77,80 @@ def _find_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | No
 
 
 def layer_groups(model: torch.nn.Module) -> list[LayerGroup]:
-    """embeddings, layer.0 .. layer.N-1, head — in that order, every parameter in one group."""
+    """embeddings, layer.0 .. layer.N-1, head — in that order, every parameter in one group.
+
+    A model with PEFT adapters gives LoRA-mode groups (base weights not trained); the
+    parameters' ``requires_grad`` is set from the groups' switches either way.
+    """
     found = _find_blocks(model)
     prefix = f"{found[0]}." if found else None
     emb, head = LayerGroup("embeddings"), LayerGroup("head")
     blocks = [LayerGroup(f"layer.{i}") for i in range(len(found[1]))] if found else []
     seen_block = False
-    for qname, p in model.named_parameters():
+    owner: dict[int, LayerGroup] = {}
+    for qname, p in model.named_parameters(remove_duplicate=False):
+        if SHADOW_MARKER in qname:
+            continue
         if prefix and qname.startswith(prefix):
-            idx = int(qname[len(prefix):].split(".", 1)[0])
-            blocks[idx].params.append((qname, p))
+            g = blocks[int(qname[len(prefix):].split(".", 1)[0])]
             seen_block = True
         elif seen_block or not found:
-            head.params.append((qname, p))
+            g = head
         else:
-            emb.params.append((qname, p))
-    return [g for g in [emb, *blocks, head] if g.params]
+            g = emb
+        if id(p) in owner:  # a tied tensor met again under another name
+            if owner[id(p)] is not g:
+                g.shared.append((qname, p))
+            continue
+        owner[id(p)] = g
+        g.params.append((qname, p))
+        if is_adapter(qname):
+            g.adapter.add(qname)
+    groups = [g for g in [emb, *blocks, head] if g.params or g.shared]
+    if any(g.adapter for g in groups):
+        for g in groups:
+            g.train_base = g.base_trained = False
+    _apply(groups)
+    return groups
+
+
+def is_lora(groups: list[LayerGroup]) -> bool:
+    return any(g.adapter for g in groups)
+
+
+def _holders(groups: list[LayerGroup]) -> dict[int, list[LayerGroup]]:
+    held: dict[int, list[LayerGroup]] = {}
+    for g in groups:
+        for _, p in [*g.params, *g.shared]:
+            held.setdefault(id(p), []).append(g)
+    return held
+
+
+def _apply(groups: list[LayerGroup]) -> tuple[list, list]:
+    """Set every parameter's requires_grad from the switches; return (unfrozen, frozen):
+    the parameters whose state changed each way."""
+    held = _holders(groups)
+    on, off = [], []
+    for g in groups:
+        for qname, p in g.params:
+            holders = held[id(p)]
+            want = not any(h.frozen for h in holders) and (qname in g.adapter or any(h.train_base for h in holders))
+            if p.requires_grad != want:
+                p.requires_grad_(want)
+                if want:
+                    on.append(p)
+                else:
+                    p.grad = None
+                    off.append(p)
+    return on, off
+
+
+def _check(groups: list[LayerGroup], names) -> dict[str, LayerGroup]:
+    by_name = {g.name: g for g in groups}
+    for n in names:
+        if n not in by_name:
+            raise KeyError(f"unknown layer group {n!r}; this model has {', '.join(by_name)}")
+    return by_name
 
 
 def group_names(groups: list[LayerGroup]) -> list[str]:
@@ -62,24 +158,64 @@ def group_names(groups: list[LayerGroup]) -> list[str]:
 
 
 def set_frozen(groups: list[LayerGroup], names, frozen: bool) -> list:
-    """Flip requires_grad for the named groups; return the parameters whose state changed."""
-    by_name = {g.name: g for g in groups}
-    changed = []
+    """Freeze or unfreeze the named groups; return the parameters whose state changed
+    (freezing only freezes, unfreezing only unfreezes)."""
+    by_name = _check(groups, names)
     for n in names:
-        for _, p in by_name[n].params:
-            if p.requires_grad == frozen:
-                p.requires_grad_(not frozen)
-                if frozen:
-                    p.grad = None
-                changed.append(p)
-    return changed
+        by_name[n].frozen = frozen
+    on, off = _apply(groups)
+    return off if frozen else on
+
+
+def set_train_base(groups: list[LayerGroup], names) -> tuple[list, list]:
+    """LoRA mode: exactly the named groups train their base weights beside the adapters.
+    Returns (parameters now trainable, parameters now frozen)."""
+    by_name = _check(groups, names)
+    for g in groups:
+        g.train_base = g.name in set(names)
+        g.base_trained = g.base_trained or g.train_base
+    del by_name
+    return _apply(groups)
 
 
 def frozen_names(groups: list[LayerGroup]) -> list[str]:
-    return [g.name for g in groups if not any(p.requires_grad for _, p in g.params)]
+    return [g.name for g in groups if g.frozen]
+
+
+def train_base_names(groups: list[LayerGroup]) -> list[str]:
+    return [g.name for g in groups if g.train_base] if is_lora(groups) else []
+
+
+def tied_note(groups: list[LayerGroup]) -> str | None:
+    """One sentence on tied tensors (None when the model has none)."""
+    pairs = []
+    held = _holders(groups)
+    for g in groups:
+        for alias, p in g.shared:
+            first = held[id(p)][0]
+            owner_name = next(n for n, q in first.params if q is p)
+            pairs.append(f"{g.name}'s {alias} is {first.name}'s {owner_name}")
+    if not pairs:
+        return None
+    return ("tied weights: " + "; ".join(pairs) + " (one tensor, counted once): freezing either group freezes it, "
+            "and it trains again only when both are unfrozen")
 
 
 def describe(groups: list[LayerGroup]) -> list[dict]:
-    """[{"name", "params", "frozen"}], the form written to RUN_DIR/layers.json."""
-    return [{"name": g.name, "params": g.numel, "frozen": not any(p.requires_grad for _, p in g.params)}
-            for g in groups]
+    """[{"name", "params", "frozen", "trainable", ...}], the form written to RUN_DIR/layers.json.
+    LoRA mode adds "adapter_params", "base_params" and "train_base"; a group holding a tied
+    tensor of another group names it in "tied"."""
+    held = _holders(groups)
+    lora = is_lora(groups)
+    out = []
+    for g in groups:
+        row = {"name": g.name, "params": g.numel, "frozen": g.frozen, "trainable": g.trainable_numel()}
+        if lora:
+            row["adapter_params"] = sum(p.numel() for _, p in g.adapter_params())
+            row["base_params"] = row["params"] - row["adapter_params"]
+            row["train_base"] = g.train_base
+        tied = sorted({h.name for _, p in [*g.params, *g.shared] for h in held[id(p)] if h is not g})
+        if tied:
+            row["tied"] = tied
+        out.append(row)
+    return out

@@ -1,0 +1,200 @@
+"""LoRA adapters (PEFT) that a person can steer while the run trains.
+
+``attach`` wraps the model with PEFT's ``get_peft_model`` (PEFT's LoRA layers, names and
+saved format; a classifier head is PEFT's ``modules_to_save`` copy, fully trained), then
+swaps PEFT's ``nn.Dropout`` on each adapter's input for tuneterm's ``SeededDropout``: its
+masks derive from (session seed, step, micro-batch, site, call), so they are the same on
+the CPU and the GPU and on every replay, and ``p`` is live (``set_lora_dropout``).
+
+A checkpoint holds only what trains (``checkpoint_tensors``): every adapter weight, plus
+the base weights of the layer groups that have trained beside the adapters; the rest of the
+model is rebuilt from its source, and ``fingerprint`` proves it is the same base.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+
+import torch
+from torch import nn
+
+from tuneterm.engine import layers as L
+from tuneterm.errors import UserError
+
+# Adapter dropout sites are numbered from here, apart from the model's own dropout sites
+# (whose numbers depend on the architecture), so their masks never collide.
+SITE_BASE = 1 << 20
+# fingerprint: values sampled per tensor (evenly strided over the flattened tensor).
+FINGERPRINT_SAMPLES = 1024
+
+
+def _linear_kinds() -> tuple:
+    from transformers.pytorch_utils import Conv1D
+
+    return (nn.Linear, Conv1D)
+
+
+def target_names(model: nn.Module) -> list[str]:
+    """The short names (``q_proj``, ``query``, ``c_attn``) of the model's linear layers."""
+    kinds = _linear_kinds()
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and isinstance(m, kinds)})
+
+
+def check_targets(model: nn.Module, targets) -> None:
+    """``"all-linear"`` or names of linear layers of this model; else a one-line UserError."""
+    if targets == "all-linear":
+        return
+    if isinstance(targets, str) or not targets:
+        raise UserError(f"lora.target_modules: {targets!r}: expected \"all-linear\" or a non-empty list of module names")
+    known = target_names(model)
+    for t in targets:
+        if t not in known:
+            close = difflib.get_close_matches(t, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(f"lora.target_modules: no linear layer named {t!r} in this model; {hint}"
+                            f"it has {', '.join(known)}")
+
+
+def peft_config(session, model: nn.Module | None = None):
+    """The PEFT ``LoraConfig`` of a session's ``[lora]`` table (also what a plain PEFT run
+    of the same configuration uses: tests and the benchmark build theirs with it)."""
+    from peft import LoraConfig, TaskType
+
+    lo = session.lora
+    targets = lo.target_modules if lo.target_modules == "all-linear" else list(lo.target_modules)
+    if model is not None:
+        check_targets(model, targets)
+    task = TaskType.CAUSAL_LM if session.model.task == "causal-lm" else TaskType.SEQ_CLS
+    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
+                      use_rslora=lo.use_rslora, task_type=task, bias="none")
+
+
+def attach(model: nn.Module, session, dctx, impl: str) -> nn.Module:
+    """The model wrapped with PEFT LoRA adapters (a ``PeftModel``), adapter dropout seeded.
+
+    The adapters' random init (PEFT's Kaiming-uniform A, zero B) is drawn from the session
+    seed on the CPU, so it is the same on every device and every replay.
+    """
+    import warnings
+
+    from peft import get_peft_model
+
+    config = peft_config(session, model)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # GPT-2's Conv1D: PEFT sets fan_in_fan_out itself and says so.
+        warnings.filterwarnings("ignore", message="fan_in_fan_out")
+        torch.manual_seed(session.session.seed)
+        wrapped = get_peft_model(model, config)
+    seed_dropout(wrapped, dctx, session.lora.dropout, impl)
+    return wrapped
+
+
+def seed_dropout(model: nn.Module, dctx, p: float, impl: str) -> int:
+    """Replace each adapter's input dropout (PEFT's ``nn.Dropout``, or ``nn.Identity`` at
+    p = 0) with a ``SeededDropout``; returns how many. ``dctx`` is the loop's DropoutContext."""
+    from tuneterm_kernels import dropout as kdrop
+
+    n = 0
+    for mod in model.modules():
+        drops = getattr(mod, "lora_dropout", None)
+        if not isinstance(drops, nn.ModuleDict):
+            continue
+        for key in list(drops.keys()):
+            site = SITE_BASE + n
+            live = kdrop.SeededDropout(p, impl=impl, site=site, seed_fn=functools.partial(dctx.seed_for, site))
+            live._tt_lora = True
+            drops[key] = live
+            n += 1
+    return n
+
+
+def set_lora_dropout(model: nn.Module, p: float) -> None:
+    """The live edit ``lora_dropout``: every adapter's input dropout to ``p``."""
+    for mod in model.modules():
+        if getattr(mod, "_tt_lora", False):
+            mod.p = float(p)
+
+
+def lr_scale(groups: list, ratio: float) -> dict[str, float]:
+    """LoRA+: {parameter name: learning-rate factor} — ``ratio`` for every B matrix."""
+    if ratio == 1.0:
+        return {}
+    return {n: float(ratio) for g in groups for n in g.adapter if ".lora_B." in n or ".lora_embedding_B." in n}
+
+
+def trainable_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def checkpoint_tensors(model: nn.Module, groups: list) -> dict[str, torch.Tensor]:
+    """What a LoRA checkpoint holds: every adapter weight, and the base weights of each
+    group that has trained beside the adapters (now or earlier: its weights moved)."""
+    out = {}
+    for g in groups:
+        keep = g.params if g.base_trained else g.adapter_params()
+        for n, p in keep:
+            out[n] = p.detach().contiguous().cpu().clone()
+    return out
+
+
+def load_tensors(model: nn.Module, tensors: dict) -> None:
+    """Copy checkpointed tensors into the model (the rest stays as built from the source)."""
+    params = dict(model.named_parameters())
+    missing = [n for n in tensors if n not in params]
+    if missing:
+        raise UserError(f"checkpoint: tensor {missing[0]!r} is not a parameter of this model "
+                        "(was the checkpoint written with another [lora] configuration?)")
+    with torch.no_grad():
+        for n, t in tensors.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+
+def fingerprint(model: nn.Module) -> str:
+    """sha256 of the base weights: every base parameter's name, shape and dtype, and
+    ``FINGERPRINT_SAMPLES`` values per tensor taken at an even stride over the flattened
+    tensor (first and last included). Fast (~ms for 135M parameters), and any real change
+    of base model — another checkpoint, architecture, fine-tune, dtype — changes it.
+    Call it before training starts (the base of a ``train_base`` group moves later)."""
+    h = hashlib.sha256()
+    for n, p in model.named_parameters(remove_duplicate=True):
+        if L.is_adapter(n) or L.SHADOW_MARKER in n:
+            continue
+        # Name without PEFT's wrapper prefix: the same base fingerprints the same either way.
+        h.update(n.removeprefix("base_model.model.").encode())
+        h.update(repr((tuple(p.shape), str(p.dtype))).encode())
+        flat = p.detach().reshape(-1)
+        k = min(FINGERPRINT_SAMPLES, flat.numel())
+        if k:
+            idx = torch.linspace(0, flat.numel() - 1, k, device=flat.device).round().long()
+            h.update(flat[idx].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def state(groups: list, base_fingerprint: str) -> dict:
+    """The LoRA part of a checkpoint's state.json."""
+    return {"fingerprint": base_fingerprint, "train_base": L.train_base_names(groups),
+            "base_trained": [g.name for g in groups if g.base_trained]}
+
+
+def check_fingerprint(saved: dict | None, current: str, where: str) -> None:
+    """Refuse (one line) a resume or replay whose base model is not the checkpoint's."""
+    if not saved:
+        raise UserError(f"{where}: the checkpoint has no LoRA state; it was not written by a [lora] run")
+    if saved.get("fingerprint") != current:
+        raise UserError(f"{where}: the base model differs from the one this run trained on "
+                        f"(fingerprint {current} != {saved.get('fingerprint')}); "
+                        "resume or replay with the same model.source")
+
+
+def restore_groups(groups: list, saved: dict) -> tuple[list, list]:
+    """Bring back train_base / base_trained from a checkpoint's LoRA state."""
+    trained = set(saved.get("base_trained", []))
+    for g in groups:
+        g.base_trained = g.name in trained
+    changed = L.set_train_base(groups, saved.get("train_base", []))
+    for g in groups:
+        g.base_trained = g.base_trained or g.name in trained
+    return changed
