@@ -1,0 +1,33 @@
+"""Two tiny classifier runs on a local CSV, trained once per test session (seconds each)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from results_helpers import train, write_csv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def results_ws(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("results") / "ws"
+    for d in ("sessions", "runs", "data"):
+        (ws / d).mkdir(parents=True)
+    write_csv(ws / "data" / "train.csv", 48, seed=0)
+    write_csv(ws / "data" / "val.csv", 18, seed=1)
+    write_csv(ws / "data" / "test.csv", 21, seed=2)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def run_a(results_ws) -> Path:
+    return train(results_ws, "tiny-a", 2e-3)
+
+
+@pytest.fixture(scope="session")
+def run_b(results_ws) -> Path:
+    return train(results_ws, "tiny-b", 5e-3, edits="\n[[edits]]\nstep = 4\nset = { learning_rate = 1e-3 }\n")

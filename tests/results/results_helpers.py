@@ -1,0 +1,73 @@
+"""A labelled CSV and tiny classifier sessions on it, for the results tests."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+LABELS = ("astronomy", "cooking", "football")
+WORDS = {"astronomy": "star planet orbit telescope galaxy comet moon",
+         "cooking": "oven butter flour recipe bake pan salt",
+         "football": "goal pitch striker match league keeper ball"}
+FILLER = "the a of and to in on with for it".split()
+
+
+def write_csv(path: Path, n: int, seed: int, labels=LABELS) -> None:
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "text", "label"])
+        w.writeheader()
+        for i in range(n):
+            lab = labels[i % len(labels)]
+            words = [rng.choice(WORDS.get(lab, WORDS["cooking"]).split()) for _ in range(rng.randint(3, 9))]
+            words += [rng.choice(FILLER) for _ in range(rng.randint(0, 4))]
+            rng.shuffle(words)
+            w.writerow({"id": f"r{i}", "text": " ".join(words), "label": lab})
+
+
+def session_toml(name: str, lr: float, edits: str = "") -> str:
+    return f"""\
+[session]
+name = "{name}"
+seed = 1
+
+[model]
+source = "builtin:tiny-bert"
+
+[data]
+source = "data/train.csv"
+validation = "data/val.csv"
+max_length = 24
+
+[hyperparameters]
+learning_rate = {lr}
+batch_size = 8
+epochs = 2
+dropout = 0.1
+weight_decay = 0.01
+warmup_steps = 2
+
+[evaluation]
+interval_steps = 4
+
+[checkpoint]
+interval_steps = 4
+keep_last = 2
+
+[runtime]
+kernels = "torch"
+device = "cpu"
+threads = 1
+{edits}"""
+
+
+def train(ws: Path, name: str, lr: float, edits: str = "") -> Path:
+    from tuneterm.cli import main
+
+    path = ws / "sessions" / f"{name}.toml"
+    path.write_text(session_toml(name, lr, edits))
+    before = set((ws / "runs").iterdir())
+    assert main(["-w", str(ws), "run", str(path)]) == 0
+    (run_dir,) = set((ws / "runs").iterdir()) - before
+    return run_dir

@@ -1,0 +1,165 @@
+"""`tuneterm export`, `eval`, `predict`, `compare`, `report`: what a run leaves behind."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tuneterm.cli.common import add_json, add_workspace, print_json, print_table, workspace_of
+from tuneterm.errors import UserError
+
+CHECKPOINT_HELP = "best (the early-stopping metric's best; default), last, or step-N"
+
+
+def _add_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="best", metavar="WHICH", help=CHECKPOINT_HELP)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                   help="where to run the model (default: cpu)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="a run's checkpoint as a Hugging Face model folder with a model card",
+                       description="Write a Hugging Face model folder: config.json (classifiers: id2label/"
+                       "label2id with the data's label names), model.safetensors, the tokenizer files, a "
+                       "README.md model card (base model, data, session and edit log, validation metrics at "
+                       "the checkpoint, tuneterm's version) and the frozen session.toml. Loads offline with "
+                       "AutoModelFor*.from_pretrained(OUT) and pipeline(..., model=OUT). OUT is written "
+                       "into a temporary folder and renamed: a failed export leaves nothing half-written.")
+    p.add_argument("run", help="run directory or run id (a unique prefix)")
+    p.add_argument("out", help="the folder to write (must be absent or empty unless --force)")
+    p.add_argument("--merge", action="store_true", help="LoRA runs: merge the adapters into the base model")
+    p.add_argument("--force", action="store_true", help="replace a non-empty OUT")
+    _add_checkpoint(p)
+    add_workspace(p)
+    add_json(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval", help="a run's metrics on a labelled file it never saw",
+                       description="Score a run's checkpoint on a .csv/.jsonl with the session's text and "
+                       "label fields: loss, accuracy, macro F1, per-class precision/recall and the confusion "
+                       "matrix. Labels the run does not know are an error naming them (exit 2).")
+    p.add_argument("run", help="run directory or run id")
+    p.add_argument("data", help="a labelled .csv or .jsonl file")
+    _add_checkpoint(p)
+    add_workspace(p)
+    add_json(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="a run's predictions for each row of a file",
+                       description="One output row per input row, keeping the input's columns, plus "
+                       "`prediction` (the label) and `probability` (with --probs every class's "
+                       "probability: prob_<label> columns in CSV, a `probs` object in JSONL). CSV in, "
+                       "CSV out; JSONL in, JSONL out. A progress bar on stderr for long files.")
+    p.add_argument("run", help="run directory or run id")
+    p.add_argument("input", help="a .csv or .jsonl file with the session's text field")
+    p.add_argument("--out", metavar="FILE", help="write here (atomically) instead of stdout")
+    p.add_argument("--probs", action="store_true", help="every class's probability")
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="causal LM: tokens to generate per row")
+    _add_checkpoint(p)
+    add_workspace(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("compare", help="runs side by side: session differences, edits, metrics",
+                       description="One table: the session keys whose values differ, the edit logs side by "
+                       "side, best and final metrics, steps and wall time.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run directories or run ids")
+    add_workspace(p)
+    add_json(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="what ran recently: state, steps, best metric, edits, failures",
+                       description="Summarise the runs that started or ended within --since (the morning "
+                       "after an overnight queue): state, steps, best metric, edits, wall time, and each "
+                       "failure with its reason.")
+    p.add_argument("--since", default="12h", help="a duration: 90m, 12h, 2d (default: 12h)")
+    add_workspace(p)
+    add_json(p)
+    p.set_defaults(func=cmd_report)
+
+
+def _run(ws: Path, ref: str) -> Path:
+    from tuneterm.workspace import find_run
+
+    return find_run(ws, ref)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tuneterm.engine.export import export_run
+
+    ws = workspace_of(args)
+    info = export_run(_run(ws, args.run), ws, Path(args.out), which=args.checkpoint, merge=args.merge,
+                      force=args.force)
+    if args.json:
+        print_json(info)
+    else:
+        sys.stderr.write(f"exported {info['run']} at {info['checkpoint']} ({len(info['files'])} files)\n")
+        print(info["out"])
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tuneterm.engine.predict import evaluate_file, fmt_metric, load_run
+
+    ws = workspace_of(args)
+    run = load_run(_run(ws, args.run), ws, args.checkpoint, args.device)
+    res = evaluate_file(run, Path(args.data))
+    if args.json:
+        print_json(res)
+        return 0
+    print(f"{res['run']} at {res['checkpoint']} on {res['data']} ({res['examples']} examples)")
+    print("  ".join(f"{k} {fmt_metric(res[k])}" for k in ("loss", "accuracy", "f1")))
+    print_table([{"label": k, "precision": f"{v['precision']:.3f}", "recall": f"{v['recall']:.3f}",
+                  "f1": f"{v['f1']:.3f}", "support": v["support"]} for k, v in res["per_class"].items()],
+                ["label", "precision", "recall", "f1", "support"])
+    labels, matrix = res["confusion"]["labels"], res["confusion"]["matrix"]
+    print("confusion (rows: true label, columns: predicted)")
+    print_table([{"true": lab, **{p: str(n) for p, n in zip(labels, row)}} for lab, row in zip(labels, matrix)],
+                ["true", *labels])
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tuneterm.engine.predict import load_run, predict_file
+
+    ws = workspace_of(args)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens: {args.max_new_tokens} must be at least 1")
+    run = load_run(_run(ws, args.run), ws, args.checkpoint, args.device)
+    if args.max_new_tokens is not None and run.label_names:
+        raise UserError("--max-new-tokens applies to causal-LM runs only")
+    n = predict_file(run, Path(args.input), Path(args.out) if args.out else None, probs=args.probs)
+    if args.out:
+        sys.stderr.write(f"{n} rows -> {args.out}\n")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tuneterm.compare import compare_runs, format_table
+
+    ws = workspace_of(args)
+    if len(args.runs) < 2:
+        raise UserError("compare: give at least two runs")
+    cmp = compare_runs([_run(ws, r) for r in args.runs])
+    if args.json:
+        print_json(cmp)
+    else:
+        sys.stdout.write(format_table(cmp))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tuneterm.compare import REPORT_COLUMNS, parse_since, report, report_cells, report_footer
+    from tuneterm.workspace import runs_dir
+
+    ws = workspace_of(args)
+    rows = report(runs_dir(ws), parse_since(args.since))
+    if args.json:
+        print_json({"since": args.since, "runs": rows})
+        return 0
+    if not rows:
+        print(f"no runs in the last {args.since}")
+        return 0
+    print_table([report_cells(r) for r in rows], REPORT_COLUMNS)
+    print("\n".join(report_footer(rows, args.since)))
+    return 0

@@ -1,0 +1,236 @@
+"""Runs side by side, from their directories alone (no torch, no textual): the session
+keys that differ, the edit logs, best and final metrics, steps and wall time.
+`tuneterm compare`, the TUI's compare screen and `tuneterm report` share this module.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+from tuneterm.rundir import RunDir, read_jsonl
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+LOWER_IS_BETTER = ("val_loss", "val_perplexity")
+
+
+def read_session(run_dir: Path) -> dict:
+    try:
+        with open(RunDir(run_dir).session, "rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"hyperparameters.learning_rate": 5e-5, ...} without the edit log."""
+    out = {}
+    for k, v in d.items():
+        if not prefix and k == "edits":
+            continue
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def edit_text(e: dict) -> str:
+    """One edit as a person writes it: "learning_rate=2e-05, unfreeze layer.1"."""
+    parts = [f"{k}={v}" for k, v in (e.get("set") or {}).items()]
+    if e.get("freeze"):
+        parts.append("freeze " + " ".join(e["freeze"]))
+    if e.get("unfreeze"):
+        parts.append("unfreeze " + " ".join(e["unfreeze"]))
+    if e.get("stop"):
+        parts.append("stop")
+    return ", ".join(parts) or "(empty)"
+
+
+def metric_mode(metric: str, session: dict) -> str:
+    mode = (session.get("early_stopping") or {}).get("mode") or ""
+    return mode or ("min" if metric in LOWER_IS_BETTER else "max")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def run_summary(run_dir: Path) -> dict:
+    """What one run did: its state, steps, best and final metrics, edits, wall time."""
+    rd = RunDir(run_dir)
+    session = read_session(rd.path)
+    metrics, events = read_jsonl(rd.metrics), read_jsonl(rd.events)
+    train = [r for r in metrics if r.get("kind") == "train"]
+    evals = [r for r in metrics if r.get("kind") == "eval"]
+    metric = (session.get("early_stopping") or {}).get("metric") or "val_loss"
+    mode = metric_mode(metric, session)
+    scored = [r for r in evals if _finite(r.get(metric))]
+    best = None
+    if scored:
+        pick = min if mode == "min" else max
+        row = pick(scored, key=lambda r: r[metric])
+        best = {"metric": metric, "value": row[metric], "step": row.get("step")}
+    final = {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("val_")}
+    ends = [e for e in events if e.get("kind") == "end"]
+    end = ends[-1] if ends else None
+    times = [r["time"] for r in metrics + events if _finite(r.get("time"))]
+    starts = [e["time"] for e in events if e.get("kind") == "start" and _finite(e.get("time"))]
+    t0 = starts[0] if starts else (min(times) if times else None)
+    t1 = end["time"] if end and _finite(end.get("time")) else (max(times) if times else None)
+    state = end.get("state") if end else ("running" if events else "not started")
+    failure = end.get("reason") if end and end.get("state") == "failed" else None
+    return {
+        "run": rd.name, "run_dir": str(rd.path), "name": (session.get("session") or {}).get("name", rd.name),
+        "model": (session.get("model") or {}).get("source"), "data": (session.get("data") or {}).get("source"),
+        "state": state, "steps": train[-1].get("step", 0) if train else 0,
+        "final_loss": train[-1].get("loss") if train else None, "best": best, "final": final,
+        "edits": [{"step": e.get("step"), "text": edit_text(e)} for e in session.get("edits") or []],
+        "wall_s": round(t1 - t0, 3) if t0 is not None and t1 is not None else None,
+        "started": t0, "ended": t1 if end else None, "failure": failure,
+    }
+
+
+def compare_runs(run_dirs: list[Path]) -> dict:
+    """The runs' summaries and the session keys whose values differ between them."""
+    flats = [flatten(read_session(Path(d))) for d in run_dirs]
+    keys = sorted(set().union(*flats)) if flats else []
+    diff = {}
+    for k in keys:
+        values = [f.get(k) for f in flats]
+        if any(v != values[0] for v in values[1:]):
+            diff[k] = values
+    return {"runs": [run_summary(Path(d)) for d in run_dirs], "differences": diff}
+
+
+# ---------------------------------------------------------------------------- text
+
+def fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(fmt(x) for x in v) + "]"
+    return str(v)
+
+
+def fmt_wall(s) -> str:
+    if s is None:
+        return "–"
+    s = float(s)
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
+def table_rows(cmp: dict) -> list[tuple[str, list[str]]]:
+    """(label, one cell per run) rows of the comparison table; "" labels head a section."""
+    runs = cmp["runs"]
+    rows: list[tuple[str, list[str]]] = [("run", [r["run"] for r in runs])]
+    rows.append(("# session differences", []))
+    if not cmp["differences"]:
+        rows.append(("(none)", ["" for _ in runs]))
+    for k, values in cmp["differences"].items():
+        rows.append((k, [fmt(v) for v in values]))
+    rows.append(("# edits", []))
+    n_edits = max((len(r["edits"]) for r in runs), default=0)
+    if n_edits == 0:
+        rows.append(("(none)", ["" for _ in runs]))
+    for i in range(n_edits):
+        rows.append((f"edit {i + 1}", [f"step {r['edits'][i]['step']}: {r['edits'][i]['text']}"
+                                       if i < len(r["edits"]) else "" for r in runs]))
+    rows.append(("# results", []))
+    rows.append(("state", [str(r["state"]) for r in runs]))
+    rows.append(("steps", [str(r["steps"]) for r in runs]))
+    rows.append(("wall time", [fmt_wall(r["wall_s"]) for r in runs]))
+    rows.append(("best", [f"{r['best']['metric']} {fmt(r['best']['value'])} @ {r['best']['step']}"
+                          if r["best"] else "–" for r in runs]))
+    rows.append(("final loss", [fmt(r["final_loss"]) for r in runs]))
+    names = sorted(set().union(*[r["final"] for r in runs])) if runs else []
+    for k in names:
+        rows.append((f"final {k}", [fmt(r["final"].get(k)) for r in runs]))
+    return rows
+
+
+def format_table(cmp: dict) -> str:
+    rows = table_rows(cmp)
+    n = len(cmp["runs"])
+    label_w = max(len(label) for label, _ in rows)
+    widths = [max([len(cells[i]) for label, cells in rows if cells] + [4]) for i in range(n)]
+    out = []
+    for label, cells in rows:
+        if not cells:
+            out.append(label.lstrip("# ").upper())
+            continue
+        out.append("  ".join([label.ljust(label_w)] + [c.ljust(w) for c, w in zip(cells, widths)]).rstrip())
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------- report
+
+def parse_since(text: str) -> float:
+    """"12h", "30m", "2d", "90s" -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    if len(t) >= 2 and t[-1] in units:
+        try:
+            n = float(t[:-1])
+        except ValueError:
+            n = -1
+        if n > 0:
+            return n * units[t[-1]]
+    from tuneterm.errors import UserError
+
+    raise UserError(f"--since {text!r}: expected a duration such as 12h, 30m, 2d")
+
+
+def report(runs_root: Path, since_s: float, now: float | None = None) -> list[dict]:
+    """Summaries of the runs that started or ended within the last ``since_s`` seconds,
+    oldest first."""
+    now = time.time() if now is None else now
+    out = []
+    if not runs_root.is_dir():
+        return out
+    for d in sorted(runs_root.iterdir()):
+        if not (d / "session.toml").is_file():
+            continue
+        try:
+            if d.stat().st_mtime < now - since_s and (d / "events.jsonl").stat().st_mtime < now - since_s:
+                continue
+        except OSError:
+            continue
+        s = run_summary(d)
+        last = s["ended"] or s["started"]
+        if last is not None and last >= now - since_s:
+            out.append(s)
+    out.sort(key=lambda s: s["started"] or 0)
+    return out
+
+
+REPORT_COLUMNS = ["run", "state", "steps", "best", "edits", "wall"]
+
+
+def report_cells(r: dict) -> dict:
+    return {"run": r["run"], "state": str(r["state"]), "steps": str(r["steps"]),
+            "best": f"{r['best']['metric']} {fmt(r['best']['value'])}" if r["best"] else "–",
+            "edits": str(len(r["edits"])), "wall": fmt_wall(r["wall_s"])}
+
+
+def report_footer(rows: list[dict], since: str) -> list[str]:
+    """The totals by state, then one line per failure with its reason."""
+    counts: dict = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    lines = [f"{len(rows)} runs in the last {since}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))]
+    lines += [f"failed: {r['run']}: {r['failure']}" for r in rows if r["failure"]]
+    return lines

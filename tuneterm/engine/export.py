@@ -1,0 +1,157 @@
+"""`tuneterm export`: a run's checkpoint as a Hugging Face model folder.
+
+    OUT/config.json          the model's config; classifiers carry id2label/label2id with
+                             the data's label names
+    OUT/model.safetensors    the weights at the chosen checkpoint
+    OUT/tokenizer*, vocab*   the tokenizer (with its chat template, where it has one)
+    OUT/README.md            a model card: base model, data, the session with its edit log,
+                             the validation metrics at that checkpoint, tuneterm's version
+    OUT/session.toml         the run's frozen session file
+
+Everything is written into a temporary folder beside OUT and renamed into place at the
+end, so a failure midway leaves OUT as it was (absent, or the old folder with --force).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from tuneterm.engine.predict import LoadedRun, load_run, metrics_at
+from tuneterm.errors import UserError
+
+BASE_HUB_IDS = {"builtin:minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
+PIPELINE_TAGS = {"sequence-classification": "text-classification", "causal-lm": "text-generation"}
+
+
+def check_target(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"{out}: not empty (--force replaces it)")
+
+
+def export_run(run_dir: Path, workspace: Path, out: Path, *, which: str = "best", merge: bool = False,
+               force: bool = False) -> dict:
+    """Write the folder; returns what was exported (checkpoint, step, files)."""
+    out = Path(out).absolute()
+    check_target(out, force)
+    if merge:
+        raise UserError("--merge applies to LoRA runs only (this run trains the full model)")
+    t0 = time.perf_counter()
+    run = load_run(run_dir, workspace, which)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write_model(run, tmp)
+        shutil.copyfile(run_dir / "session.toml", tmp / "session.toml")
+        (tmp / "README.md").write_text(model_card(run), encoding="utf-8")
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"run": run_dir.name, "out": str(out), "checkpoint": run.checkpoint.name, "step": run.step,
+            "files": sorted(p.name for p in out.iterdir()), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def write_model(run: LoadedRun, folder: Path) -> None:
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # "Writing model shards" is noise for a one-file model
+    model = run.model
+    if run.label_names:
+        model.config.id2label = {i: name for i, name in enumerate(run.label_names)}
+        model.config.label2id = {name: i for i, name in enumerate(run.label_names)}
+        model.config.problem_type = "single_label_classification"
+    model.save_pretrained(str(folder), safe_serialization=True)
+    # pipeline(..., truncation=True) then cuts inputs where training did
+    run.tokenizer.model_max_length = run.session.data.max_length
+    run.tokenizer.save_pretrained(str(folder))
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, trash)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(trash, out)
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
+def _edit_line(e) -> str:
+    parts = [f"{k} = {v}" for k, v in e.set.items()]
+    if e.freeze:
+        parts.append(f"freeze {', '.join(e.freeze)}")
+    if e.unfreeze:
+        parts.append(f"unfreeze {', '.join(e.unfreeze)}")
+    if e.stop:
+        parts.append("stop")
+    return f"- step {e.step}: " + "; ".join(parts)
+
+
+def _start_info(run: LoadedRun) -> dict:
+    from tuneterm.engine.runs import read_rows
+
+    for ev in read_rows(run.run_dir / "events.jsonl"):
+        if ev.get("kind") == "start":
+            return ev
+    return {}
+
+
+def model_card(run: LoadedRun) -> str:
+    import torch
+    import transformers
+
+    from tuneterm import __version__
+    from tuneterm.engine.models import resolve_source
+
+    s = run.session
+    src = s.model.source
+    base = BASE_HUB_IDS.get(src, "")
+    if not base and not src.startswith("builtin:") and not os.path.isabs(resolve_source(src, run.workspace)):
+        base = src  # a hub id
+    tag = PIPELINE_TAGS.get(s.model.task, "")
+    front = ["---", "library_name: transformers", f"pipeline_tag: {tag}", "tags:", "- tuneterm"]
+    if base:
+        front.append(f"base_model: {base}")
+    front.append("---")
+    info = _start_info(run)
+    metrics = metrics_at(run.run_dir, run.step)
+    lines = [*front, "", f"# {s.name}", "",
+             f"Fine-tuned with tuneterm {__version__} from run `{run.run_dir.name}`, "
+             f"checkpoint `{run.checkpoint.name}` (optimizer step {run.step}).", "",
+             "## Model", "", f"- base model: `{src}`" + (f" ({base})" if base and base != src else ""),
+             f"- task: {s.model.task}", f"- dtype: {s.model.dtype}"]
+    if run.label_names:
+        lines.append(f"- labels (id: name): {', '.join(f'{i}: {n}' for i, n in enumerate(run.label_names))}")
+    lines += ["", "## Data", "", f"- source: `{s.data.source}`",
+              f"- validation: `{s.data.validation}`" if s.data.validation else
+              f"- validation: {s.data.validation_split:g} of the source, split with seed {s.session.seed}",
+              f"- max_length: {s.data.max_length} tokens"]
+    if info:
+        lines.append(f"- examples: {info.get('train_examples')} training, {info.get('val_examples')} validation")
+    lines += ["", f"## Validation metrics at step {run.step}", ""]
+    if metrics:
+        lines += ["| metric | value |", "| --- | --- |"] + [f"| {k} | {v:.4f} |" if isinstance(v, float)
+                                                            else f"| {k} | {v} |" for k, v in metrics.items()]
+    else:
+        lines.append("The run did not evaluate at this step.")
+    lines += ["", "## Live edits", ""]
+    lines += [_edit_line(e) for e in s.edits] or ["None: the session ran as written."]
+    session_text = (run.run_dir / "session.toml").read_text(encoding="utf-8")
+    lines += ["", "## Session", "", "The frozen session file (also `session.toml` in this folder; "
+              "`tuneterm replay session.toml` re-runs it with its edits):", "", "```toml", session_text.rstrip(),
+              "```", "", "## Use", "", "```python", "from transformers import pipeline", "",
+              f'pipe = pipeline("{tag}", model="PATH/TO/THIS/FOLDER")', "```", "",
+              f"Software: tuneterm {__version__}, transformers {transformers.__version__}, torch {torch.__version__}.",
+              ""]
+    return "\n".join(lines)

@@ -1,0 +1,332 @@
+"""What a finished run is used for: load it at a checkpoint, score it on a file it never
+saw (`tuneterm eval`), predict on new rows (`tuneterm predict`).
+
+A run is loaded from its own directory only: the frozen session.toml (model source,
+max_length, fields), the label names its start event recorded, and a checkpoint's
+model.safetensors. The model is built without tuneterm's dropout sites (inference only),
+so the same weights give the same logits as an exported folder loaded by transformers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tuneterm.engine import checkpoint as ckpt
+from tuneterm.engine import data as D
+from tuneterm.errors import UserError
+from tuneterm.session.schema import Session
+
+CLASSIFICATION = "sequence-classification"
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    session: Session
+    tokenizer: object
+    model: torch.nn.Module
+    label_names: list  # classification: the class names in index order; [] otherwise
+    checkpoint: Path
+    state: dict  # the checkpoint's state.json
+    device: torch.device
+    workspace: Path
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    @property
+    def task(self) -> str:
+        return self.session.model.task
+
+    def eval_batch_size(self) -> int:
+        """The batch size the run's own evaluation used at this checkpoint."""
+        hp = self.state.get("hyperparameters") or {}
+        return self.session.evaluation.batch_size or 2 * int(hp.get("batch_size") or self.session.hyperparameters.batch_size)
+
+
+def _events(run_dir: Path) -> list[dict]:
+    from tuneterm.engine.runs import read_rows
+
+    return read_rows(run_dir / "events.jsonl")
+
+
+def run_labels(run_dir: Path) -> list:
+    """The label names the run trained with, from its (last) start/resume event."""
+    for ev in reversed(_events(run_dir)):
+        if ev.get("kind") in ("start", "resume") and isinstance(ev.get("labels"), list):
+            return [str(x) for x in ev["labels"]]
+    return []
+
+
+def pick_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    """``best`` (the early-stopping metric's best step; the last checkpoint when the run
+    never evaluated), ``last``, or ``step-N``."""
+    root = run_dir / "checkpoints"
+    steps = ckpt.list_steps(root)
+    if not steps:
+        raise UserError(f"{run_dir.name}: the run has no checkpoint yet")
+    have = ", ".join(f"step-{s}" for s in steps)
+    if which == "last":
+        return root / ckpt.step_dir_name(steps[-1])
+    if which == "best":
+        best = ckpt.read_state(root / ckpt.step_dir_name(steps[-1])).get("early_stopping", {}).get("best_step")
+        if best is None:
+            return root / ckpt.step_dir_name(steps[-1])
+        if best not in steps:
+            raise UserError(f"{run_dir.name}: the best step {best} has no checkpoint (checkpoint.keep_best = false?); "
+                            f"use --checkpoint last or one of {have}")
+        return root / ckpt.step_dir_name(best)
+    if which.startswith("step-") and which[5:].isdigit():
+        n = int(which[5:])
+        if n not in steps:
+            raise UserError(f"--checkpoint {which}: {run_dir.name} has no checkpoint at step {n} (it has {have})")
+        return root / ckpt.step_dir_name(n)
+    raise UserError(f"--checkpoint {which!r}: expected best, last or step-N")
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    from tuneterm.engine.loop import resolve_device as rd
+
+    return rd(requested or "cpu")
+
+
+def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | None = "cpu") -> LoadedRun:
+    from safetensors.torch import load_file
+
+    from tuneterm.engine.models import build_model, load_tokenizer
+    from tuneterm.session.io import load_session
+
+    session = load_session(run_dir / "session.toml", workspace)
+    path = pick_checkpoint(run_dir, which)
+    state = ckpt.read_state(path)
+    dev = resolve_device(device)
+    tok = load_tokenizer(session.model.source, workspace)
+    if session.model.task != CLASSIFICATION:
+        raise UserError(f"{run_dir.name}: task {session.model.task!r} is not supported here yet")
+    labels = run_labels(run_dir)
+    if not labels:
+        raise UserError(f"{run_dir.name}: events.jsonl records no label names (no start event)")
+    model = build_model(session.model.source, len(labels), tokenizer=tok, workspace=workspace, seed=session.session.seed)
+    weights = load_file(str(path / "model.safetensors"))
+    dtype = next(iter(weights.values())).dtype if weights else torch.float32
+    model = model.to(dtype=dtype)
+    model.load_state_dict(weights, strict=True)
+    model.to(dev).eval()
+    return LoadedRun(run_dir, session, tok, model, labels, path, state, dev, workspace)
+
+
+def metrics_at(run_dir: Path, step: int) -> dict:
+    """The validation metrics the run logged at ``step`` ({} when it did not evaluate there)."""
+    from tuneterm.engine.runs import read_rows
+
+    for row in reversed(read_rows(run_dir / "metrics.jsonl")):
+        if row.get("kind") == "eval" and row.get("step") == step:
+            return {k: v for k, v in row.items() if k.startswith("val_")}
+    return {}
+
+
+# ---------------------------------------------------------------------------- inference
+
+@torch.no_grad()
+def class_logits(run: LoadedRun, ids: list, batch_size: int, progress=None) -> tuple[np.ndarray, list]:
+    """fp32 logits per example (in input order), and the batches of indices they were
+    computed in (length-sorted, as the run's own evaluation batches them)."""
+    pad = run.tokenizer.pad_token_id
+    enc = D.Encoded(ids, np.zeros(len(ids), dtype=np.int64))
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = np.zeros((len(ids), len(run.label_names)), dtype=np.float32)
+    batches = []
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = D.collate(enc, idx, pad, run.device)
+        logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        out[idx] = logits.cpu().numpy()
+        batches.append(idx)
+        if progress:
+            progress(min(start + batch_size, len(order)))
+    return out, batches
+
+
+def classification_report(logits: np.ndarray, gold: np.ndarray, batches: list, label_names: list) -> dict:
+    """loss (summed per batch in batch order, like the run's evaluation), accuracy, macro F1,
+    per-class precision/recall/F1/support and the confusion matrix (rows: gold)."""
+    from tuneterm.engine.metrics import macro_f1
+
+    t_logits, t_gold = torch.from_numpy(logits), torch.from_numpy(gold)
+    total = 0.0
+    for idx in batches:
+        i = torch.from_numpy(np.asarray(idx))
+        total += float(torch.nn.functional.cross_entropy(t_logits[i], t_gold[i], reduction="sum"))
+    pred = logits.argmax(-1)
+    k = len(label_names)
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (gold, pred), 1)
+    per_class = {}
+    for c, name in enumerate(label_names):
+        tp, fp, fn = int(cm[c, c]), int(cm[:, c].sum() - cm[c, c]), int(cm[c, :].sum() - cm[c, c])
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        per_class[name] = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+                           "support": int(cm[c, :].sum())}
+    n = len(gold)
+    return {"examples": n, "loss": total / max(1, n), "accuracy": float(np.mean(pred == gold)) if n else 0.0,
+            "f1": macro_f1(pred, gold, k), "per_class": per_class,
+            "confusion": {"labels": list(label_names), "matrix": cm.tolist()}}
+
+
+def evaluate_file(run: LoadedRun, path: Path) -> dict:
+    """`tuneterm eval`: the task's metrics on a labelled .csv/.jsonl (the [data] format rules)."""
+    spec = run.session.data
+    split = D.read_file(path, spec.text_field, spec.label_field, what=str(path))
+    unknown = sorted(set(split.labels) - set(run.label_names))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise UserError(f"{path}: labels unknown to the run: {shown} (the run knows {', '.join(run.label_names)})")
+    enc = D.encode(split, run.tokenizer, run.label_names, spec.max_length)
+    logits, batches = class_logits(run, enc.ids, run.eval_batch_size())
+    out = classification_report(logits, enc.labels, batches, run.label_names)
+    return {"run": run.run_dir.name, "checkpoint": run.checkpoint.name, "step": run.step, "data": str(path), **out}
+
+
+def validation_confusion(run: LoadedRun) -> dict:
+    """The confusion matrix on the run's own validation split (the session screen's picture)."""
+    corpus = D.load_corpus(run.session.data, run.workspace, run.session.session.seed)
+    enc = D.encode(corpus.val, run.tokenizer, run.label_names, run.session.data.max_length)
+    logits, batches = class_logits(run, enc.ids, run.eval_batch_size())
+    rep = classification_report(logits, enc.labels, batches, run.label_names)
+    return {"checkpoint": run.checkpoint.name, "step": run.step, "accuracy": rep["accuracy"], **rep["confusion"]}
+
+
+# ---------------------------------------------------------------------------- predict
+
+def read_rows_file(path: Path, need: str) -> tuple[list[dict], list[str]]:
+    """Rows of a .csv (header) or .jsonl (objects), and the column names in order."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    rows: list[dict] = []
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            if path.suffix.lower() == ".csv":
+                reader = csv.DictReader(fh)
+                columns = list(reader.fieldnames or [])
+                if need not in columns:
+                    raise UserError(f"{path}: no column {need!r} (columns: {', '.join(columns) or 'none'})")
+                rows = [dict(r) for r in reader]
+            else:
+                columns = []
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise UserError(f"{path}:{lineno}: not JSON: {e.msg}") from None
+                    if not isinstance(obj, dict) or need not in obj:
+                        raise UserError(f"{path}:{lineno}: needs the key {need!r}")
+                    columns += [k for k in obj if k not in columns]
+                    rows.append(obj)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: bad CSV: {e}") from None
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    return rows, columns
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, what: str = "predict", min_total: int = 200) -> None:
+        self.total, self.what = total, what
+        self.on = total >= min_total and sys.stderr.isatty()
+
+    def __call__(self, done: int) -> None:
+        if self.on:
+            width = 30
+            fill = int(width * done / max(1, self.total))
+            sys.stderr.write(f"\r{self.what} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} rows")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on:
+            sys.stderr.write("\n")
+
+
+def predict_rows(run: LoadedRun, rows: list[dict], *, probs: bool = False, batch_size: int | None = None,
+                 progress=None) -> list[dict]:
+    """Each input row with ``prediction`` (the label), ``probability`` and, with ``probs``,
+    ``probs`` ({label: probability})."""
+    spec = run.session.data
+    texts = ["" if r.get(spec.text_field) is None else str(r[spec.text_field]) for r in rows]
+    ids = run.tokenizer(texts, truncation=True, max_length=spec.max_length)["input_ids"]
+    logits, _ = class_logits(run, ids, batch_size or run.eval_batch_size(), progress)
+    p = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+    out = []
+    for r, pr in zip(rows, p):
+        c = int(pr.argmax())
+        o = {**r, "prediction": run.label_names[c], "probability": float(pr[c])}
+        if probs:
+            o["probs"] = {name: float(v) for name, v in zip(run.label_names, pr)}
+        out.append(o)
+    return out
+
+
+def write_predictions(out_rows: list[dict], columns: list[str], fmt: str, fh) -> None:
+    """CSV (input columns, prediction, probability, prob_<label>...) or JSON lines."""
+    if fmt == "jsonl":
+        for r in out_rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        return
+    extra = ["prediction", "probability"]
+    if out_rows and "probs" in out_rows[0]:
+        extra += [f"prob_{k}" for k in out_rows[0]["probs"]]
+    writer = csv.DictWriter(fh, fieldnames=[c for c in columns if c not in extra] + extra, extrasaction="ignore")
+    writer.writeheader()
+    for r in out_rows:
+        flat = {k: v for k, v in r.items() if k != "probs"}
+        for k, v in (r.get("probs") or {}).items():
+            flat[f"prob_{k}"] = v
+        writer.writerow(flat)
+
+
+def predict_file(run: LoadedRun, path: Path, out: Path | None, *, probs: bool = False) -> int:
+    """`tuneterm predict`: one output row per input row; CSV in CSV out, JSONL in JSONL out.
+    ``out`` is written atomically (a temporary file renamed); None: stdout."""
+    text_field = run.session.data.text_field
+    rows, columns = read_rows_file(path, text_field)
+    taken = [c for c in ("prediction", "probability") if c in columns]
+    if taken:
+        raise UserError(f"{path}: already has a column {taken[0]!r} (predict adds it)")
+    bar = Progress(len(rows))
+    try:
+        result = predict_rows(run, rows, probs=probs, progress=bar)
+    finally:
+        bar.close()
+    fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    if out is None:
+        write_predictions(result, columns, fmt, sys.stdout)
+        return len(result)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            write_predictions(result, columns, fmt, fh)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return len(result)
+
+
+def fmt_metric(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else str(v)
