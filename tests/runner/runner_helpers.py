@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -15,6 +16,7 @@ from tiny_sessions import tiny_session_toml
 
 HERE = Path(__file__).parent
 FAKE_WORKER = HERE / "fake_worker.py"
+DAEMON = "-m tuneterm.runner"
 
 # A tiny BERT session: a few ms per step on the CPU; checkpoints every 5 steps.
 def tiny(name: str, steps: int) -> str:
@@ -95,12 +97,18 @@ class Harness:
         return out
 
     def worker_pids(self, run_dir: Path | str | None = None) -> list[int]:
-        return [p for p in self.pids(str(run_dir) if run_dir else "") if "tuneterm.runner.daemon" not in cmdline(p)
+        return [p for p in self.pids(str(run_dir) if run_dir else "") if DAEMON not in cmdline(p)
                 and "validate" not in cmdline(p)]
 
     def daemon_pid(self) -> int | None:
-        ps = self.pids("tuneterm.runner.daemon")
+        ps = self.pids(DAEMON)  # `python -m tuneterm.runner` (or its old name, tuneterm.runner.daemon)
         return ps[0] if ps else None
+
+    def tt(self, *args: str, env: dict | None = None, timeout: float = 120):
+        """The CLI in a subprocess on this workspace."""
+        cmd = [sys.executable, "-m", "tuneterm", *args, "--workspace", str(self.ws)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
 
     def kill_daemon(self) -> None:
         pid = self.daemon_pid()

@@ -175,6 +175,8 @@ def test_pause_or_cancel_while_the_worker_starts_is_not_lost(runner):
 
 
 def test_daemon_stop_pauses_workers_and_the_next_start_resumes_them(runner):
+    """Issue 14 item 8: a stop stays stopped until `daemon start` (on purpose), not the
+    next daemon some other verb starts."""
     runner.use_fake_worker()
     c = runner.client()
     s = c.add(runner.session("overnight", fake=True, steps=100000, step_s=0.01), check=False)
@@ -183,7 +185,13 @@ def test_daemon_stop_pauses_workers_and_the_next_start_resumes_them(runner):
     c.shutdown()
     wait_for(lambda: not alive(pid), 30, "the daemon to stop")
     assert not runner.worker_pids(s["run_dir"])  # paused at a checkpoint, memory released
-    c = runner.client()  # a new daemon
+    c = runner.client()  # a new daemon, started by a verb that only means "queue this"
+    quick = c.add(runner.session("quick", fake=True, steps=3), check=False)
+    wait_for(lambda: c.get(quick["id"])["state"] == "done", 30, "the next session to run in the free slot")
+    held = c.get(s["id"])
+    assert held["state"] == "paused" and "daemon stop" in held["error"] and not runner.worker_pids(s["run_dir"])
+    r = runner.tt("daemon", "start")  # on purpose: continues what `daemon stop` paused
+    assert r.returncode == 0 and "already running" in r.stdout and "resumed 1 sessions" in r.stdout, r.stdout
     starts = wait_for(lambda: len(x := [e["step"] for e in rows(Path(s["run_dir"]), "events.jsonl")
                                         if e["kind"] == "start"]) == 2 and x, 30, "a resumed worker")
     assert starts[1] > 5 and c.get(s["id"])["state"] == "running" and c.get(s["id"])["attempts"] == 2

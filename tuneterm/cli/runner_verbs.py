@@ -1,6 +1,11 @@
 """Runner verbs: `queue add|ls|pause|resume|cancel|move|retry|logs`, `set`, `freeze`,
 `unfreeze`, `daemon start|stop|status`, `watch`. They talk to the workspace's daemon
 through ``tuneterm.runner.client`` (no torch, no textual: they start in milliseconds).
+
+Only the verbs that mean "train" start a daemon when none runs: `queue add`, `queue
+resume`, `queue retry`, `daemon start` (and the TUI). `queue ls` and `queue logs` read the
+queue database and run directories when no daemon runs; the other verbs need a running
+daemon (docs/runner.md, "Which verbs start the daemon").
 """
 
 from __future__ import annotations
@@ -10,31 +15,34 @@ import sys
 import time
 from pathlib import Path
 
+from tuneterm.cli import daemon_verbs
 from tuneterm.cli.common import add_json, add_workspace, print_json, print_table, workspace_of
 from tuneterm.errors import UserError
 
 
 def register(sub) -> None:
     q = sub.add_parser("queue", help="the session queue: add, ls, pause, resume, cancel, move, retry, logs",
-                       description="Manage the queue of the workspace's runner daemon (started when needed).")
+                       description="Manage the queue of the workspace's runner daemon. Only add, resume and "
+                                   "retry start the daemon when none runs; ls and logs then read the queue "
+                                   "from disk; pause, cancel and move need a running daemon.")
     qs = q.add_subparsers(dest="queue_verb", metavar="VERB", parser_class=sub._parser_class)
     qs.required = True
 
-    p = qs.add_parser("add", help="check session files and queue them (each gets its run directory)")
+    p = qs.add_parser("add", help="check session files and queue them (starts the daemon when none runs)")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--smoke", action="store_true", help="also train one step before queueing")
     p.add_argument("--no-check", action="store_true", help="skip the model/data check (schema only at run time)")
     _common(p, json=True)
     p.set_defaults(func=cmd_queue_add)
 
-    p = qs.add_parser("ls", help="the queue in order")
+    p = qs.add_parser("ls", help="the queue in order (never starts the daemon)")
     _common(p, json=True)
     p.set_defaults(func=cmd_queue_ls)
 
     for verb, helptext in (("pause", "pause (a running session checkpoints and exits; a queued one is held)"),
-                           ("resume", "put a paused or interrupted session back in the queue"),
+                           ("resume", "put a paused or interrupted session back in the queue (starts the daemon)"),
                            ("cancel", "cancel (a running session checkpoints first; `retry` continues it)"),
-                           ("retry", "queue a failed, cancelled or interrupted session again")):
+                           ("retry", "queue a failed, cancelled or interrupted session again (starts the daemon)")):
         p = qs.add_parser(verb, help=helptext)
         p.add_argument("refs", nargs="+", metavar="RUN", help="id, run id or a unique prefix")
         _common(p, json=True)
@@ -50,7 +58,8 @@ def register(sub) -> None:
     _common(p, json=True)
     p.set_defaults(func=cmd_queue_move)
 
-    p = qs.add_parser("logs", help="a session's log (log.txt of its run directory, else the worker's stderr)")
+    p = qs.add_parser("logs", help="a session's log (log.txt of its run directory, else the worker's stderr; "
+                                   "never starts the daemon)")
     p.add_argument("ref", metavar="RUN")
     p.add_argument("-n", "--lines", type=int, default=40, help="last N lines (0: all)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
@@ -71,19 +80,7 @@ def register(sub) -> None:
         _common(p, json=True)
         p.set_defaults(func=cmd_freeze, verb=verb)
 
-    d = sub.add_parser("daemon", help="the runner daemon: start, stop, status")
-    ds = d.add_subparsers(dest="daemon_verb", metavar="VERB", parser_class=sub._parser_class)
-    ds.required = True
-    p = ds.add_parser("start", help="start the detached daemon (reports the running one if any)")
-    p.add_argument("--slots", type=int, help="sessions trained at once (default: config.toml, else one per device)")
-    _common(p, json=True)
-    p.set_defaults(func=cmd_daemon_start)
-    p = ds.add_parser("stop", help="pause running sessions at a checkpoint and stop the daemon")
-    _common(p, json=True)
-    p.set_defaults(func=cmd_daemon_stop)
-    p = ds.add_parser("status", help="is a daemon running; its pid, executor, socket, slots and counts")
-    _common(p, json=True)
-    p.set_defaults(func=cmd_daemon_status)
+    daemon_verbs.register(sub, _common)
 
     p = sub.add_parser("watch", help="stream a session's metrics as plain text until it ends")
     p.add_argument("ref", metavar="RUN")
@@ -99,7 +96,7 @@ def _common(p: argparse.ArgumentParser, json: bool = False) -> None:
         add_json(p)
 
 
-def _client(args, start: bool = True):
+def _client(args, start: bool = False):
     from tuneterm.runner.client import RunnerClient
 
     return RunnerClient.connect(workspace_of(args), start=start)
@@ -140,7 +137,7 @@ _COLUMNS = ["id", "name", "state", "step", "loss", "best", "eta", "run", "note"]
 
 
 def cmd_queue_add(args) -> int:
-    with _client(args) as c:
+    with _client(args, start=True) as c:
         added = []
         for f in args.files:
             s = c.add(f, smoke=args.smoke, check=not args.no_check)
@@ -153,9 +150,26 @@ def cmd_queue_add(args) -> int:
     return 0
 
 
+def _offline(args):
+    """None when a daemon answers, else the reason (the caller reads the disk instead)."""
+    from tuneterm.runner.client import RunnerUnavailable
+
+    try:
+        return _client(args, start=False)
+    except RunnerUnavailable:
+        return None
+
+
 def cmd_queue_ls(args) -> int:
-    with _client(args) as c:
-        sessions = c.list_sessions()
+    c = _offline(args)
+    if c is None:
+        from tuneterm.runner.readonly import read_sessions
+
+        sessions = read_sessions(workspace_of(args))
+        sys.stderr.write("(no daemon running: the queue as it is on disk; `tuneterm daemon start` runs it)\n")
+    else:
+        with c:
+            sessions = c.list_sessions()
     if args.json:
         print_json(sessions)
     elif sessions:
@@ -167,7 +181,7 @@ def cmd_queue_ls(args) -> int:
 
 def cmd_queue_simple(args) -> int:
     out = []
-    with _client(args) as c:
+    with _client(args, start=args.verb in ("resume", "retry")) as c:
         for ref in args.refs:
             s = getattr(c, args.verb)(_ref(ref))
             out.append(s)
@@ -194,8 +208,14 @@ def cmd_queue_move(args) -> int:
 
 
 def cmd_queue_logs(args) -> int:
-    with _client(args) as c:
-        s = c.get(_ref(args.ref))
+    c = _offline(args)
+    if c is None:
+        from tuneterm.runner.readonly import read_session
+
+        s = read_session(workspace_of(args), _ref(args.ref))
+    else:
+        with c:
+            s = c.get(_ref(args.ref))
     path = Path(s["run_dir"]) / "log.txt"
     stderr = Path(s["run_dir"]) / "worker.stderr"
     if (not path.exists() or path.stat().st_size == 0) and stderr.exists() and stderr.stat().st_size:
@@ -256,89 +276,6 @@ def cmd_freeze(args) -> int:
     with _client(args, start=False) as c:
         ans = c.control(_ref(args.ref), {"type": args.verb, "layers": list(args.layers)})
     return _answer(args, ans, f"{args.verb} {' '.join(args.layers)}")
-
-
-def cmd_daemon_start(args) -> int:
-    from tuneterm.runner.client import start_daemon
-
-    info = start_daemon(workspace_of(args), slots=args.slots, timeout=20.0)
-    if args.json:
-        print_json(info)
-    elif info["started"]:
-        sys.stdout.write(f"daemon started (pid {info['pid']})\n")
-    else:
-        sys.stdout.write(f"daemon already running (pid {info['pid']})\n")
-    return 0
-
-
-def cmd_daemon_stop(args) -> int:
-    from tuneterm.runner.client import RunnerUnavailable
-
-    try:
-        c = _client(args, start=False)
-    except RunnerUnavailable:
-        if args.json:
-            print_json({"stopped": False, "running": False})
-        else:
-            sys.stdout.write("no daemon running\n")
-        return 0
-    with c:
-        pid = c.daemon.get("pid")
-        c.shutdown()
-    # Wait until the process is gone so that a following `daemon start` finds no lock.
-    deadline = time.monotonic() + 30
-    while pid and time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    if args.json:
-        print_json({"stopped": True, "pid": pid})
-    else:
-        sys.stdout.write(f"daemon stopped (pid {pid})\n")
-    return 0
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def cmd_daemon_status(args) -> int:
-    from tuneterm.runner.client import RunnerUnavailable
-
-    try:
-        with _client(args, start=False) as c:
-            st = c.status()
-    except RunnerUnavailable:
-        if args.json:
-            print_json({"running": False})
-        else:
-            sys.stdout.write("no daemon running\n")
-        return 1
-    st["running"] = True
-    if args.json:
-        print_json(st)
-    else:
-        counts = ", ".join(f"{n} {k}" for k, n in st["counts"].items() if n)
-        if st.get("executor") == "ray":
-            cl = st.get("cluster") or {}
-            where = (f"ray at {st.get('address')}{' (local head)' if st.get('local_head') else ''}: "
-                     f"{cl.get('CPU', 0):g} CPUs, {cl.get('GPU', 0):g} GPUs; per session "
-                     f"{st.get('gpus_per_session', 0):g} GPUs, {st.get('cpus_per_session', 0):g} CPUs")
-        else:
-            where = "local processes"
-        sys.stdout.write(f"daemon running (pid {st['pid']}, up {st['uptime_s']:.0f}s, {st['slots']} slots)\n"
-                         f"executor {where}\n"
-                         f"socket {st['socket']}\nlog {st['log']}\nsessions: {counts or 'none'}\n")
-    return 0
 
 
 def _watch_line(msg: dict, events: bool) -> str | None:

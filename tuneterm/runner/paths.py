@@ -93,3 +93,51 @@ def read_pid(ws: Path) -> int | None:
         return int(pid_path(ws).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def socket_record_path(ws: Path) -> Path:
+    return tuneterm_dir(ws) / "daemon.sock"
+
+
+def record_socket(ws: Path, sock: Path) -> None:
+    """Written by the daemon once it serves: the socket it bound, so that a shell with
+    another TUNETERM_RUNTIME_DIR / XDG_RUNTIME_DIR still finds it from the workspace."""
+    p = socket_record_path(ws)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(f"{sock}\n")
+    os.replace(tmp, p)
+
+
+def lock_holder(ws: Path) -> int | None:
+    """The pid holding the workspace's daemon lock, read from /proc/locks (taking the lock
+    to test it would race a daemon that is starting); None when nobody holds it."""
+    try:
+        st = os.stat(Path(ws) / ".tuneterm" / "daemon.lock")
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (a "->" marks a waiter)
+        if len(parts) < 6 or parts[1] != "FLOCK" or "->" in parts:
+            continue
+        try:
+            pid, inode = int(parts[4]), int(parts[5].rsplit(":", 1)[1])
+        except (ValueError, IndexError):
+            continue
+        if inode == st.st_ino:
+            return read_pid(ws) or pid
+    return None
+
+
+def daemon_socket(ws: Path) -> Path:
+    """Where clients find the workspace's daemon: the socket it recorded when a daemon
+    holds the workspace lock, else where this shell's runtime folder puts it."""
+    if lock_holder(ws):
+        try:
+            recorded = Path(socket_record_path(ws).read_text().strip())
+        except OSError:
+            recorded = None
+        if recorded and recorded.is_socket():
+            return recorded
+    return socket_path(ws)

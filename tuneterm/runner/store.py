@@ -63,6 +63,27 @@ class Store:
         self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
         self.db.row_factory = sqlite3.Row
 
+    @classmethod
+    def read_only(cls, path: Path) -> "Store":
+        """The queue opened for reading only (no daemon runs: `queue ls`, `queue logs`).
+        Without its -shm file SQLite cannot open a WAL database read-only; then it is read
+        as immutable (nobody writes it: the caller checked that no daemon holds the lock)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            raise CorruptQueue(f"the queue database {self.path} is missing or empty; the next `tuneterm daemon "
+                               "start` rebuilds it from the run directories")
+        for mode in ("ro", "ro&immutable=1"):
+            try:
+                self.db = sqlite3.connect(f"file:{self.path}?mode={mode}", uri=True, timeout=10.0)
+                self.db.row_factory = sqlite3.Row
+                reason = _check(self.db)
+            except sqlite3.DatabaseError as e:
+                reason = str(e)
+            if reason is None:
+                return self
+        raise CorruptQueue(f"cannot read the queue database {self.path} ({reason})")
+
     def close(self) -> None:
         self.db.close()
 
