@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tuneterm import protocol
+from tuneterm.runner import callback
 from tuneterm.runner import transitions as tr
 from tuneterm.runner.executor import WorkerHandle, proc_state
 from tuneterm.runner.limits import Limits, read_limits
@@ -273,6 +274,8 @@ class Supervisor:
             self.backoff[sid] = time.monotonic() + out.backoff_s
         run.want, run.detail = None, ""
         self.sessions.set_state(sid, **out.fields(time.time()))
+        callback.fire(getattr(self.sessions, "ws", run.run_dir.parent.parent), self.store.get(sid) or {},
+                      run.run_dir)  # at a session's end: the [callback] command, in the background
         return False
 
     def _settle_pending(self, run: Run, end: dict | None) -> None:

@@ -1,0 +1,171 @@
+"""A command run at each session's end (pueue's ``callback``), so that a person hears when a
+night's run ends or fails (no torch, no textual).
+
+    # WS/.tuneterm/config.toml
+    [callback]
+    command = "notify-send \"$TUNETERM_NAME: $TUNETERM_STATE\""   # a shell command line
+    timeout_s = 30          # killed (its whole process group) after this long; default 30
+    states = ["done", "failed", "cancelled"]                      # the end states it runs for
+
+The command gets the environment of the daemon plus TUNETERM_RUN_ID, TUNETERM_NAME,
+TUNETERM_STATE (done | failed | cancelled), TUNETERM_RESULT (the run's own end: done,
+early_stopped, stopped, failed), TUNETERM_STEPS, TUNETERM_BEST_METRIC and
+TUNETERM_BEST_VALUE (empty when the run never evaluated), TUNETERM_ERROR (failures) and
+TUNETERM_RUN_DIR. Its output and exit status go to WS/.tuneterm/callback.log. A callback
+that fails, hangs or cannot start is logged and changes nothing else: the queue goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger("tuneterm.runner")
+
+END_STATES = ("done", "failed", "cancelled")
+KNOWN = {"command", "timeout_s", "states"}
+
+
+@dataclass
+class CallbackConfig:
+    command: str
+    timeout_s: float = 30.0
+    states: tuple = END_STATES
+
+
+def config_problem(table: object, where: str) -> str | None:
+    """Why a [callback] table is unusable (None: it is fine)."""
+    if not isinstance(table, dict):
+        return f"{where}: [callback] must be a table"
+    unknown = set(table) - KNOWN
+    if unknown:
+        return f"{where}: unknown [callback] keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(KNOWN))})"
+    if not isinstance(table.get("command"), str) or not table["command"].strip():
+        return f"{where}: [callback] command must be a non-empty string (a shell command line)"
+    t = table.get("timeout_s", 30.0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
+        return f"{where}: [callback] timeout_s must be a positive number of seconds"
+    states = table.get("states", list(END_STATES))
+    if not isinstance(states, list) or not states or any(s not in END_STATES for s in states):
+        return f"{where}: [callback] states must be a list of {', '.join(END_STATES)}"
+    return None
+
+
+def load_config(ws: Path) -> CallbackConfig | None:
+    """The [callback] table of WS/.tuneterm/config.toml, None when there is none. A broken
+    table is logged (and ignored) rather than stopping the daemon: the callback is a notice."""
+    path = Path(ws) / ".tuneterm" / "config.toml"
+    try:
+        table = tomllib.loads(path.read_text()).get("callback")
+    except FileNotFoundError:
+        return None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        log.warning("callback: cannot read %s: %s", path, e)
+        return None
+    if table is None:
+        return None
+    problem = config_problem(table, str(path))
+    if problem:
+        log.warning("callback: %s; not run", problem)
+        return None
+    return CallbackConfig(table["command"], float(table.get("timeout_s", 30.0)),
+                          tuple(table.get("states", END_STATES)))
+
+
+def environment(row: dict, run_dir: Path) -> dict:
+    """The TUNETERM_* variables for a session that just ended."""
+    from tuneterm.compare import run_summary
+
+    try:
+        s = run_summary(run_dir)
+    except Exception:  # noqa: BLE001 - a damaged run directory still gets its notice
+        s = {"steps": 0, "best": None}
+    best = s.get("best") or {}
+    return {
+        "TUNETERM_RUN_ID": str(row.get("run_id") or Path(run_dir).name),
+        "TUNETERM_NAME": str(row.get("name") or ""),
+        "TUNETERM_STATE": str(row.get("state") or ""),
+        "TUNETERM_RESULT": str(row.get("result") or s.get("state") or ""),
+        "TUNETERM_STEPS": str(s.get("steps") or 0),
+        "TUNETERM_BEST_METRIC": str(best.get("metric") or ""),
+        "TUNETERM_BEST_VALUE": repr(best["value"]) if best.get("value") is not None else "",
+        "TUNETERM_ERROR": str(row.get("error") or ""),
+        "TUNETERM_RUN_DIR": str(run_dir),
+    }
+
+
+async def run_callback(cfg: CallbackConfig, env: dict, log_path: Path) -> int | None:
+    """Run the command once; its exit status, or None when it timed out or could not start."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    name = env.get("TUNETERM_NAME", "")
+    with open(log_path, "ab") as out:
+        out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {env.get('TUNETERM_RUN_ID')} "
+                  f"{env.get('TUNETERM_STATE')}\n".encode())
+        out.flush()
+        try:
+            proc = await asyncio.create_subprocess_shell(
+                cfg.command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                env={**os.environ, **env}, start_new_session=True)
+        except OSError as e:
+            log.warning("callback for %s: cannot start: %s", name, e)
+            out.write(f"cannot start: {e}\n".encode())
+            return None
+        try:
+            code = await asyncio.wait_for(proc.wait(), cfg.timeout_s)
+        except asyncio.TimeoutError:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the shell and whatever it started
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+            log.warning("callback for %s: killed after %ss", name, cfg.timeout_s)
+            out.write(f"killed after {cfg.timeout_s}s\n".encode())
+            return None
+    if code != 0:
+        log.warning("callback for %s: exit status %s (see %s)", name, code, log_path)
+    else:
+        log.info("callback for %s: ok", name)
+    return code
+
+
+_tasks: set = set()
+
+
+def fire(ws: Path, row: dict, run_dir: Path) -> None:
+    """At a session's end: start the configured callback in the background (never raises,
+    never waits: the daemon's loop and the queue go on)."""
+    try:
+        if row.get("state") not in END_STATES:
+            return
+        cfg = load_config(ws)
+        if cfg is None or row.get("state") not in cfg.states:
+            return
+        task = asyncio.ensure_future(run_callback(cfg, environment(row, run_dir), Path(ws) / ".tuneterm" /
+                                                  "callback.log"))
+        _tasks.add(task)  # keep a reference until it ends
+        task.add_done_callback(_done)
+    except Exception:  # noqa: BLE001
+        log.exception("callback: not started")
+
+
+def _done(task: asyncio.Task) -> None:
+    _tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("callback failed: %s", task.exception())
+
+
+async def drain(timeout: float) -> None:
+    """Wait (bounded) for callbacks still running, at the daemon's stop."""
+    if _tasks:
+        await asyncio.wait(list(_tasks), timeout=timeout)
