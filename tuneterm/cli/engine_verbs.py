@@ -78,11 +78,66 @@ def _apply_flags(session, args, ws: Path):
     return checked
 
 
+def _check(session, ws: Path):
+    """The checks `validate` makes with the model (tuneterm.engine.check.session_problems),
+    before any run directory exists: a session that cannot train is refused, exit 2."""
+    from tuneterm.engine.check import session_problems
+    from tuneterm.session import SessionError
+
+    problems = session_problems(session, ws)
+    if problems:
+        raise SessionError(problems)
+    return session
+
+
+class _Started:
+    """A sink that notes the end of setup (the start or resume event) and only then names
+    the run on stderr: a run whose setup fails prints one line, the error."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.started = False
+
+    def event(self, row: dict) -> None:
+        if not self.started and row.get("kind") in ("start", "resume"):
+            self.started = True
+            sys.stderr.write(f"run: {self.run_dir}\n")
+
+    def metric(self, row: dict) -> None:
+        pass
+
+    def reply(self, msg: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _discard(run_dir: Path) -> None:
+    """Remove a run directory whose setup failed: first renamed out of sight (a hidden
+    name that no listing shows), then deleted."""
+    import logging
+    import shutil
+
+    for h in list(logging.getLogger().handlers):  # log.txt is open in it
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir:
+            logging.getLogger().removeHandler(h)
+            h.close()
+    gone = run_dir.with_name(f".discarded-{run_dir.name}")
+    try:
+        run_dir.rename(gone)
+    except OSError:
+        gone = run_dir
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str | None = None) -> int:
+    """Train ``run_dir``. A fresh run (not ``resume``) whose setup fails — bad data, no
+    CUDA, a model that does not load — leaves no run directory behind: exit 2, one line."""
     from tuneterm.engine.control import Mailbox, Progress
     from tuneterm.engine.loop import summary
     from tuneterm.engine.runs import EXIT_PAUSED, setup_logging, train_run
-    from tuneterm.errors import TrainingError
+    from tuneterm.errors import TrainingError, TunetermError
 
     setup_logging(run_dir, to_stderr=False)
     mailbox = Mailbox()
@@ -96,13 +151,21 @@ def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str 
 
     signal.signal(signal.SIGINT, on_int)
     signal.signal(signal.SIGTERM, on_int)
-    sys.stderr.write(f"run: {run_dir}\n")
+    started = _Started(run_dir)
     try:
-        code, state = train_run(run_dir, ws, sinks=[Progress()], mailbox=mailbox, resume=resume)
+        code, state = train_run(run_dir, ws, sinks=[started, Progress()], mailbox=mailbox, resume=resume)
     except TrainingError as e:
         sys.stderr.write(f"tuneterm: training failed: {e}\n")
         print(run_dir)
         return 1
+    except Exception as e:
+        if started.started:
+            raise
+        if not resume:
+            _discard(run_dir)
+        if isinstance(e, TunetermError):
+            raise
+        raise UserError(f"setup failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     info = summary(run_dir)
     info["state"] = state
     if getattr(args, "json", False):
@@ -131,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("run: give a session file (or --resume RUN_DIR)")
     from tuneterm.engine.runs import create_run
 
-    session = _apply_flags(_load(args.session, ws), args, ws)
+    session = _check(_apply_flags(_load(args.session, ws), args, ws), ws)
     run_dir = create_run(ws, session)
     return _train(run_dir, ws, args, control=args.control)
 
@@ -150,7 +213,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         session = _load(str(original), ws)
     if args.check and original is None:
         raise UserError("replay --check needs a run directory to compare with (got a session file)")
-    session = _apply_flags(session, args, ws)
+    session = _check(_apply_flags(session, args, ws), ws)
     run_dir = create_run(ws, session)
     code = _train(run_dir, ws, args)
     if code != 0 or not args.check:

@@ -1,10 +1,11 @@
 """`tuneterm validate FILE...`: check session files; every problem as `file:line: field: message`.
 
 Static checks need no torch. Unless ``--no-model``, a file that passes them is also checked
-against its model's layer groups (``tuneterm.engine.check.model_layer_names``);
-``--deep``/``--smoke`` go further (``deep_check``: data, tokenizer, a forward pass or a few
-steps). The engine is imported lazily and only when it exists, so validate works before
-the engine does. Exit 2 if any file has a problem, else 0; never a traceback.
+against its model (``tuneterm.engine.check.session_problems``: layer names, the edit log's
+freezing, data.max_length against the model's positions, a model folder's weight files);
+``--deep``/``--smoke`` go further (data, tokenizer, the model loaded, one step). The
+engine is imported lazily and only when it exists, so validate works before the engine
+does. Exit 2 if any file has a problem, else 0; never a traceback.
 """
 
 from __future__ import annotations
@@ -43,37 +44,18 @@ def _engine_check():
 
 def validate_file(path: str, workspace: Path, *, model: bool = True, deep: bool = False,
                   smoke: bool = False) -> list:
-    """Every problem of one file (a list of ``Problem``; empty when it is fine)."""
-    from tuneterm.errors import TunetermError
-    from tuneterm.session import Problem, check_session_file, validate_layer_names
+    """Every problem of one file (a list of ``Problem``; empty when it is fine): the static
+    checks, then (unless ``model`` is off) ``tuneterm.engine.check.session_problems`` —
+    the same checks `run`, `replay` and the runner's pre-flight make."""
+    from tuneterm.session import check_session_file
 
     session, problems = check_session_file(path, workspace)
     if problems or not (model or deep or smoke):
         return problems
-    origin = getattr(session, "_origin", None)
-    line_of = origin[1].line if origin else (lambda p: 1)
-    try:
-        eng = _engine_check()
-        if eng is None:
-            return []
-        if model and hasattr(eng, "model_layer_names"):
-            known = eng.model_layer_names(session, workspace)
-            problems = validate_layer_names(session, list(known))
-            if problems:
-                return problems
-        if (deep or smoke) and hasattr(eng, "deep_check"):
-            eng.deep_check(session, workspace, smoke=smoke)
-    except TunetermError as e:
-        msg = str(e)
-        field = "model.source"
-        for f in ("data.source", "data.validation", "model.source"):
-            if msg.startswith(f + ":"):
-                field, msg = f, msg[len(f) + 1:].strip()
-        return [Problem(str(path), line_of(field), field, msg)]
-    except Exception as e:  # an engine failure is still a finding, never a traceback
-        return [Problem(str(path), line_of("model.source"), "model.source",
-                        f"check failed: {type(e).__name__}: {e}".splitlines()[0])]
-    return []
+    eng = _engine_check()
+    if eng is None:
+        return []
+    return eng.session_problems(session, workspace, deep=deep or smoke, smoke=smoke)
 
 
 def cmd_validate(args) -> int:

@@ -1,22 +1,37 @@
-"""Checks that need the model: layer names (`tuneterm validate`), a deep check and a
-smoke step (`queue add --smoke` runs these in a subprocess: the runner never imports torch)."""
+"""Checks that need the model or the data, in one place for every verb that trains.
+
+``session_problems`` is what `tuneterm validate` reports beyond the file itself, what
+`run` and `replay` check before they write anything, and what the runner's pre-flight
+sees (`queue add` runs `validate --deep|--smoke` in a subprocess: the runner never imports
+torch). Levels: the model's layer groups and limits from a weightless copy (always);
+``deep``: also tokenizer, data and model really loaded; ``smoke``: also one step.
+"""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
-from tuneterm.errors import UserError
+from tuneterm.errors import TunetermError, UserError
 from tuneterm.session.schema import Session
+
+_KEY = re.compile(r"^([a-z_]+\.[a-z_]+(?:\[\d+\](?:\.[a-z_]+)?)?): ")
+
+
+def _meta_model(session: Session, workspace: Path | None):
+    """A weightless (meta-device) copy of the session's model."""
+    from tuneterm.engine.models import build_model, load_tokenizer
+
+    tok = load_tokenizer(session.model.source, workspace)
+    return build_model(session.model.source, 2, tokenizer=tok, workspace=workspace, meta=True)
 
 
 def _meta_groups(session: Session, workspace: Path | None) -> list:
     """The layer groups of the session's model, from a weightless (meta-device) copy."""
     from tuneterm.engine.layers import layer_groups
-    from tuneterm.engine.models import build_model, load_tokenizer
 
-    tok = load_tokenizer(session.model.source, workspace)
-    return layer_groups(build_model(session.model.source, 2, tokenizer=tok, workspace=workspace, meta=True))
+    return layer_groups(_meta_model(session, workspace))
 
 
 def model_layer_names(session: Session, workspace: Path | None) -> list[str]:
@@ -32,6 +47,80 @@ def layer_table(session: Session, workspace: Path | None) -> list[dict]:
         raise UserError(f"freeze.layers: unknown layer group {unknown[0]!r}; this model has {', '.join(names)}")
     frozen = set(session.freeze.layers)
     return [{"name": g.name, "params": g.numel, "frozen": g.name in frozen} for g in groups]
+
+
+def position_limit(config) -> int | None:
+    """The longest input the model has positions for (None: no fixed limit)."""
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(limit, int):
+        return None
+    if "roberta" in str(getattr(config, "model_type", "")) or getattr(config, "model_type", "") == "camembert":
+        limit -= 2  # RoBERTa's positions start after the padding index
+    return limit
+
+
+def _limit_problems(session: Session, config) -> list[tuple[str, str]]:
+    limit = position_limit(config)
+    n = session.data.max_length
+    if limit is not None and n > limit:
+        return [("data.max_length", f"{n} is more than {session.model.source} has positions for ({limit}); "
+                                    f"use at most {limit}")]
+    return []
+
+
+def _edit_log_problems(session: Session, names: list[str]) -> list[tuple[str, str]]:
+    """Freezing as the edit log replays it: an edit that would leave nothing to train
+    fails the run at that step, so it is refused before the run starts."""
+    frozen = set(session.freeze.layers)
+    out = []
+    for i, e in enumerate(session.edits):
+        frozen = (frozen | set(e.freeze)) - set(e.unfreeze)
+        if e.freeze and names and set(names) <= frozen:
+            out.append((f"edits[{i}].freeze", f"at step {e.step} this freezes every layer group: nothing would train"))
+    return out
+
+
+def _model_checks(session: Session, workspace: Path | None) -> list:
+    from tuneterm.engine.layers import layer_groups
+    from tuneterm.session import validate_layer_names
+
+    model = _meta_model(session, workspace)
+    names = [g.name for g in layer_groups(model)]
+    problems = validate_layer_names(session, names)
+    if problems:
+        return problems
+    found = _edit_log_problems(session, names) + _limit_problems(session, model.config)
+    return [_problem(session, path, msg) for path, msg in found]
+
+
+def _problem(session: Session, field: str, message: str):
+    from tuneterm.session.problems import Problem
+
+    origin = getattr(session, "_origin", None)
+    file, line = (origin[0], origin[1].line(field)) if origin else ("<session>", 1)
+    return Problem(file, line, field, message)
+
+
+def session_problems(session: Session, workspace: Path, *, deep: bool = False, smoke: bool = False) -> list:
+    """Every problem (``Problem``s, with the session file's lines) that the model or the
+    data show in a session that passed the static checks; [] when it can train. Never
+    raises for bad input: an engine failure is a finding too."""
+    try:
+        problems = _model_checks(session, workspace)
+        if problems or not (deep or smoke):
+            return problems
+        deep_check(session, workspace, smoke=smoke)
+    except TunetermError as e:
+        msg = str(e)
+        field = getattr(e, "field", None)
+        m = None if field else _KEY.match(msg)
+        field = field or (m.group(1) if m else "model.source")
+        if msg.startswith(field + ": "):
+            msg = msg[len(field) + 2:]
+        return [_problem(session, field, msg)]
+    except Exception as e:  # noqa: BLE001 - a finding, never a traceback
+        return [_problem(session, "model.source", f"check failed: {type(e).__name__}: {e}".splitlines()[0])]
+    return []
 
 
 def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:
@@ -55,7 +144,7 @@ def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:
         try:
             trainer.setup()
             if smoke:
-                trainer._train_step()
+                trainer.train_step()
         except TrainingError as e:
             raise UserError(f"smoke step failed: {e}") from None
         except (RuntimeError, ValueError) as e:

