@@ -117,11 +117,53 @@ def set_lora_dropout(model: nn.Module, p: float) -> None:
             mod.p = float(p)
 
 
-def lr_scale(groups: list, ratio: float) -> dict[str, float]:
-    """LoRA+: {parameter name: learning-rate factor} — ``ratio`` for every B matrix."""
-    if ratio == 1.0:
-        return {}
+def lr_scale(groups: list, ratio: float, impl: str, dtype) -> dict[str, float] | None:
+    """LoRA+: {parameter name: learning-rate factor} — ``ratio`` for every B matrix — for
+    ``optim.build``. Given even at ratio 1 (x * 1.0 == x: the same arithmetic), so that a
+    live ``lora_lr_ratio`` has its parameter groups; the flat optimizer has one learning
+    rate per launch, so there only ratio 1 is possible."""
+    if impl == "triton" or dtype != torch.float32:
+        if ratio != 1.0:
+            raise UserError("lora.lr_ratio: a ratio other than 1 needs the torch optimizer "
+                            "(runtime.kernels = \"torch\", model.dtype = \"float32\")")
+        return None
     return {n: float(ratio) for g in groups for n in g.adapter if ".lora_B." in n or ".lora_embedding_B." in n}
+
+
+# ---------------------------------------------------------------------- live edits
+def check_edit(groups: list, name: str, value) -> str | None:
+    """Why a live LoRA edit cannot apply (None: it can). ``name`` is the [lora] field."""
+    if name == "train_base":
+        names = L.group_names(groups)
+        for n in value:
+            if n not in names:
+                return f"train_base: unknown layer group {n!r}; this model has {', '.join(names)}"
+    return None
+
+
+def apply_edit(trainer, name: str, value) -> None:
+    """A live edit of a [lora] field on a running trainer (``dropout``, ``lr_ratio``,
+    ``train_base``); the optimizer's state of a base weight that starts training starts
+    afresh, as on unfreeze."""
+    if name == "dropout":
+        set_lora_dropout(trainer.model, float(value))
+    elif name == "lr_ratio":
+        if not hasattr(trainer.opt, "set_lr_scale"):
+            if float(value) != 1.0:
+                raise UserError("lora_lr_ratio: a ratio other than 1 needs the torch optimizer")
+            return
+        trainer.opt.set_lr_scale(float(value))
+    elif name == "train_base":
+        problem = check_edit(trainer.groups, name, value)
+        if problem:
+            raise UserError(problem)
+        on, off = L.set_train_base(trainer.groups, list(value))
+        if on:
+            trainer.opt.set_frozen(on, False)
+        if off:
+            trainer.opt.set_frozen(off, True)
+    else:
+        raise UserError(f"lora.{name}: not a live-editable LoRA knob")
 
 
 def trainable_count(model: nn.Module) -> int:
@@ -140,13 +182,22 @@ def checkpoint_tensors(model: nn.Module, groups: list) -> dict[str, torch.Tensor
     return out
 
 
-def load_tensors(model: nn.Module, tensors: dict) -> None:
-    """Copy checkpointed tensors into the model (the rest stays as built from the source)."""
+def load_tensors(model: nn.Module, groups: list, tensors: dict) -> None:
+    """Copy a LoRA checkpoint's tensors into the model (the rest stays as built from the
+    source). Every adapter must be there; a group whose base weights are there has trained
+    them (it is kept in later checkpoints too)."""
     params = dict(model.named_parameters())
-    missing = [n for n in tensors if n not in params]
+    stranger = [n for n in tensors if n not in params]
+    if stranger:
+        raise UserError(f"checkpoint: tensor {stranger[0]!r} is not a parameter of this model "
+                        "(was it written with another [lora] configuration?)")
+    missing = [n for g in groups for n in sorted(g.adapter) if n not in tensors]
     if missing:
-        raise UserError(f"checkpoint: tensor {missing[0]!r} is not a parameter of this model "
-                        "(was the checkpoint written with another [lora] configuration?)")
+        raise UserError(f"checkpoint: adapter tensor {missing[0]!r} is missing "
+                        "(was it written with another [lora] configuration?)")
+    for g in groups:
+        if any(n in tensors for n, _ in g.base_params()):
+            g.base_trained = True
     with torch.no_grad():
         for n, t in tensors.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))
@@ -171,30 +222,3 @@ def fingerprint(model: nn.Module) -> str:
             idx = torch.linspace(0, flat.numel() - 1, k, device=flat.device).round().long()
             h.update(flat[idx].float().cpu().numpy().tobytes())
     return h.hexdigest()[:32]
-
-
-def state(groups: list, base_fingerprint: str) -> dict:
-    """The LoRA part of a checkpoint's state.json."""
-    return {"fingerprint": base_fingerprint, "train_base": L.train_base_names(groups),
-            "base_trained": [g.name for g in groups if g.base_trained]}
-
-
-def check_fingerprint(saved: dict | None, current: str, where: str) -> None:
-    """Refuse (one line) a resume or replay whose base model is not the checkpoint's."""
-    if not saved:
-        raise UserError(f"{where}: the checkpoint has no LoRA state; it was not written by a [lora] run")
-    if saved.get("fingerprint") != current:
-        raise UserError(f"{where}: the base model differs from the one this run trained on "
-                        f"(fingerprint {current} != {saved.get('fingerprint')}); "
-                        "resume or replay with the same model.source")
-
-
-def restore_groups(groups: list, saved: dict) -> tuple[list, list]:
-    """Bring back train_base / base_trained from a checkpoint's LoRA state."""
-    trained = set(saved.get("base_trained", []))
-    for g in groups:
-        g.base_trained = g.name in trained
-    changed = L.set_train_base(groups, saved.get("train_base", []))
-    for g in groups:
-        g.base_trained = g.base_trained or g.name in trained
-    return changed
