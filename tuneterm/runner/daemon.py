@@ -28,6 +28,7 @@ from tuneterm.errors import UserError
 from tuneterm.rundir import write_atomic
 from tuneterm.runner.executor import Executor
 from tuneterm.runner import transitions
+from tuneterm.runner.rebuild import reconcile, write_queue_row
 from tuneterm.runner.store import ACTIVE, TERMINAL, Store
 from tuneterm.runner.supervise import Supervisor
 from tuneterm.runner.tail import Tailer
@@ -55,6 +56,16 @@ class Daemon:
         self.last_stop: dict | None = None
         self._runs = str(runs_dir(ws))
         self._blank = Tailer(Path(os.devnull))
+        store.on_damage = self._refill
+
+    def _refill(self, store: Store, reason: str, aside: Path | None) -> None:
+        """The database was damaged under us (store.heal replaced it): rebuild its rows from
+        the run directories and the workers this daemon supervises."""
+        live = {r.run_dir.name: {"pid": r.handle.pid, "pid_start": r.handle.pid_start}
+                for r in self.sup.runs.values() if r.handle is not None}
+        reconcile(store, runs_dir(self.ws), live, starting=False,
+                  why=f"the database was damaged under the running daemon ({reason}); the damaged file is "
+                      f"{aside.name if aside else 'gone'}")
 
     # -- the supervisor's side, as the server sees it -------------------------------------------
 
@@ -67,7 +78,10 @@ class Daemon:
         return self.sup.stopped
 
     def recover(self) -> None:
-        """Start re-adopting the workers of a previous daemon (the scheduler waits for it)."""
+        """Give back their rows to run directories the database lost, then start
+        re-adopting the workers of a previous daemon (the scheduler waits for it)."""
+        reconcile(self.store, runs_dir(self.ws), why="the queue database did not have them (a 0-byte or "
+                  "lost file, a lost -wal, or one moved aside as corrupt)")
         self.recovery = asyncio.ensure_future(self.sup.recover())
 
     async def scheduler(self) -> None:
@@ -193,6 +207,7 @@ class Daemon:
         _write_durably(rd / "session.toml", data)
         row = self.store.add(run_id=run_id, name=name, model=str(doc.get("model", {}).get("source", "")),
                              data=str(doc.get("data", {}).get("source", "")), key=key)
+        write_queue_row(rd, row)  # what a rebuild of a lost queue needs
         log.info("queued %s (%s) from %s", row["id"], run_id, src)
         self.sup.wake.set()
         return self.view(row)
@@ -299,7 +314,8 @@ class Daemon:
         counts = self.store.counts()
         return {"pid": os.getpid(), "workspace": str(self.ws), "slots": self.sup.slots,
                 "max_crashes": self.sup.max_crashes, "uptime_s": round(time.time() - self.started, 1),
-                "counts": counts, "active": sum(counts[s] for s in ACTIVE), **self.executor.describe()}
+                "counts": counts, "active": sum(counts[s] for s in ACTIVE),
+                "recovered": self.store.meta("recovered"), **self.executor.describe()}
 
 
 def _write_durably(path: Path, data: bytes) -> None:

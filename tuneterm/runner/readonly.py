@@ -20,7 +20,9 @@ def read_sessions(ws: Path) -> list[dict]:
         return []
     store = Store.read_only(path)
     try:
-        return Daemon(ws, store, None).list()
+        d = Daemon(ws, store, None)
+        store.on_damage = None  # read-only: never repaired from here
+        return d.list()
     finally:
         store.close()
 
@@ -35,6 +37,7 @@ def read_session(ws: Path, ref) -> dict:
     store = Store.read_only(path)
     try:
         d = Daemon(ws, store, None)
+        store.on_damage = None
         return d.view(d.resolve(ref))
     finally:
         store.close()

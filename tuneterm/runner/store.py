@@ -11,10 +11,13 @@ overwritten: ``open_store`` moves it aside and raises ``CorruptQueue``.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Callable
 
 from tuneterm.errors import TunetermError
 
@@ -57,11 +60,55 @@ class CorruptQueue(TunetermError):
     exit_code = 1
 
 
+log = logging.getLogger("tuneterm.runner")
+
+
+def _healing(fn):
+    """Run a Store method; when SQLite finds the file damaged under a live daemon ("database
+    disk image is malformed": truncated, overwritten), let ``heal`` replace it and try once
+    more. A busy database is not damage: that error passes through."""
+
+    @functools.wraps(fn)
+    def run(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e) or self.on_damage is None:
+                raise
+            self.heal(str(e))
+            return fn(self, *args, **kwargs)
+
+    return run
+
+
 class Store:
+    on_damage: Callable[["Store", str, Path | None], None] | None = None  # refills a replaced file
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
         self.db.row_factory = sqlite3.Row
+
+    def init_schema(self) -> None:
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def heal(self, reason: str) -> None:
+        """The file was damaged while the daemon ran: keep it aside, start a new one and let
+        ``on_damage`` refill it (from the run directories and the workers it knows)."""
+        log.error("the queue database %s is damaged (%s); moving it aside and rebuilding it", self.path, reason)
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass
+        aside = move_aside(self.path)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+        self.db.row_factory = sqlite3.Row
+        self.init_schema()
+        if self.on_damage is not None:
+            self.on_damage(self, reason, aside)
 
     @classmethod
     def read_only(cls, path: Path) -> "Store":
@@ -89,17 +136,21 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------
 
+    @_healing
     def all(self) -> list[dict]:
         return [dict(r) for r in self.db.execute("SELECT * FROM sessions ORDER BY position, id")]
 
+    @_healing
     def get(self, sid: int) -> dict | None:
         r = self.db.execute("SELECT * FROM sessions WHERE id = ?", (sid,)).fetchone()
         return dict(r) if r else None
 
+    @_healing
     def by_key(self, key: str) -> dict | None:
         r = self.db.execute("SELECT * FROM sessions WHERE client_key = ?", (key,)).fetchone()
         return dict(r) if r else None
 
+    @_healing
     def find(self, ref: str | int) -> list[dict]:
         """Sessions matching an id, a run id, or a prefix of a run id."""
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
@@ -114,9 +165,11 @@ class Store:
         return [dict(r) for r in self.db.execute(
             "SELECT * FROM sessions WHERE run_id LIKE ? ESCAPE '\\' ORDER BY position LIMIT 6", (like,))]
 
+    @_healing
     def count(self, state: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM sessions WHERE state = ?", (state,)).fetchone()[0]
 
+    @_healing
     def counts(self) -> dict[str, int]:
         """Sessions per state (every state present, 0 when none)."""
         out = {s: 0 for s in STATES}
@@ -124,10 +177,12 @@ class Store:
             out[state] = n
         return out
 
+    @_healing
     def by_state(self, state: str) -> list[dict]:
         return [dict(r) for r in self.db.execute("SELECT * FROM sessions WHERE state = ? ORDER BY position, id",
                                                  (state,))]
 
+    @_healing
     def schedulable(self) -> list[dict]:
         """Sessions waiting for a worker, in queue order."""
         return [dict(r) for r in self.db.execute(
@@ -135,6 +190,7 @@ class Store:
 
     # -- writing (each call is one committed transaction) ---------------------------------
 
+    @_healing
     def add(self, *, run_id: str, name: str, model: str, data: str, key: str | None) -> dict:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -144,6 +200,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)", (run_id, name, model, data, pos, time.time(), key))
         return self.get(cur.lastrowid)
 
+    @_healing
     def update(self, sid: int, **fields) -> dict:
         bad = set(fields) - set(COLUMNS)
         if bad:
@@ -153,6 +210,7 @@ class Store:
             self.db.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*fields.values(), sid))
         return self.get(sid)
 
+    @_healing
     def move(self, sid: int, index: int) -> None:
         """Put session ``sid`` at 0-based ``index`` of the queue order (clamped)."""
         with self.db:
@@ -164,9 +222,41 @@ class Store:
             self.db.executemany("UPDATE sessions SET position = ? WHERE id = ?",
                                 [(i + 1, s) for i, s in enumerate(ids)])
 
+    @_healing
     def index_of(self, sid: int) -> int:
         ids = [r[0] for r in self.db.execute("SELECT id FROM sessions ORDER BY position, id")]
         return ids.index(sid)
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def run_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT run_id FROM sessions")}
+
+    def insert_recovered(self, row: dict) -> dict:
+        """A session rebuilt from its run directory, under its old id when that is free."""
+        row = {k: v for k, v in row.items() if k in COLUMNS}
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            if row.get("id") is not None and self.db.execute("SELECT 1 FROM sessions WHERE id = ?",
+                                                              (row["id"],)).fetchone():
+                row.pop("id")
+            if row.get("client_key") and self.db.execute("SELECT 1 FROM sessions WHERE client_key = ?",
+                                                         (row["client_key"],)).fetchone():
+                row["client_key"] = None
+            if "position" not in row:
+                row["position"] = self.db.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM sessions").fetchone()[0]
+            cols = ", ".join(row)
+            cur = self.db.execute(f"INSERT INTO sessions ({cols}) VALUES ({', '.join('?' * len(row))})",
+                                  tuple(row.values()))
+        return self.get(cur.lastrowid)
+
+    def meta(self, key: str) -> str | None:
+        r = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return r[0] if r else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
 def _check(db: sqlite3.Connection) -> str | None:
@@ -194,28 +284,38 @@ def _check(db: sqlite3.Connection) -> str | None:
     return None
 
 
+def move_aside(path: Path) -> Path | None:
+    """Rename the database (with its -wal/-shm) to ``NAME.corrupt-TIME``; None when absent."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 0
+    while any(Path(str(aside) + s).exists() for s in ("", "-wal", "-shm")):
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+    moved = False
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(aside) + suffix))
+            moved = moved or suffix == ""
+    return aside if moved else None
+
+
 def open_store(path: Path) -> Store:
     """Open (creating when absent) the queue at ``path``; a corrupt file is moved aside
-    (with its -wal/-shm) and CorruptQueue raised: the daemon must not start over it."""
+    (with its -wal/-shm) and CorruptQueue raised: the daemon must not start over it (the
+    next start rebuilds the queue from the run directories: rebuild.py)."""
     path = Path(path)
     reason = None
     try:
         store = Store(path)
         reason = _check(store.db)
         if reason is None:
-            store.db.execute("PRAGMA journal_mode=WAL")
-            store.db.execute("PRAGMA synchronous=FULL")
-            store.db.executescript(_SCHEMA)
-            store.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            store.init_schema()
             return store
         store.close()
     except sqlite3.DatabaseError as e:
         reason = str(e)
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(str(path) + suffix)
-        if src.exists():
-            os.replace(src, Path(str(aside) + suffix))
-    raise CorruptQueue(f"the queue database {path} is unusable ({reason}); moved it aside to {aside.name}. "
-                       "Nothing was started; `tuneterm daemon start` again begins an empty queue "
-                       "(run directories are untouched)")
+    aside = move_aside(path)
+    raise CorruptQueue(f"the queue database {path} is unusable ({reason}); moved it aside to "
+                       f"{aside.name if aside else '?'}. Nothing was started; `tuneterm daemon start` again "
+                       "rebuilds the queue from the run directories")

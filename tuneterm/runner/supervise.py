@@ -177,6 +177,8 @@ class Supervisor:
                 if adopted is not None:
                     handle, adopted = adopted, None
                     log.info("session %s: re-adopted worker pid %s", sid, handle.pid)
+                    if (row["pid"], row["pid_start"]) != (handle.pid, handle.pid_start):
+                        row = self.store.update(sid, pid=handle.pid, pid_start=handle.pid_start)
                     if row["want"] in ("pause", "cancel"):
                         run.want = row["want"]
                         handle.signal(signal.SIGTERM)

@@ -1,0 +1,118 @@
+"""Rebuilding the queue from the run directories (no torch).
+
+The queue database is the daemon's index; each run directory holds what it indexes: the
+frozen session (session.toml), the row the daemon queued it as (queue.json, written at
+`queue add`), and how far it got (events.jsonl: its end event, checkpoints/). So a database
+that lost sessions — a 0-byte file, a kill -9 followed by a lost -wal file, a file truncated
+under a live daemon, one moved aside as corrupt — never becomes a shorter queue: every run
+directory with a queue.json and no row gets its row back, in its old position order.
+
+What a rebuilt row says (docs/runner.md, "What tuneterm promises"):
+    ended done / early_stopped / stopped  -> done
+    ended failed                          -> failed (with the reason)
+    ended paused                          -> paused (a person resumes it)
+    started, no end event                 -> running: the start-up recovery then re-adopts
+                                             its worker if it still trains, else resumes it
+    never started                         -> queued
+A session cancelled while queued leaves no trace in its run directory: it comes back
+queued; one cancelled while running comes back paused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from tuneterm.runner.store import Store
+from tuneterm.runner.tail import last_end_event, latest_checkpoint_step
+
+log = logging.getLogger("tuneterm.runner")
+
+QUEUE_ROW = "queue.json"
+_COPIED = ("id", "name", "model", "data", "created", "client_key")
+
+
+def write_queue_row(run_dir: Path, row: dict) -> None:
+    """The run directory's copy of its queue row (what a rebuild needs)."""
+    data = json.dumps({k: row.get(k) for k in _COPIED} | {"run_id": row["run_id"]}) + "\n"
+    tmp = run_dir / f".{QUEUE_ROW}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, run_dir / QUEUE_ROW)
+
+
+def recovered_row(run_dir: Path, live: dict | None = None, starting: bool = True) -> dict | None:
+    """The row to rebuild for ``run_dir`` (None: not a queued run). ``live``: the worker the
+    running daemon supervises for it ({"pid", "pid_start"}), when it has one; ``starting``:
+    the daemon is starting (its recovery looks for the workers of rows left running)."""
+    try:
+        saved = json.loads((run_dir / QUEUE_ROW).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or not (run_dir / "session.toml").is_file():
+        return None
+    row = {k: saved.get(k) for k in _COPIED}
+    row["run_id"] = run_dir.name
+    row["name"] = str(row.get("name") or run_dir.name)
+    row["model"], row["data"] = str(row.get("model") or ""), str(row.get("data") or "")
+    if not isinstance(row.get("created"), (int, float)):
+        row["created"] = (run_dir / "session.toml").stat().st_mtime
+    if not isinstance(row.get("id"), int):
+        row["id"] = None
+    events = run_dir / "events.jsonl"
+    started = events.exists() and events.stat().st_size > 0
+    end = last_end_event(run_dir) or {}
+    st = end.get("state")
+    row.update(attempts=1 if started else 0, crashes=0, ckpt_step=latest_checkpoint_step(run_dir),
+               error="rebuilt from its run directory (the queue database had lost it)")
+    if live:
+        row.update(state="running", pid=live.get("pid"), pid_start=live.get("pid_start"))
+    elif st in ("done", "early_stopped", "stopped"):
+        row.update(state="done", result=st, finished=end.get("time"), error=None)
+    elif st == "failed":
+        row.update(state="failed", finished=end.get("time"),
+                   error=f"training failed: {end.get('reason') or ''}".rstrip(": "))
+    elif st == "paused":
+        row["state"] = "paused"
+    elif started:
+        # Starting: the recovery decides (adopt its worker or resume). A live daemon
+        # supervises every worker it has: this one is not among them.
+        row["state"] = "running" if starting else "interrupted"
+    else:
+        row["state"] = "queued"
+    return row
+
+
+def reconcile(store: Store, runs: Path, live: dict | None = None, why: str = "",
+              starting: bool = True) -> str | None:
+    """Give every queued run directory without a row its row back. Returns what was
+    recovered (also logged and kept in the queue's meta table for `daemon status`)."""
+    live = live or {}
+    have = store.run_ids()
+    rows = []
+    try:
+        dirs = sorted(d for d in Path(runs).iterdir() if d.is_dir() and d.name not in have)
+    except OSError:
+        return None
+    for d in dirs:
+        row = recovered_row(d, live.get(d.name), starting)
+        if row is not None:
+            rows.append(row)
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (r["id"] is None, r["id"] or 0, r["created"]))
+    counts: dict[str, int] = {}
+    for row in rows:
+        store.insert_recovered(row)
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    what = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    msg = (f"{time.strftime('%Y-%m-%d %H:%M:%S')}: rebuilt {len(rows)} sessions from their run directories "
+           f"({what}){': ' + why if why else ''}")
+    log.warning("queue: %s", msg)
+    store.set_meta("recovered", msg)
+    return msg
