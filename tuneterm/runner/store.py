@@ -66,14 +66,15 @@ log = logging.getLogger("tuneterm.runner")
 def _healing(fn):
     """Run a Store method; when SQLite finds the file damaged under a live daemon ("database
     disk image is malformed": truncated, overwritten), let ``heal`` replace it and try once
-    more. A busy database is not damage: that error passes through."""
+    more. Only damage heals (SQLite's "malformed" and "not a database" errors); a busy, full
+    or read-only database, or a constraint, passes through."""
 
     @functools.wraps(fn)
     def run(self, *args, **kwargs):
         try:
             return fn(self, *args, **kwargs)
         except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e) or self.on_damage is None:
+            if type(e) is not sqlite3.DatabaseError or self.on_damage is None:
                 raise
             self.heal(str(e))
             return fn(self, *args, **kwargs)
