@@ -2,14 +2,20 @@
 workers through an executor, forwarding live control and streaming metrics to clients over
 a Unix socket. No torch, no textual anywhere in this package.
 
-    client.py    RunnerClient (sync; CLI and TUI), start_daemon
-    daemon.py    the daemon's queue requests and views (python -m tuneterm.runner.daemon)
-    supervise.py scheduling, worker supervision, recovery
-    server.py    the process: detaching, lock, socket, request dispatch
-    tail.py      following a run directory's metrics/events files
-    store.py     the SQLite queue
-    executor.py  Executor interface; LocalExecutor (subprocesses)
-    paths.py     socket, runtime folder, pid/log/db paths
+    __main__.py    python -m tuneterm.runner: the daemon's process (server.main)
+    client.py      RunnerClient (sync; CLI and TUI), start_daemon
+    daemon.py      the daemon's queue requests and session views
+    transitions.py the session state machine (pure functions)
+    supervise.py   Supervisor: scheduling, workers, watchdog (wall clock, heartbeat), recovery, stop
+    limits.py      a session's [runtime] max_wall_s / heartbeat_s
+    server.py      the process: detaching, lock, socket, request dispatch
+    tail.py        following a run directory's metrics/events files
+    store.py       the SQLite queue (every SQL statement)
+    rebuild.py     rebuilding a lost or damaged queue from the run directories
+    readonly.py    the queue read without a daemon (queue ls / logs)
+    executor.py    Executor interface; LocalExecutor (subprocesses)
+    ray_config.py, ray_head.py, ray_actor.py, ray_executor.py   the Ray executor (docs/cluster.md)
+    paths.py       socket, runtime folder, pid/log/db/lock paths; finding the daemon
 """
 
 from tuneterm.runner.paths import RunnerUnavailable

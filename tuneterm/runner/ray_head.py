@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tuneterm.errors import UserError
-from tuneterm.runner.cluster.config import RayConfig, workspace_tag
+from tuneterm.runner.ray_config import RayConfig, workspace_tag
 
 log = logging.getLogger("tuneterm.runner")
 
