@@ -79,12 +79,12 @@ def _apply_flags(session, args, ws: Path):
 
 
 def _check(session, ws: Path):
-    """The checks `validate` makes with the model (tuneterm.engine.check.session_problems),
-    before any run directory exists: a session that cannot train is refused, exit 2."""
-    from tuneterm.engine.check import session_problems
+    """The checks `validate` makes with the model (session_verbs.engine_problems), before
+    any run directory exists: a session that cannot train is refused, exit 2."""
+    from tuneterm.cli.session_verbs import engine_problems
     from tuneterm.session import SessionError
 
-    problems = session_problems(session, ws)
+    problems = engine_problems(session, ws)
     if problems:
         raise SessionError(problems)
     return session
@@ -228,16 +228,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from tuneterm.engine.check import layer_table
+    from tuneterm.engine.layer_report import layer_report, trains
 
     ws = workspace_of(args)
     session = _load(args.session, ws)
-    rows = layer_table(session, ws)
-    total = sum(r["params"] for r in rows)
-    trainable = sum(r["params"] for r in rows if not r["frozen"])
+    report = layer_report(session, ws)
+    rows, total, trainable = report["layers"], report["total_params"], report["trainable_params"]
     if args.json:
-        print_json({"layers": rows, "total_params": total, "trainable_params": trainable})
+        print_json(report)
         return 0
+    if report["lora"]:
+        print_table([{"layer": r["name"], "adapter": f"{r['adapter_params']:,}", "base": f"{r['base_params']:,}",
+                      "trains": trains(r), "tied": ",".join(r.get("tied", []))} for r in rows],
+                    ["layer", "adapter", "base", "trains", "tied"])
+    else:
+        print_table([{"layer": r["name"], "params": f"{r['params']:,}", "frozen": "yes" if r["frozen"] else "",
+                      "trains": trains(r), "tied": ",".join(r.get("tied", []))} for r in rows],
+                    ["layer", "params", "frozen", "trains", "tied"])
+    print(f"trainable: {trainable:,} of {total:,} parameters ({100 * trainable / max(1, total):.1f}%)")
+    if report["tied"]:
+        print(report["tied"])
+    return 0
     print_table([{"layer": r["name"], "params": f"{r['params']:,}", "frozen": "yes" if r["frozen"] else ""}
                  for r in rows], ["layer", "params", "frozen"])
     print(f"trainable: {trainable:,} of {total:,} parameters ({100 * trainable / max(1, total):.1f}%)")

@@ -1,16 +1,17 @@
 """`tuneterm validate FILE...`: check session files; every problem as `file:line: field: message`.
 
 Static checks need no torch. Unless ``--no-model``, a file that passes them is also checked
-against its model (``tuneterm.engine.check.session_problems``: layer names, the edit log's
-freezing, data.max_length against the model's positions, a model folder's weight files);
-``--deep``/``--smoke`` go further (data, tokenizer, the model loaded, one step). The
-engine is imported lazily and only when it exists, so validate works before the engine
+against its model (``engine_problems``, which `run` and `replay` use too: layer names, the
+edit log's freezing, data.max_length against the model's positions, a model folder's
+weight files); ``--deep``/``--smoke`` go further (data, tokenizer, the model loaded, one
+step). The engine is imported lazily and only when it exists, so validate works before the engine
 does. Exit 2 if any file has a problem, else 0; never a traceback.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -42,20 +43,57 @@ def _engine_check():
     return importlib.import_module("tuneterm.engine.check")
 
 
+_KEY = re.compile(r"^([a-z_]+\.[a-z_]+(?:\[\d+\](?:\.[a-z_]+)?)?): ")
+
+
 def validate_file(path: str, workspace: Path, *, model: bool = True, deep: bool = False,
                   smoke: bool = False) -> list:
-    """Every problem of one file (a list of ``Problem``; empty when it is fine): the static
-    checks, then (unless ``model`` is off) ``tuneterm.engine.check.session_problems`` —
-    the same checks `run`, `replay` and the runner's pre-flight make."""
+    """Every problem of one file (a list of ``Problem``; empty when it is fine)."""
     from tuneterm.session import check_session_file
 
     session, problems = check_session_file(path, workspace)
     if problems or not (model or deep or smoke):
         return problems
-    eng = _engine_check()
-    if eng is None:
-        return []
-    return eng.session_problems(session, workspace, deep=deep or smoke, smoke=smoke)
+    return engine_problems(session, workspace, model=model, deep=deep, smoke=smoke)
+
+
+def engine_problems(session, workspace: Path, *, model: bool = True, deep: bool = False,
+                    smoke: bool = False) -> list:
+    """What the engine finds in a session that passed the static checks (``Problem``s
+    with the file's lines; [] when it can train). The one check of `validate`, of `run` and
+    `replay` before they write anything, and of the runner's pre-flight (`validate --deep`):
+    with ``model``, layer names, the edit log's freezing, data.max_length against the
+    model's positions, a model folder's weight files; ``deep``: data, tokenizer and model
+    loaded; ``smoke``: one step. Never raises for bad input: an engine failure is a finding."""
+    from tuneterm.errors import TunetermError
+    from tuneterm.session import Problem, validate_layer_names
+
+    origin = getattr(session, "_origin", None)
+    file, line_of = (origin[0], origin[1].line) if origin else ("<session>", lambda p: 1)
+    try:
+        eng = _engine_check()
+        if eng is None:
+            return []
+        if model and hasattr(eng, "model_layer_names"):
+            problems = validate_layer_names(session, list(eng.model_layer_names(session, workspace)))
+            if problems:
+                return problems
+        if model and hasattr(eng, "model_problems"):
+            found = eng.model_problems(session, workspace)
+            if found:
+                return [Problem(file, line_of(p), p, msg) for p, msg in found]
+        if (deep or smoke) and hasattr(eng, "deep_check"):
+            eng.deep_check(session, workspace, smoke=smoke)
+    except TunetermError as e:
+        msg = str(e)
+        m = None if getattr(e, "field", None) else _KEY.match(msg)
+        field = getattr(e, "field", None) or (m.group(1) if m else "model.source")
+        msg = msg.removeprefix(field + ":").strip()
+        return [Problem(file, line_of(field), field, msg)]
+    except Exception as e:  # an engine failure is still a finding, never a traceback
+        return [Problem(file, line_of("model.source"), "model.source",
+                        f"check failed: {type(e).__name__}: {e}".splitlines()[0])]
+    return []
 
 
 def cmd_validate(args) -> int:

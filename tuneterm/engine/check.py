@@ -1,22 +1,18 @@
-"""Checks that need the model or the data, in one place for every verb that trains.
+"""Checks that need the model or the data: layer names and limits from a weightless copy
+of the model, a deep check (tokenizer, data, model loaded) and a smoke step.
 
-``session_problems`` is what `tuneterm validate` reports beyond the file itself, what
-`run` and `replay` check before they write anything, and what the runner's pre-flight
-sees (`queue add` runs `validate --deep|--smoke` in a subprocess: the runner never imports
-torch). Levels: the model's layer groups and limits from a weightless copy (always);
-``deep``: also tokenizer, data and model really loaded; ``smoke``: also one step.
+`tuneterm.cli.session_verbs.engine_problems` calls these for `validate`, for `run` and
+`replay` before they write anything, and so for the runner's pre-flight (`queue add` runs
+`validate --deep|--smoke` in a subprocess: the runner never imports torch).
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 
-from tuneterm.errors import TunetermError, UserError
+from tuneterm.errors import UserError
 from tuneterm.session.schema import Session
-
-_KEY = re.compile(r"^([a-z_]+\.[a-z_]+(?:\[\d+\](?:\.[a-z_]+)?)?): ")
 
 
 def _meta_model(session: Session, workspace: Path | None):
@@ -80,47 +76,15 @@ def _edit_log_problems(session: Session, names: list[str]) -> list[tuple[str, st
     return out
 
 
-def _model_checks(session: Session, workspace: Path | None) -> list:
+def model_problems(session: Session, workspace: Path | None) -> list[tuple[str, str]]:
+    """What the model shows beyond its layer names, as (key path, message): an edit log
+    whose freezing leaves nothing to train, data.max_length beyond the model's positions,
+    a model folder whose weights are pickles. Raises UserError when the model does not load."""
     from tuneterm.engine.layers import layer_groups
-    from tuneterm.session import validate_layer_names
 
     model = _meta_model(session, workspace)
     names = [g.name for g in layer_groups(model)]
-    problems = validate_layer_names(session, names)
-    if problems:
-        return problems
-    found = _edit_log_problems(session, names) + _limit_problems(session, model.config)
-    return [_problem(session, path, msg) for path, msg in found]
-
-
-def _problem(session: Session, field: str, message: str):
-    from tuneterm.session.problems import Problem
-
-    origin = getattr(session, "_origin", None)
-    file, line = (origin[0], origin[1].line(field)) if origin else ("<session>", 1)
-    return Problem(file, line, field, message)
-
-
-def session_problems(session: Session, workspace: Path, *, deep: bool = False, smoke: bool = False) -> list:
-    """Every problem (``Problem``s, with the session file's lines) that the model or the
-    data show in a session that passed the static checks; [] when it can train. Never
-    raises for bad input: an engine failure is a finding too."""
-    try:
-        problems = _model_checks(session, workspace)
-        if problems or not (deep or smoke):
-            return problems
-        deep_check(session, workspace, smoke=smoke)
-    except TunetermError as e:
-        msg = str(e)
-        field = getattr(e, "field", None)
-        m = None if field else _KEY.match(msg)
-        field = field or (m.group(1) if m else "model.source")
-        if msg.startswith(field + ": "):
-            msg = msg[len(field) + 2:]
-        return [_problem(session, field, msg)]
-    except Exception as e:  # noqa: BLE001 - a finding, never a traceback
-        return [_problem(session, "model.source", f"check failed: {type(e).__name__}: {e}".splitlines()[0])]
-    return []
+    return _edit_log_problems(session, names) + _limit_problems(session, model.config)
 
 
 def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:
