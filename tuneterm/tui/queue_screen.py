@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tuneterm.tui.compare_screen import with_marks
 from tuneterm.tui.data import fmt_best, fmt_num, fmt_progress, short_source
 
 STATE_STYLE = {
@@ -62,6 +63,8 @@ class QueueScreen(Screen):
         Binding("d", "duplicate", "Duplicate", id="queue.duplicate", show=False),
         Binding("y", "replay", "Replay", id="queue.replay", show=False),
         Binding("w", "sweeps", "Sweeps", id="queue.sweeps"),
+        Binding("m", "mark", "Mark", id="queue.mark", show=False),
+        Binding("c", "compare", "Compare", id="queue.compare", show=False),
         Binding("q", "app.quit", "Quit", id="queue.quit"),
     ]
     HELP = ("The queue, in order. Sessions run one after another; a running one keeps "
@@ -73,6 +76,7 @@ class QueueScreen(Screen):
         self._cells: dict[str, tuple] = {}
         self.wide = False
         self._summary_text = ""
+        self.marked: list[str] = []  # session ids marked for comparison (m), in marking order
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≈")
@@ -92,7 +96,7 @@ class QueueScreen(Screen):
     def sessions_changed(self, sessions: list[dict]) -> None:
         table = self.query_one("#queue", DataTable)
         order = [str(s.get("id")) for s in sessions]
-        cells = {str(s.get("id")): row_cells(s, self.wide) for s in sessions}
+        cells = with_marks({str(s.get("id")): row_cells(s, self.wide) for s in sessions}, self.marked)
         if order != self._order:
             current = self.selected_key()
             table.clear()
@@ -250,6 +254,16 @@ class QueueScreen(Screen):
             from tuneterm.tui.replay_screen import ReplayScreen
 
             self.app.push_screen(ReplayScreen(s["id"]))
+
+    def action_mark(self) -> None:
+        from tuneterm.tui.compare_screen import toggle_mark
+
+        toggle_mark(self)
+
+    def action_compare(self) -> None:
+        from tuneterm.tui.compare_screen import open_compare
+
+        open_compare(self)
 
     def action_sweeps(self) -> None:
         """The selected trial's sweep; else the workspace's one sweep, or a choice of them."""
