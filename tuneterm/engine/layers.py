@@ -186,6 +186,10 @@ def train_base_names(groups: list[LayerGroup]) -> list[str]:
     return [g.name for g in groups if g.train_base] if is_lora(groups) else []
 
 
+def _short(qname: str) -> str:
+    return qname.removeprefix("base_model.model.")  # PEFT's wrapper prefix
+
+
 def tied_note(groups: list[LayerGroup]) -> str | None:
     """One sentence on tied tensors (None when the model has none)."""
     pairs = []
@@ -194,11 +198,14 @@ def tied_note(groups: list[LayerGroup]) -> str | None:
         for alias, p in g.shared:
             first = held[id(p)][0]
             owner_name = next(n for n, q in first.params if q is p)
-            pairs.append(f"{g.name}'s {alias} is {first.name}'s {owner_name}")
+            pairs.append(f"{_short(alias)} ({g.name}) is {_short(owner_name)} ({first.name})")
     if not pairs:
         return None
-    return ("tied weights: " + "; ".join(pairs) + " (one tensor, counted once): freezing either group freezes it, "
-            "and it trains again only when both are unfrozen")
+    note = ("tied weights: " + "; ".join(pairs) + " — one tensor, counted once: freezing either group "
+            "freezes it, and it trains again only when both are unfrozen")
+    if is_lora(groups):
+        note += " and one of them is in lora.train_base"
+    return note
 
 
 def describe(groups: list[LayerGroup]) -> list[dict]:
