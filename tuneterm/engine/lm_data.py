@@ -1,0 +1,375 @@
+"""Causal-LM data: records from files, the three formats, loss masks, packing, batches.
+
+Formats (``[data] format``; ``auto`` picks from the keys of the first record):
+  text               ``text_field``: plain continuation; every token is trained.
+  prompt-completion  ``prompt_field`` + ``completion_field`` (or ``prompt_template``, e.g.
+                     ``"{instruction}\\n\\n{input}"`` for alpaca records): prompt, completion
+                     and the end-of-sequence token, concatenated.
+  messages           ``messages_field``: a list of ``{role, content}`` (system | user |
+                     assistant), rendered with the tokenizer's chat template; a tokenizer
+                     without one gets DEFAULT_CHAT_TEMPLATE.
+Loss masks: with ``loss_on = "completion"`` only the completion / the assistant turns'
+content and their end-of-turn token are trained; ``"all"`` trains every token. Each piece
+of text is tokenised on its own, so a mask covers exactly the tokens of its text.
+
+Packing (``packing = true``) puts whole examples into rows of ``max_length`` tokens
+(first-fit decreasing: a pure function of the lengths, hence of the seed that split the
+data). A packed batch carries position ids that restart per example and a 4D additive
+attention mask that is causal inside each example and blocks everything across them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tuneterm.errors import UserError
+
+IGNORE = -100
+ROLES = ("system", "user", "assistant")
+# For a tokenizer without a chat template (the tiny models' WordPiece): one block per turn,
+# the role in <|...|>, the content, the end-of-turn token, a newline.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass
+class Record:
+    where: str  # "file:line" for messages
+    fmt: str
+    text: str = ""  # text format
+    prompt: str = ""  # prompt-completion
+    completion: str = ""
+    messages: list = field(default_factory=list)
+
+
+@dataclass
+class Example:
+    ids: list  # token ids
+    labels: list  # per position: the target id of the next token, or IGNORE
+    prompt_ids: list  # what generation starts from (samples)
+    prompt: str  # readable prompt (samples.jsonl)
+    reference: str  # the text a sample should produce
+
+    @property
+    def trained(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+class Examples:
+    """One example per unit (no packing)."""
+
+    def __init__(self, examples: list) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def rows(self, indices) -> list:
+        return [[self.examples[int(i)]] for i in indices]
+
+
+class Packed:
+    """Rows of whole examples, each row at most ``width`` tokens; one unit per row."""
+
+    def __init__(self, examples: list, width: int) -> None:
+        self.examples = examples
+        self.width = width
+        self.packs = pack([len(e.ids) for e in examples], width)
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def rows(self, indices) -> list:
+        return [[self.examples[j] for j in self.packs[int(i)]] for i in indices]
+
+
+# -- reading ------------------------------------------------------------------------------
+
+def read_records(path: Path, what: str) -> list:
+    """(where, object) pairs from a .jsonl (one object a line), .json (an array of
+    objects) or .csv (a header row) file; UserError with file:line on a broken line."""
+    if not path.is_file():
+        raise UserError(f"{what}: no such file {str(path)!r}")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    out = []
+    if suffix == ".csv":
+        try:
+            rows = list(csv.DictReader(text.splitlines()))
+        except csv.Error as e:
+            raise UserError(f"{path}: bad CSV: {e}") from None
+        out = [(f"{path}:{i + 2}", row) for i, row in enumerate(rows)]
+    elif suffix == ".json":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{e.lineno}: not JSON: {e.msg}") from None
+        if not isinstance(obj, list):
+            raise UserError(f"{path}:1: expected a JSON array of records, got {type(obj).__name__}")
+        lines = _record_lines(text, len(obj))
+        out = [(f"{path}:{lines[i]}", r) for i, r in enumerate(obj)]
+    else:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                out.append((f"{path}:{lineno}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not JSON: {e.msg} (column {e.colno})") from None
+    for where, r in out:
+        if not isinstance(r, dict):
+            raise UserError(f"{where}: expected an object (a record), got {type(r).__name__}")
+    if not out:
+        raise UserError(f"{path}: no records")
+    return out
+
+
+def _record_lines(text: str, n: int) -> list:
+    """The line each top-level record of a JSON array starts on (for messages)."""
+    dec = json.JSONDecoder()
+    i = text.index("[") + 1
+    lines = []
+    for _ in range(n):
+        while text[i] in " \t\r\n,":
+            i += 1
+        lines.append(text.count("\n", 0, i) + 1)
+        _, i = dec.raw_decode(text, i)
+    return lines
+
+
+def detect_format(obj: dict, spec) -> str:
+    if spec.messages_field in obj:
+        return "messages"
+    if spec.prompt_template or (spec.prompt_field in obj and spec.completion_field in obj):
+        return "prompt-completion"
+    if spec.text_field in obj:
+        return "text"
+    raise UserError(f"data.format: 'auto' cannot tell the format from the first record's keys "
+                    f"({', '.join(map(repr, obj)) or 'none'}); expected {spec.messages_field!r}, "
+                    f"{spec.prompt_field!r} + {spec.completion_field!r} or {spec.text_field!r}")
+
+
+def _string(where: str, obj: dict, key: str) -> str:
+    if key not in obj:
+        raise UserError(f"{where}: {key}: missing")
+    v = obj[key]
+    if not isinstance(v, str):
+        raise UserError(f"{where}: {key}: expected a string, got {type(v).__name__}")
+    if not v.strip():
+        raise UserError(f"{where}: {key}: empty")
+    return v
+
+
+def to_record(where: str, obj: dict, fmt: str, spec) -> Record:
+    """A checked record; UserError ``file:line: field: message`` on a malformed one."""
+    if fmt == "text":
+        return Record(where, fmt, text=_string(where, obj, spec.text_field))
+    if fmt == "prompt-completion":
+        if spec.prompt_template:
+            try:
+                prompt = spec.prompt_template.format_map(obj)
+            except KeyError as e:
+                raise UserError(f"{where}: {e.args[0]}: missing (data.prompt_template uses it)") from None
+            except (ValueError, IndexError) as e:
+                raise UserError(f"data.prompt_template: {e}") from None
+            if not prompt.strip():
+                raise UserError(f"{where}: prompt_template: gives an empty prompt")
+        else:
+            prompt = _string(where, obj, spec.prompt_field)
+        return Record(where, fmt, prompt=prompt, completion=_string(where, obj, spec.completion_field))
+    key = spec.messages_field
+    msgs = obj.get(key)
+    if key not in obj:
+        raise UserError(f"{where}: {key}: missing")
+    if isinstance(msgs, str):  # a CSV cell holding JSON
+        try:
+            msgs = json.loads(msgs)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: {key}: not JSON: {e.msg}") from None
+    if not isinstance(msgs, list) or not msgs:
+        raise UserError(f"{where}: {key}: expected a non-empty list of {{role, content}}")
+    for i, m in enumerate(msgs):
+        at = f"{where}: {key}[{i}]"
+        if not isinstance(m, dict):
+            raise UserError(f"{at}: expected an object {{role, content}}, got {type(m).__name__}")
+        if "role" not in m:
+            raise UserError(f"{at}.role: missing")
+        if m["role"] not in ROLES:
+            raise UserError(f"{at}.role: unknown role {m['role']!r}; one of {', '.join(ROLES)}")
+        if "content" not in m:
+            raise UserError(f"{at}.content: missing")
+        if not isinstance(m["content"], str):
+            raise UserError(f"{at}.content: expected a string, got {type(m['content']).__name__}")
+        if not m["content"].strip():
+            raise UserError(f"{at}.content: empty")
+    if not any(m["role"] == "assistant" for m in msgs):
+        raise UserError(f"{where}: {key}: no assistant turn (nothing to learn)")
+    return Record(where, fmt, messages=[{"role": m["role"], "content": m["content"]} for m in msgs])
+
+
+def records_from(path: Path, spec, what: str, fmt: str | None = None) -> tuple[str, list]:
+    raw = read_records(path, what)
+    fmt = fmt or (spec.format if spec.format != "auto" else detect_format(raw[0][1], spec))
+    return fmt, [to_record(where, obj, fmt, spec) for where, obj in raw]
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+def prepare_tokenizer(tok) -> None:
+    """An end-of-sequence token and a chat template for every tokenizer (WordPiece has
+    neither: [SEP] ends a turn, DEFAULT_CHAT_TEMPLATE renders messages)."""
+    if tok.eos_token is None:
+        tok.eos_token = tok.sep_token or tok.pad_token
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = DEFAULT_CHAT_TEMPLATE
+
+
+def _chat(tok, messages: list, generation: bool = False) -> str:
+    if not messages:
+        return ""
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+
+def segments(rec: Record, tok) -> list:
+    """(text, trained) pieces whose concatenation is the whole example."""
+    eos = tok.eos_token
+    if rec.fmt == "text":
+        return [(rec.text + eos, True)]
+    if rec.fmt == "prompt-completion":
+        return [(rec.prompt, False), (rec.completion + eos, True)]
+    out, done = [], ""
+    for i, m in enumerate(rec.messages):
+        full = _chat(tok, rec.messages[: i + 1])
+        if not full.startswith(done):
+            raise UserError(f"{rec.where}: messages: the chat template does not render turns as a prefix "
+                            "of the conversation; use format = 'prompt-completion'")
+        if m["role"] != "assistant":
+            out.append((full[len(done):], False))
+        else:
+            head = _chat(tok, rec.messages[:i], generation=True)
+            head = head[len(done):] if head.startswith(done) and full.startswith(head) else ""
+            body = full[len(done) + len(head):]
+            cut = body.rfind(eos) + len(eos) if eos and eos in body else len(body)
+            out += [(head, False), (body[:cut], True), (body[cut:], False)]
+        done = full
+    return [(t, trained) for t, trained in out if t]
+
+
+def encode(rec: Record, tok, max_length: int, loss_on: str) -> tuple[Example, bool]:
+    """The example (truncated to ``max_length``) and whether its prompt alone was longer."""
+    ids: list = []
+    mask: list = []
+    prompt_len = None
+    for text, trained in segments(rec, tok):
+        piece = tok(text, add_special_tokens=False)["input_ids"]
+        if trained and prompt_len is None:
+            prompt_len = len(ids)
+        ids += piece
+        mask += [trained or loss_on == "all"] * len(piece)
+    too_long = prompt_len is not None and prompt_len > max_length
+    ids, mask = ids[:max_length], mask[:max_length]
+    labels = [ids[t + 1] if mask[t + 1] else IGNORE for t in range(len(ids) - 1)] + [IGNORE]
+    if rec.fmt == "text":
+        cut = min(16, max(1, len(ids) // 2))
+        prompt_ids, prompt = ids[:cut], tok.decode(ids[:cut])
+        reference = tok.decode(ids[cut:], skip_special_tokens=True)
+    elif rec.fmt == "prompt-completion":
+        prompt_ids, prompt, reference = ids[: prompt_len or len(ids)], rec.prompt, rec.completion
+    else:
+        last = max(i for i, m in enumerate(rec.messages) if m["role"] == "assistant")
+        head = _chat(tok, rec.messages[:last], generation=True)
+        prompt_ids = tok(head, add_special_tokens=False)["input_ids"][:max_length]
+        users = [m["content"] for m in rec.messages[:last] if m["role"] == "user"]
+        prompt, reference = (users[-1] if users else ""), rec.messages[last]["content"]
+    return Example(ids, labels, prompt_ids, prompt, reference), too_long
+
+
+def encode_all(records: list, tok, max_length: int, loss_on: str, *, strict: bool) -> tuple[list, dict]:
+    """Examples with at least one trained token, and counts of the others. ``strict``:
+    a prompt longer than ``max_length`` is an error (user files); else it is dropped."""
+    out, untrained, long_prompts, truncated = [], 0, 0, 0
+    for rec in records:
+        ex, too_long = encode(rec, tok, max_length, loss_on)
+        if too_long:
+            if strict:
+                field_ = "messages" if rec.fmt == "messages" else "prompt"
+                raise UserError(f"{rec.where}: {field_}: the prompt is longer than max_length = {max_length} tokens "
+                                "(nothing left to train on); shorten it or raise data.max_length")
+            long_prompts += 1
+            continue
+        truncated += len(ex.ids) == max_length
+        if ex.trained == 0:
+            untrained += 1
+            continue
+        out.append(ex)
+    return out, {"no_trained_tokens": untrained, "long_prompts_dropped": long_prompts, "truncated": truncated}
+
+
+# -- packing and batches ------------------------------------------------------------------
+
+def pack(lengths: list, width: int) -> list:
+    """First-fit decreasing: lists of example indices, each list's lengths summing to at
+    most ``width``; deterministic (ties keep the index order)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    rows: list = []
+    room: list = []
+    for i in order:
+        n = lengths[i]
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(width - n)
+    return [sorted(r) for r in rows]
+
+
+def padding_share(lengths: list, width: int, packs: list | None = None) -> float:
+    """The share of padding in rows of ``width`` tokens: one example a row, or ``packs``."""
+    rows = len(packs) if packs is not None else len(lengths)
+    return 1.0 - sum(lengths) / (rows * width) if rows else 0.0
+
+
+def collate(rows: list, pad_id: int, device, packed: bool) -> dict:
+    """A batch from rows of examples, padded to the longest row. Packed: position ids
+    restart per example and a 4D additive mask (B, 1, T, T) blocks attention across
+    examples (padding attends only to itself)."""
+    width = max(sum(len(e.ids) for e in row) for row in rows)
+    b = len(rows)
+    ids = np.full((b, width), pad_id, dtype=np.int64)
+    labels = np.full((b, width), IGNORE, dtype=np.int64)
+    pos = np.zeros((b, width), dtype=np.int64)
+    seg = np.full((b, width), -1, dtype=np.int64)
+    for j, row in enumerate(rows):
+        t = 0
+        for k, e in enumerate(row):
+            n = len(e.ids)
+            ids[j, t:t + n] = e.ids
+            labels[j, t:t + n] = e.labels
+            pos[j, t:t + n] = np.arange(n)
+            seg[j, t:t + n] = k
+            t += n
+    batch = {"input_ids": torch.from_numpy(ids).to(device), "labels": torch.from_numpy(labels).to(device)}
+    if packed:
+        s = torch.from_numpy(seg)
+        same = (s[:, :, None] == s[:, None, :]) & (s[:, :, None] >= 0)
+        allowed = (same & torch.ones(width, width, dtype=torch.bool).tril()) | torch.eye(width, dtype=torch.bool)
+        mask = torch.zeros(b, 1, width, width).masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
+        batch["attention_mask"] = mask.to(device)
+        batch["position_ids"] = torch.from_numpy(pos).to(device)
+    else:
+        batch["attention_mask"] = torch.from_numpy((seg >= 0).astype(np.int64)).to(device)
+    return batch
