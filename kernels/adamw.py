@@ -215,7 +215,7 @@ class FlatAdamW:
         for k, p in enumerate(self.params):
             view = self._views[k]
             g = p.grad
-            if g is view:
+            if g is view or (g is None and not self.active[k]):  # a frozen view stays zero
                 continue
             with torch.no_grad():
                 if g is None:

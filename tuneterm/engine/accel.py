@@ -1,0 +1,160 @@
+"""The one place in the engine that decides how a run is computed: which kernels (Triton
+or PyTorch), the precision (fp32, bf16 autocast over fp32 master weights, or a pure bf16
+model), ``torch.compile``, the deterministic setup, and the fused causal-LM loss.
+
+The trainer calls, in ``setup``::
+
+    acc = accel.setup(session, device, kernels_req)   # resolves, sets determinism; UserError on bad input
+    model = model.to(device=device, dtype=acc.param_dtype)
+    ... install dropout / LoRA with acc.impl, build the optimizer with acc.impl, acc.param_dtype
+    model = accel.maybe_compile(model, acc)            # after every module swap, before training
+
+and around each forward (training and evaluation)::
+
+    with accel.autocast(acc):
+        loss = task.loss(model, batch)
+
+``[runtime] precision``: ``fp32`` (and ``auto``, today: nothing changes for existing
+sessions) computes in the model's dtype; ``bf16`` runs the forward under
+``torch.autocast(dtype=bfloat16)`` with fp32 parameters, which are the optimizer's master
+weights (the flat AdamW's fp32 buffers, or torch's). ``[model] dtype = "bfloat16"`` is the
+other thing: the parameters themselves are bf16, with fp32 masters in the flat AdamW.
+Both together: the model is already bf16 and autocast adds nothing, so it is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from tuneterm.errors import UserError
+
+DETERMINISTIC_CUBLAS = ":4096:8"  # cuBLAS's documented fixed-workspace setting
+COMPILE_BACKEND_ENV = "TUNETERM_COMPILE_BACKEND"  # e.g. aot_eager where inductor cannot build
+
+
+@dataclass(frozen=True)
+class Accel:
+    impl: str  # "triton" | "torch": dropout, AdamW, the fused LM loss
+    device: torch.device
+    param_dtype: torch.dtype  # the model's parameters
+    autocast_dtype: torch.dtype | None  # bf16 under precision = "bf16", else None
+    compile: bool
+    deterministic: bool
+
+
+def resolve(kernels_req: str, device) -> str:
+    """``auto|triton|torch`` -> ``triton|torch`` for ``device``; a UserError naming the flag."""
+    from tuneterm_kernels.runtime import resolve_impl
+
+    try:
+        return resolve_impl(kernels_req, device)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--kernels {kernels_req}: {e}") from None
+
+
+def _runtime(session, key: str, default):
+    return getattr(getattr(session, "runtime", None), key, default)
+
+
+def setup(session, device, kernels_req: str | None = None) -> Accel:
+    """Everything above for ``session`` on ``device``; also applies ``set_deterministic``."""
+    device = torch.device(device)
+    impl = resolve(kernels_req or _runtime(session, "kernels", "auto"), device)
+    param_dtype = torch.bfloat16 if session.model.dtype == "bfloat16" else torch.float32
+    precision = _runtime(session, "precision", "auto")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"runtime.precision: {precision!r} is not one of auto, fp32, bf16")
+    autocast_dtype = torch.bfloat16 if precision == "bf16" and param_dtype == torch.float32 else None
+    acc = Accel(impl, device, param_dtype, autocast_dtype, bool(_runtime(session, "compile", False)),
+                bool(_runtime(session, "deterministic", False)))
+    set_deterministic(acc)
+    return acc
+
+
+def autocast(acc: Accel):
+    """The context each forward runs in: bf16 autocast under precision = "bf16", else none."""
+    if acc.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=acc.device.type, dtype=acc.autocast_dtype)
+
+
+def maybe_compile(model: torch.nn.Module, acc: Accel, backend: str | None = None) -> torch.nn.Module:
+    """``[runtime] compile = true``: compile the model in place (``nn.Module.compile``: the
+    state_dict keys and the module tree stay as they are, so checkpoints and live edits do
+    not change). The dropout op is opaque to the compiler (its fake gives the shape); its
+    seed is drawn outside the graph, so a new step compiles nothing. Backend: ``backend``,
+    else $TUNETERM_COMPILE_BACKEND, else inductor."""
+    if acc.compile:
+        model.compile(backend=backend or os.environ.get(COMPILE_BACKEND_ENV) or "inductor")
+    return model
+
+
+def set_deterministic(acc: Accel) -> None:
+    """``[runtime] deterministic = true``: deterministic algorithms everywhere (an op without
+    one raises instead of running), cuBLAS with a fixed workspace (set before its first
+    handle: the worker calls this before the model reaches the GPU), cuDNN deterministic
+    without autotuning. tuneterm's own kernels (dropout, flat AdamW, fused linear CE) use
+    no atomics: they are deterministic whatever this says. Off: nothing is changed."""
+    if not acc.deterministic:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_CUBLAS)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+# --------------------------------------------------------------------------------------
+# The fused causal-LM loss
+# --------------------------------------------------------------------------------------
+
+def _lm_parts(model):
+    """(decoder, output weight) of a causal LM (PEFT-wrapped or not), or None when its head
+    is not a plain bias-free linear map (then the caller computes the logits itself)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    decoder = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    cfg = getattr(base, "config", None)
+    if head is None or decoder is None or getattr(head, "bias", None) is not None:
+        return None
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:  # e.g. a LoRA-wrapped head
+        return None
+    return decoder, weight
+
+
+def supports_fused_lm_loss(model) -> bool:
+    return _lm_parts(model) is not None
+
+
+def causal_lm_loss(model, batch: dict, impl: str, ignore_index: int = -100, shifted: bool = True) -> torch.Tensor:
+    """Mean next-token cross-entropy of a causal LM over the positions whose label is not
+    ``ignore_index``, through ``tuneterm_kernels.linear_cross_entropy`` on the decoder's last
+    hidden states and the output weight (tied or not): the ``[tokens x vocab]`` logits are
+    never held. ``shifted``: ``batch["labels"][t]`` is already the target of position t
+    (tuneterm's lm_data); False: HF's convention (labels = input_ids, shifted here).
+    The batch's other keys (attention_mask, position_ids) go to the decoder. Falls back
+    to the model's logits for heads it cannot fuse (``supports_fused_lm_loss``)."""
+    from tuneterm_kernels.linear_ce import linear_cross_entropy
+
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    parts = _lm_parts(model)
+    if parts is None:
+        logits = model(**inputs).logits
+        if not shifted:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=ignore_index)
+    decoder, weight = parts
+    hidden = decoder(**inputs).last_hidden_state
+    if not shifted:
+        hidden, labels = hidden[:, :-1], labels[:, 1:]
+    if hidden.dtype != weight.dtype:  # autocast keeps the residual stream in fp32
+        hidden = hidden.to(weight.dtype)
+    return linear_cross_entropy(hidden, weight, labels, ignore_index=ignore_index, impl=impl)
