@@ -52,24 +52,29 @@ def validate_file(path: str, workspace: Path, *, model: bool = True, deep: bool 
     from tuneterm.session import check_session_file
 
     session, problems = check_session_file(path, workspace)
-    if problems or not (model or deep or smoke):
+    if problems:
         return problems
     return engine_problems(session, workspace, model=model, deep=deep, smoke=smoke)
 
 
 def engine_problems(session, workspace: Path, *, model: bool = True, deep: bool = False,
                     smoke: bool = False) -> list:
-    """What the engine finds in a session that passed the static checks (``Problem``s
-    with the file's lines; [] when it can train). The one check of `validate`, of `run` and
-    `replay` before they write anything, and of the runner's pre-flight (`validate --deep`):
-    with ``model``, layer names, the edit log's freezing, data.max_length against the
-    model's positions, a model folder's weight files; ``deep``: data, tokenizer and model
-    loaded; ``smoke``: one step. Never raises for bad input: an engine failure is a finding."""
+    """What this machine and the engine find in a session that passed the static checks
+    (``Problem``s with the file's lines; [] when it can train). The one check of `validate`,
+    of `run` and `replay` before they write anything, and of the runner's pre-flight
+    (`validate --deep`): the machine's limits (runtime.threads); with ``model``, layer
+    names, the edit log's freezing, data.max_length against the model's positions, a model
+    folder's weight files; ``deep``: data, tokenizer and model loaded; ``smoke``: one step.
+    Never raises for bad input: an engine failure is a finding."""
     from tuneterm.errors import TunetermError
     from tuneterm.session import Problem, validate_layer_names
+    from tuneterm.session.check import machine_checks
 
     origin = getattr(session, "_origin", None)
     file, line_of = (origin[0], origin[1].line) if origin else ("<session>", lambda p: 1)
+    problems = [Problem(file, line_of(p), p, msg) for p, msg in machine_checks(session)]
+    if problems or not (model or deep or smoke):
+        return problems
     try:
         eng = _engine_check()
         if eng is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ FIELDS: dict[str, dict[str, dataclasses.Field]] = {
 EDIT_KEYS = ("step", "set", "freeze", "unfreeze", "stop")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DATA_SUFFIXES = (".csv", ".jsonl")
+MAX_STEPS = 10**9  # max_steps above this never finishes: a typo or 2**63-1, not a plan
 LM_DATA_SUFFIXES = (".jsonl", ".json", ".csv")  # task = "causal-lm"
 
 
@@ -239,7 +241,11 @@ def cross_checks(s: "schema.Session", edit: bool = False) -> list[tuple[str, str
     hp = s.hyperparameters
     if hp.max_steps == 0 and hp.epochs == 0:
         out.append(("hyperparameters.epochs", "epochs and max_steps are both 0; set one of them > 0"))
-    if hp.max_steps > 0 and hp.warmup_steps >= hp.max_steps:
+    if hp.max_steps > MAX_STEPS:
+        out.append(("hyperparameters.max_steps",
+                    f"{hp.max_steps} is more than 10^9 steps, which no run finishes (30 years at one step a "
+                    "second); use at most 1000000000, or epochs"))
+    elif hp.max_steps > 0 and hp.warmup_steps >= hp.max_steps:
         out.append(("hyperparameters.warmup_steps",
                     f"{hp.warmup_steps} warmup steps leave nothing of max_steps = {hp.max_steps}"))
     if edit:
@@ -273,6 +279,25 @@ def metric_problem(s: "schema.Session", metric: str) -> str | None:
         if needed not in s.evaluation.metrics:
             return f"{metric} is not computed; add {needed!r} to evaluation.metrics"
     return None
+
+
+def machine_checks(s: "schema.Session") -> list[tuple[str, str]]:
+    """Limits of the machine that checks the session (`validate`, `run`, the runner's
+    pre-flight) — not made when a saved session is only read, which may happen elsewhere."""
+    cpus = cpu_count()
+    threads = s.runtime.threads
+    if threads > cpus:
+        return [("runtime.threads", f"{threads} is more than the {cpus} CPUs here: threads beyond the CPUs wait "
+                                    f"for each other and slow training down; use at most {cpus} (0: torch's default)")]
+    return []
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (a container's or taskset's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return os.cpu_count() or 1
 
 
 def classify_source(source: str) -> str:
