@@ -330,3 +330,39 @@ def predict_file(run: LoadedRun, path: Path, out: Path | None, *, probs: bool = 
 
 def fmt_metric(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else str(v)
+
+
+# ---------------------------------------------------------------------------- the TUI's picture
+
+CONFUSION = "confusion.json"
+
+
+def write_confusion(run_dir: Path, workspace: Path, which: str = "best") -> Path:
+    """RUN_DIR/confusion.json: the validation confusion matrix at a checkpoint, for the
+    session screen (which never imports torch: it starts this in a subprocess)."""
+    from tuneterm.rundir import write_atomic
+
+    res = validation_confusion(load_run(run_dir, workspace, which))
+    path = run_dir / CONFUSION
+    write_atomic(path, json.dumps(res), durable=False)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m tuneterm.engine.predict confusion RUN_DIR WORKSPACE"""
+    from tuneterm.errors import TunetermError
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3 or args[0] != "confusion":
+        sys.stderr.write("usage: python -m tuneterm.engine.predict confusion RUN_DIR WORKSPACE\n")
+        return 2
+    try:
+        print(write_confusion(Path(args[1]), Path(args[2])))
+    except TunetermError as e:
+        sys.stderr.write(f"{e}\n")
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

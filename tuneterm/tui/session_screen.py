@@ -107,6 +107,9 @@ class SessionScreen(Screen):
         if self._log_timer is None:
             self._log_timer = self.set_interval(1.0, self._poll_log)
         self.update_views()
+        from tuneterm.tui.confusion import add_tab
+
+        add_tab(self, s)  # a finished classification run: the Confusion tab
 
     def _subscribe(self) -> None:
         if self.stream is not None:
