@@ -80,6 +80,21 @@ class KnobsPanel(Vertical):
         self.post_message(self.EditRequested(KNOBS[table.cursor_row]))
 
 
+def layer_state(x: dict, train_base) -> tuple[str, int, int]:
+    """(what of the group trains, its shown size, its trainable parameters) from a
+    layers.json row; with LoRA the size is the adapters' and the live ``train_base`` (a
+    list, or None before any edit) says whether the base trains beside them."""
+    if "adapter_params" not in x:
+        return ("frozen", x["params"], 0) if x["frozen"] else ("trainable", x["params"], x["params"])
+    base = x["name"] in train_base if isinstance(train_base, list) else x.get("train_base", False)
+    if x["frozen"]:
+        return "frozen", x["adapter_params"], 0
+    if base:
+        return f"adapters + base {fmt_params(x['base_params'])}", x["adapter_params"], x["params"]
+    what = "adapters" if x["adapter_params"] else "no adapters"
+    return f"{what} · base {fmt_params(x['base_params'])} frozen", x["adapter_params"], x["adapter_params"]
+
+
 class LayersPanel(Vertical):
     """Every layer group with its size and a freeze toggle (bottom of the model first)."""
 
@@ -112,9 +127,9 @@ class LayersPanel(Vertical):
 
     def show(self, view: RunView) -> None:
         self.groups = view.layers
+        states = [layer_state(x, view.knobs.get("train_base")) for x in view.layers]
         rows = [("…" if x["name"] in self.pending else ("■" if x["frozen"] else "□"),
-                 x["name"], fmt_params(x["params"]), "frozen" if x["frozen"] else "trainable")
-                for x in view.layers]
+                 x["name"], fmt_params(size), what) for x, (what, size, _) in zip(view.layers, states)]
         if rows == self._shown:
             return
         table = self.query_one(DataTable)
@@ -132,7 +147,7 @@ class LayersPanel(Vertical):
                     table.update_cell(r[1], "mark", r[0])
                     table.update_cell(r[1], "state", Text(r[3], style="dim" if r[3] == "frozen" else "green"))
         self._shown = rows
-        trainable, total = view.trainable()
+        trainable, total = sum(n for *_, n in states), sum(x["params"] for x in view.layers)
         if total:
             self.query_one("#trainable", Static).update(
                 f"trainable {fmt_params(trainable)} of {fmt_params(total)} parameters "
