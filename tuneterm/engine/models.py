@@ -60,10 +60,29 @@ def resolve_source(source: str, workspace: Path | None) -> str:
     if not p.is_absolute() and workspace is not None:
         p = workspace / p
     if p.is_dir():
+        check_model_folder(p, source)
         return str(p.resolve())
     if HUB_ID.match(source) and not source.startswith("."):
         return source  # a hub id: transformers resolves it (fails clearly when offline)
     raise UserError(f"model.source: {source!r} is neither a built-in, a model folder, nor a hub id")
+
+
+def check_model_folder(folder: Path, source: str) -> None:
+    """Refuse a model folder whose weights could run code when loaded: a pickle
+    (pytorch_model.bin, *.pt, ...) with no safetensors beside it, or a .safetensors file
+    that is not one (a pickle renamed, a truncated copy). Only safetensors are loaded."""
+    from tuneterm.engine.checkpoint import safetensors_problem
+
+    tensors = sorted(folder.glob("*.safetensors"))
+    for f in tensors:
+        problem = safetensors_problem(f)
+        if problem:
+            raise UserError(f"{source!r}: {problem}", field="model.source")
+    pickles = sorted(f.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl") for f in folder.glob(pattern))
+    if pickles and not tensors:
+        raise UserError(f"{source!r} holds its weights as {pickles[0]}, a pickle (loading it could run code); "
+                        "tuneterm loads only .safetensors: convert it where you trust it "
+                        "(save_pretrained(..., safe_serialization=True))", field="model.source")
 
 
 def load_tokenizer(source: str, workspace: Path | None = None):
@@ -121,7 +140,10 @@ def build_model(source: str, num_labels: int, *, tokenizer, workspace: Path | No
     import transformers
 
     transformers.logging.set_verbosity_error()  # "newly initialized classifier" is expected
-    return AutoModelForSequenceClassification.from_pretrained(path, config=config)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.source: cannot load {source!r}: {str(e).splitlines()[0]}") from None
 
 
 
@@ -152,6 +174,6 @@ def build_causal_lm(source: str, *, tokenizer, workspace: Path | None = None, se
         if meta:
             with torch.device("meta"):
                 return AutoModelForCausalLM.from_config(config)
-        return AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch.float32, use_safetensors=True)
     except (OSError, ValueError) as e:
         raise UserError(f"model.source: cannot load {source!r} as a causal LM: {str(e).splitlines()[0]}") from None
