@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
+from tuneterm.errors import UserError
 from tuneterm.workspace import resolve_workspace
 
 
@@ -43,3 +48,79 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     out = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
     out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     sys.stdout.write("\n".join(out) + "\n")
+
+
+# -- refusals of live edits, logged where the run's history is ----------------------------
+
+def _run_dir_of(ws: Path, ref) -> Path | None:
+    """The run directory a `set RUN` / `freeze RUN` reference means, resolved as the queue
+    resolves it (without starting a daemon), else as a run id; None when there is none."""
+    from tuneterm.workspace import find_run, runs_dir
+
+    try:
+        from tuneterm.runner.readonly import read_session
+
+        return runs_dir(ws) / read_session(ws, ref)["run_id"]
+    except Exception:  # noqa: BLE001 - no queue, no such session, a damaged database: try the run id
+        pass
+    try:
+        rd = find_run(ws, str(ref))
+    except UserError:
+        return None
+    return rd if rd.parent == runs_dir(ws).resolve() else None
+
+
+def _last_step(metrics: Path) -> int:
+    """The step of the last metrics row (0 before the first)."""
+    try:
+        with open(metrics, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+            lines = fh.read().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):  # the first line read may be cut: it does not parse
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            return row["step"]
+    return 0
+
+
+def record_rejection(ws: Path, ref, request: dict, reason: str) -> Path | None:
+    """Append a refusal made before the edit reached the run (by the CLI's own checks) to
+    the run's events.jsonl, as the worker logs those it refuses: ``{"kind": "reject",
+    "source": "cli", "request", "reason"}`` at the run's last step. Only while an attempt is
+    in progress (the last row is not an end row): a finished or paused run's history ends
+    with its end row. Returns the run directory written to, or None."""
+    from tuneterm.runner.tail import last_end_event
+
+    rd = _run_dir_of(ws, ref)
+    if rd is None or not (rd / "session.toml").is_file() or last_end_event(rd) is not None:
+        return None
+    step = _last_step(rd / "metrics.jsonl")
+    row = {"kind": "reject", "step": step, "source": "cli", "request": request, "reason": reason,
+           "time": round(time.time(), 3)}
+    data = (json.dumps(row, allow_nan=False, default=str) + "\n").encode()
+    # One O_APPEND write: whole next to the worker's own appends, never inside one of them.
+    fd = os.open(rd / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return rd
+
+
+@contextmanager
+def logged_rejection(args: argparse.Namespace, ref, request: dict):
+    """Around a verb's own checks of a live edit: a UserError raised inside is recorded in
+    the run's events (``record_rejection``) and then raised as usual (exit 2)."""
+    try:
+        yield
+    except UserError as e:
+        try:
+            record_rejection(workspace_of(args), ref, request, str(e))
+        except OSError:
+            pass  # the refusal still reaches the user; the log is best effort
+        raise

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tuneterm.cli import daemon_verbs
-from tuneterm.cli.common import add_json, add_workspace, print_json, print_table, workspace_of
+from tuneterm.cli.common import add_json, add_workspace, logged_rejection, print_json, print_table, workspace_of
 from tuneterm.errors import UserError
 
 
@@ -259,14 +259,16 @@ def cmd_set(args) -> int:
     from tuneterm.session import check_set_values, coerce_value
 
     values = {}
-    for a in args.assignments:
-        key, sep, text = a.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"expected KEY=VALUE, got {a!r}")
-        values[key.strip()] = coerce_value(key, text)
-    problems = check_set_values(values)
-    if problems:
-        raise UserError(problems[0])
+    # A value refused here is logged in the run's events.jsonl too (source "cli").
+    with logged_rejection(args, _ref(args.ref), {"type": "set", "assignments": list(args.assignments)}):
+        for a in args.assignments:
+            key, sep, text = a.partition("=")
+            if not sep or not key.strip():
+                raise UserError(f"expected KEY=VALUE, got {a!r}")
+            values[key.strip()] = coerce_value(key, text)
+        problems = check_set_values(values)
+        if problems:
+            raise UserError(problems[0])
     with _client(args, start=False) as c:
         ans = c.control(_ref(args.ref), {"type": "set", "values": values})
     return _answer(args, ans, "set " + " ".join(f"{k}={v}" for k, v in values.items()))
