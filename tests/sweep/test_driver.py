@@ -13,7 +13,9 @@ from sweep_helpers import sweep_text
 
 from tuneterm.errors import UserError
 from tuneterm.sweep.spec import load_sweep
-from tuneterm.sweep.study import _Driver, _Runner, create_or_resume, describe_study, run_sweep
+from tuneterm.sweep.driver import _Driver, run_sweep
+from tuneterm.sweep.study import create_or_resume, describe_study
+from tuneterm.sweep.trials import QueueTrials
 
 FAKE = Path(__file__).parent / "fake_sweep_worker.py"
 LR = "learning_rate = {{ low = {lo}, high = {hi}, log = true }}\n"
@@ -113,7 +115,7 @@ def test_a_rerun_reattaches_to_every_trial_in_flight(runner, monkeypatch):
     # What a killed driver leaves behind: two trials asked, queued and RUNNING in the study.
     study = create_or_resume(sw, runner.ws)
     first: list[str] = []
-    killed = _Driver(study, sw, runner.ws, _Runner(runner.ws), first.append)
+    killed = _Driver(study, sw, runner.ws, QueueTrials(runner.ws), first.append)
     assert killed.launch() and killed.launch()
     killed.close()
     assert any("wait in the queue" in x for x in first), first  # parallel 2 > 1 slot: said once

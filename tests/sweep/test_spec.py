@@ -12,7 +12,8 @@ from sweep_helpers import SPACE, sweep_text
 from tuneterm.cli import main
 from tuneterm.session import check_session_text, dumps_session
 from tuneterm.session.problems import SessionError
-from tuneterm.sweep.spec import load_sweep, trial_session
+from tuneterm.sweep.spec import load_sweep
+from tuneterm.sweep.trial import trial_session
 
 
 def _write(ws, text, name="sw.toml"):
@@ -158,7 +159,7 @@ def test_sweep_verbs_refuse_bad_invocations(workspace, capsys):
 
 def test_one_driver_per_sweep(workspace):
     from tuneterm.errors import UserError
-    from tuneterm.sweep.study import _lock
+    from tuneterm.sweep.driver import _lock
 
     held = _lock(workspace, "sw")
     try:

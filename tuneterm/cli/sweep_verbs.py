@@ -46,7 +46,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{args.target}: ok (sweep {sweep.name}: {sweep.trials} trials x "
                              f"{sweep.max_steps} steps, {', '.join(sweep.space)})\n")
         return 0
-    from tuneterm.sweep.study import run_sweep
+    from tuneterm.sweep.driver import run_sweep
 
     def say(line: str) -> None:
         (sys.stderr if args.json else sys.stdout).write(line + "\n")

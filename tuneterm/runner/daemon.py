@@ -322,11 +322,9 @@ def _write_durably(path: Path, data: bytes) -> None:
     write_atomic(path, data)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tuneterm.runner.server import main as server_main
-
-    return server_main(argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # The old entry point (`python -m tuneterm.runner.daemon`) forwards to the new one,
+    # `python -m tuneterm.runner`, without importing the server (which imports this module).
+    import runpy
+
+    runpy.run_module("tuneterm.runner", run_name="__main__")

@@ -1,7 +1,9 @@
-"""Hyperparameter sweeps: an Optuna study whose trials are sessions in the runner's queue.
+"""Hyperparameter sweeps over the queue (no torch; optuna only while a sweep runs):
 
-    spec.py    the sweep file (a session file with a [sweep] table): load_sweep, trial_session
-    study.py   the study in WS/.tuneterm/sweeps.db: run_sweep, open_study, describe_study
-
-No torch, no textual; optuna is imported inside functions only (docs/sweep.md).
+    spec.py    the sweep file (a session file with a [sweep] table): load_sweep
+    trial.py   a trial's session: trial_session
+    study.py   the Optuna study in WS/.tuneterm/sweeps.db: open, create/resume, describe, delete
+    driver.py  run_sweep: trials in flight, reports, pruning, re-attaching after a crash
+    trials.py  the trial runner the driver is given: QueueTrials (sessions of the runner queue)
+    report.py  the summary and the best session file
 """

@@ -1,7 +1,8 @@
 """Sweep files: a session file with a ``[sweep]`` table (docs/sweep.md).
 
     load_sweep(path, workspace, layers=True) -> Sweep          raises SessionError (exit 2)
-    trial_session(sweep, params, number) -> Session            base + sampled knobs + budget
+
+A trial's session (base + sampled knobs + budget) is ``trial.trial_session``.
 
 The session part is checked by ``tuneterm.session`` (which skips ``[sweep]``); this module
 checks the ``[sweep]`` table with the same one-line ``file:line: field: message`` problems.
@@ -371,33 +372,3 @@ def _check_value(knob: str, v: Any, at: str, base: Session, out: list) -> None:
         return
     for msg in check_set_values({knob: v}):
         out.append((at, msg.split(": ", 1)[1] if ": " in msg else msg))
-
-
-# -- trials -----------------------------------------------------------------------------
-
-def trial_session(sweep: Sweep, params: dict, number: int) -> Session:
-    """The base session with the sampled knobs, the step budget and the trial's name."""
-    s = sweep.base.copy()
-    s.edits = []
-    s.session.name = sweep.trial_name(number)
-    shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
-    s.session.description = f"sweep {sweep.name} trial {number}: {shown}"
-    h = s.hyperparameters
-    h.max_steps = sweep.max_steps
-    for k, v in params.items():
-        if k == "freeze_depth":
-            depth = int(v)
-            frozen = list(s.freeze.layers)
-            for g in sweep.layer_groups[:depth]:
-                if g not in frozen:
-                    frozen.append(g)
-            s.freeze.layers = frozen
-        else:
-            if k == "warmup_ratio":
-                h.warmup_steps = 0
-            setattr(h, k, v)
-    return s
-
-
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

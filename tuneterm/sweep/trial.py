@@ -1,0 +1,37 @@
+"""A trial's session: the sweep's base session with the sampled knobs, the step budget
+and the trial's name (no torch, no optuna)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneterm.session.schema import Session
+from tuneterm.sweep.spec import Sweep
+
+
+def trial_session(sweep: Sweep, params: dict, number: int) -> Session:
+    """The base session with the sampled knobs, the step budget and the trial's name."""
+    s = sweep.base.copy()
+    s.edits = []
+    s.session.name = sweep.trial_name(number)
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+    s.session.description = f"sweep {sweep.name} trial {number}: {shown}"
+    h = s.hyperparameters
+    h.max_steps = sweep.max_steps
+    for k, v in params.items():
+        if k == "freeze_depth":
+            depth = int(v)
+            frozen = list(s.freeze.layers)
+            for g in sweep.layer_groups[:depth]:
+                if g not in frozen:
+                    frozen.append(g)
+            s.freeze.layers = frozen
+        else:
+            if k == "warmup_ratio":
+                h.warmup_steps = 0
+            setattr(h, k, v)
+    return s
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
