@@ -394,13 +394,49 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["s.toml"]
 
 
-def test_save_failure_keeps_the_old_file(tmp_path: Path):
+def test_save_refuses_non_finite_before_touching_the_file(tmp_path: Path):
     p = tmp_path / "s.toml"
     p.write_text("old")
     s = Session()
     s.hyperparameters.dropout = float("inf")
     with pytest.raises(ValueError):
         save_session(s, p)
+    assert p.read_text() == "old"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["s.toml"]
+
+
+def test_a_save_that_fails_midway_through_writing_keeps_the_old_file(tmp_path: Path, monkeypatch):
+    # The disk fills up after half of the text reached the temporary file.
+    p = tmp_path / "s.toml"
+    p.write_text("old")
+    real_fdopen, partial = os.fdopen, []
+
+    class HalfThenFull:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+            return False
+
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])
+            self.fh.flush()
+            partial.append(os.fstat(self.fh.fileno()).st_size)
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: HalfThenFull(real_fdopen(fd, *a, **k)))
+    s = Session()
+    s.session.name = "new"
+    with pytest.raises(OSError, match="No space left"):
+        save_session(s, p)
+    assert partial and partial[0] > 0  # it did fail midway, with bytes written
     assert p.read_text() == "old"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["s.toml"]
 
