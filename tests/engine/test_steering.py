@@ -76,7 +76,7 @@ def test_replay_check_of_a_session_file_is_bad_input(workspace, tiny_session, ca
 
 
 def _trainer(workspace, tiny_session, extra=""):
-    from tuneterm.engine.loop import Trainer
+    from tuneterm.engine.trainer import Trainer
     from tuneterm.engine.runs import create_run
 
     session = load_session(tiny_session(extra=extra), workspace)
@@ -91,8 +91,8 @@ def test_frozen_parameters_stay_bit_identical_and_unfrozen_start_fresh(workspace
     emb = {n: p.detach().clone() for n, p in t.groups[0].params}
     l1 = {n: p.detach().clone() for n, p in t.groups[2].params}
     for _ in range(3):
-        t._boundary()
-        t._train_step()
+        t.boundary()
+        t.train_step()
     for n, p in t.groups[0].params:
         assert torch.equal(p, emb[n]), n
         assert p.grad is None and p not in t.opt.opt.state  # no gradient, no optimizer state
@@ -101,14 +101,14 @@ def test_frozen_parameters_stay_bit_identical_and_unfrozen_start_fresh(workspace
     p0 = t.groups[2].params[0][1]
     assert float(t.opt.opt.state[p0]["step"]) == 3
     t.mailbox.put({"type": "freeze", "id": "f", "layers": ["layer.1"]})
-    t._boundary()
+    t.boundary()
     assert p0 not in t.opt.opt.state
     before = p0.detach().clone()
-    t._train_step()
+    t.train_step()
     assert torch.equal(p0, before)
     t.mailbox.put({"type": "unfreeze", "id": "u", "layers": ["layer.1", "embeddings"]})
-    t._boundary()
-    t._train_step()
+    t.boundary()
+    t.train_step()
     st = t.opt.opt.state[p0]
     assert float(st["step"]) == 1
     # after one step from zero moments: m = (1 - beta1) * g exactly as a fresh AdamW would
@@ -151,14 +151,14 @@ def test_nonfinite_loss_under_skip_leaves_parameters_unchanged(workspace, tiny_s
     t.session.runtime.nonfinite = "skip"
     _nan_at(t, 2)
     for _ in range(2):
-        t._boundary()
-        t._train_step()
+        t.boundary()
+        t.train_step()
     before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
-    t._train_step()  # NaN: skipped
+    t.train_step()  # NaN: skipped
     for n, p in t.model.named_parameters():
         assert torch.equal(p, before[n]), n
     last = rows(t.run_dir)[-1]
     assert last["step"] == 3 and last["loss"] is None and last["nonfinite"]
-    t._train_step()  # training goes on
+    t.train_step()  # training goes on
     assert any(not torch.equal(p, before[n]) for n, p in t.model.named_parameters())
     t.close()

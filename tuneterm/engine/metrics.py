@@ -42,3 +42,21 @@ def evaluate(model, enc: D.Encoded, pad_id: int, device, batch_size: int, num_cl
     gold = enc.labels
     return {"loss": total_loss / max(1, len(enc)), "accuracy": float(np.mean(preds == gold)) if len(enc) else 0.0,
             "f1": macro_f1(preds, gold, num_classes)}
+
+
+def summary(run_dir) -> dict:
+    """The end of a run, for the CLI: steps, last loss, the last validation metrics, the
+    best validation accuracy."""
+    from tuneterm.rundir import read_jsonl
+
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    out = {"run_dir": str(run_dir), "steps": train[-1]["step"] if train else 0,
+           "last_loss": train[-1]["loss"] if train else None}
+    if evals:
+        last = evals[-1]
+        out.update({k: v for k, v in last.items() if k.startswith("val_")})
+        if any("val_accuracy" in e for e in evals):
+            out["best_val_accuracy"] = max(e.get("val_accuracy", float("-inf")) for e in evals)
+    return out

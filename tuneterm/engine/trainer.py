@@ -1,0 +1,387 @@
+"""The Trainer, in phases: setup → train → (save_checkpoint / load_checkpoint) → cleanup.
+
+It owns the loop and nothing that differs between kinds of fine-tuning: the task
+(tuneterm.engine.tasks) loads the data, builds the model, computes the loss of a batch
+and evaluates. The plan (plan.py) says which units a step trains on; edits.py turns
+control messages into checked edits; state.py is what a checkpoint holds.
+
+Edits land only at optimizer-step boundaries. After ``step`` steps have completed, the
+boundary does, in order: apply the recorded edits of that step (replay/resume), apply the
+live control messages that are due, then — unless stopping — run step ``step + 1``.
+After each step: log, evaluate if due (early stopping), checkpoint if due.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from tuneterm.engine import checkpoint as ckpt
+from tuneterm.engine import data as D
+from tuneterm.engine import dropout as drop
+from tuneterm.engine import edits as E
+from tuneterm.engine import layers as L
+from tuneterm.engine import oom, optim, plan, schedule
+from tuneterm.engine.control import Mailbox, truncate_after
+from tuneterm.engine.early_stop import EarlyStopping
+from tuneterm.engine.logbook import describe_eval
+from tuneterm.engine.models import load_tokenizer
+from tuneterm.engine.outputs import Outputs
+from tuneterm.engine.state import TrainState
+from tuneterm.engine.tasks import get_task
+from tuneterm.engine.weights import ModelWeights, lora_module
+from tuneterm.errors import TrainingError, UserError
+from tuneterm.rundir import RunDir
+from tuneterm.session.schema import Session
+
+log = logging.getLogger("tuneterm.engine")
+
+
+class Paused(Exception):
+    pass
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: CUDA is not available on this machine")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class Trainer:
+    def __init__(self, session: Session, run_dir: Path, workspace: Path, *, sinks: list, mailbox: Mailbox | None = None,
+                 resume: bool = False, kernels: str | None = None, device: str | None = None) -> None:
+        self.session = session  # the frozen session (original knobs + edit log)
+        self.run_dir = run_dir
+        self.paths = RunDir(run_dir)
+        self.workspace = workspace
+        self.extra_sinks = list(sinks)
+        self.out: Outputs | None = None  # made in setup
+        self.mailbox = mailbox or Mailbox()
+        self.resume = resume
+        self.kernels_req = kernels or session.runtime.kernels
+        self.device_req = device or session.runtime.device
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Build everything a run needs (device, task data, model, optimizer, state); on
+        resume load the newest checkpoint. Every attribute of a trainer is made here."""
+        s = self.session
+        if s.runtime.threads:
+            torch.set_num_threads(s.runtime.threads)
+        self.device = resolve_device(self.device_req)
+        from tuneterm_kernels.runtime import resolve_impl
+
+        try:
+            self.impl = resolve_impl(self.kernels_req, self.device)
+        except RuntimeError as e:
+            raise UserError(f"--kernels {self.kernels_req}: {e}") from None
+        self.dtype = torch.bfloat16 if s.model.dtype == "bfloat16" else torch.float32
+
+        self.task = get_task(s)
+        es = s.early_stopping
+        if es.metric not in self.task.metrics:
+            raise UserError(f"early_stopping.metric: {es.metric} is not a {self.task.name} metric; "
+                            f"one of {', '.join(self.task.metrics)}")
+        self.tokenizer = load_tokenizer(s.model.source, self.workspace)
+        self.data = self.task.load_data(s, self.workspace, self.tokenizer)
+        model = self.task.build_model(s, self.workspace, self.tokenizer, self.data)
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        self.dctx = drop.DropoutContext(s.session.seed)
+        self.sites = drop.install(self.model, self.dctx, s.hyperparameters.dropout, self.impl)
+        self.lora = lora_module(s)  # LoRA (H8): adapters attached after the base model's dropout sites
+        if self.lora is not None:
+            self.model = self.lora.attach(self.model, s, self.dctx, self.impl)
+        self.groups = L.layer_groups(self.model)
+        self.weights = ModelWeights(self.model, self.groups, self.lora)
+        names = L.group_names(self.groups)
+        unknown = [n for n in s.freeze.layers if n not in names]
+        if unknown:
+            raise UserError(f"freeze.layers: unknown layer group {unknown[0]!r}; this model has {', '.join(names)}")
+        named = [(n, p) for g in self.groups for n, p in g.params]  # with LoRA: H8 says which the optimizer holds
+        self.opt = optim.build(named, s.hyperparameters, impl=self.impl, dtype=self.dtype)
+        self.desk = E.EditDesk(self)
+
+        # The live state (what edits change), initialised from the session.
+        self.state = TrainState(
+            step=0, epoch=0, cursor=0, samples_seen=0, total_steps=0, edits_applied=0,
+            hyperparameters=replace(s.hyperparameters), frozen=[],
+            early_stopping=EarlyStopping.of(es, self.task.mode(es.metric)), last_eval_step=-1,
+            kernels=self.impl, dtype=str(self.dtype).replace("torch.", ""),
+            lora={k: getattr(s.lora, k) for k in ("dropout", "lr_ratio", "train_base")} if self.lora else {},
+            lora_fingerprint=self.lora.fingerprint(self.model) if self.lora else None)
+        self.last_ckpt_step = -1
+        self.pause_requested = False
+        self.fault = oom.FaultInjector()
+        self.checkpoint_requested = False
+        self.set_frozen(s.freeze.layers, True)
+
+        # The newest checkpoint that verifies and loads (H7: engine/checkpoint.py); damaged
+        # newer ones are set aside below, with an event each saying why.
+        start, skipped = (ckpt.latest_intact(self.paths.checkpoints, self.load_checkpoint) if self.resume
+                          else (None, []))
+        if skipped and start is None:
+            raise UserError(ckpt.unusable_message(skipped))
+        if self.resume:
+            # Rows a killed attempt wrote after its last checkpoint are redone below.
+            for path in (self.paths.metrics, self.paths.events, self.paths.samples):
+                truncate_after(path, self.state.step)
+        self.out = Outputs(self.run_dir, self.extra_sinks, lambda: self.state.step)
+        self.metric, self.event, self.reply = self.out.metric, self.out.event, self.out.reply
+        for path, why in skipped:
+            moved = ckpt.set_aside(path)
+            self.event("checkpoint_skipped", checkpoint=path.name, reason=why, moved_to=f"checkpoints/{moved.name}")
+        self._orders: dict = {}
+        self.replan()
+        self.paths.layers.write_text(json.dumps(L.describe(self.groups), indent=1))
+        self.event("resume" if start is not None else "start", checkpoint=start.name if start else None,
+                   model=s.model.source, task=self.task.name, device=str(self.device), kernels=self.impl,
+                   **self.data.info, total_steps=self.state.total_steps, decayed_params=self.opt.n_decay,
+                   non_decayed_params=self.opt.n_no_decay, trainable_params=self.trainable_params())
+
+    @property
+    def hp(self):
+        """The hyperparameters as currently edited."""
+        return self.state.hyperparameters
+
+    def knobs(self) -> plan.Knobs:
+        return plan.Knobs.of(self.hp, len(self.data.train))
+
+    def replan(self) -> None:
+        self.state.total_steps = plan.total_steps(self.knobs(), self.state.position)
+
+    def trainable_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def set_frozen(self, names, frozen: bool) -> None:
+        changed = L.set_frozen(self.groups, names, frozen)
+        if changed:
+            self.opt.set_frozen(changed, frozen)
+        self.state.frozen = L.frozen_names(self.groups)
+
+    def lora_edit(self, name: str, value) -> None:
+        """A live edit of a LoRA knob (lora_dropout, lora_lr_ratio, train_base): H8's."""
+        if self.lora is None or not hasattr(self.lora, "apply_edit"):
+            raise TrainingError(f"lora.{name}: this run trains no LoRA adapters")
+        self.lora.apply_edit(self, name, value)
+
+    def order(self, epoch: int):
+        if epoch not in self._orders:
+            self._orders = {epoch: D.epoch_order(self.session.session.seed, epoch, len(self.data.train))}
+        return self._orders[epoch]
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> str:
+        """Run to the end; returns the end state (done | early_stopped | stopped | paused)."""
+        state, reason = "done", ""
+        try:
+            while True:
+                stop = self.boundary()
+                if stop:
+                    state, reason = stop
+                    break
+                # An edit (of epochs) may have made more of the data due: roll explicitly.
+                self.state.move_to(plan.rolled(self.knobs(), self.state.position))
+                if plan.done(self.knobs(), self.state.position):
+                    break
+                if self.after_step(self.train_step()):
+                    es = self.state.early_stopping
+                    state, reason = "early_stopped", f"{es.metric} did not improve for {es.patience} evaluations"
+                    break
+        except Paused:
+            self.save_checkpoint("pause")
+            self._end("paused", "paused on request")
+            return "paused"
+        except TrainingError as e:
+            self._end("failed", str(e))
+            raise
+        except Exception as e:  # a bug or an OOM: still end the run's files cleanly
+            log.exception("training failed")
+            self._end("failed", f"{type(e).__name__}: {e}")
+            raise TrainingError(f"step {self.state.step}: {type(e).__name__}: {e}") from e
+        if self.state.last_eval_step != self.state.step and self.state.step > 0 and state != "stopped":
+            self.evaluate()
+        if self.last_ckpt_step != self.state.step:
+            self.save_checkpoint("end")
+        self._end(state, reason)
+        return state
+
+    def boundary(self):
+        """Apply recorded edits due now, then live control messages. Returns (state, reason)
+        to stop, else None; raises Paused on a pause request."""
+        stop = None
+        for e in self.desk.due():
+            self.desk.check_recorded(e)
+            self.desk.apply(e)
+            self.state.edits_applied += 1
+            self.event("edit", edit=e.to_dict(), source="log")
+            if e.stop:
+                stop = ("stopped", "stopped by a recorded stop edit")
+        for msg in self.mailbox.drain(self.state.step):
+            result = self.desk.handle(msg)
+            if result is not None:
+                stop = result
+        if self.pause_requested:
+            raise Paused()
+        if self.checkpoint_requested:
+            self.checkpoint_requested = False
+            self.save_checkpoint("request")
+        return stop
+
+    def train_step(self) -> plan.StepPlan:
+        """One optimizer step over the plan's next micro-batches; returns that plan. Out of
+        memory halves the micro-batch (an edit, see oom.py) and redoes the step."""
+        t0 = time.perf_counter()
+        st = self.state
+        while True:
+            step_plan = plan.next_step(self.knobs(), st.position)
+            try:
+                loss_value = self._forward_backward(step_plan)
+                break
+            except oom.OutOfMemory as e:
+                message = str(e).splitlines()[0] if str(e) else "out of memory"
+            self._halve_micro_batch(message)
+        gnorm_value = float(self.opt.grad_norm())
+        lr = schedule.learning_rate(st.step, self.hp, st.total_steps)
+        finite = math.isfinite(loss_value) and math.isfinite(gnorm_value)
+        if finite:
+            clip = self.hp.grad_clip
+            scale = min(1.0, clip / (gnorm_value + 1e-6)) if clip > 0 else 1.0
+            self.opt.step(lr, self.hp.weight_decay, scale)
+        self.opt.zero_grad()
+        st.move_to(step_plan.after)
+        st.samples_seen += step_plan.units
+        dt = time.perf_counter() - t0
+        row = {"kind": "train", "step": st.step, "epoch": round(plan.progress(self.knobs(), st.position), 6),
+               "loss": loss_value if finite else None, "lr": lr, "grad_norm": gnorm_value if finite else None,
+               "batch_size": self.hp.batch_size, "total_steps": st.total_steps,
+               "samples_per_s": round(step_plan.units / dt, 2) if dt > 0 else None, "time": round(time.time(), 3)}
+        if not finite:
+            row["nonfinite"] = True
+        self.metric(row)
+        if not finite:
+            what = f"non-finite loss ({loss_value})" if not math.isfinite(loss_value) else \
+                f"non-finite gradient norm ({gnorm_value})"
+            if self.session.runtime.nonfinite == "stop":
+                self.event("error", message=f"{what} at step {st.step}")
+                raise TrainingError(f"{what} at step {st.step}; the last good checkpoint is kept")
+            self.event("skip", message=f"{what} at step {st.step}: update skipped")
+        return step_plan
+
+    def _forward_backward(self, step_plan: plan.StepPlan) -> float:
+        """Gradients of the step's micro-batches, each weighted by its share of the step's
+        units; returns the step's mean loss."""
+        st = self.state
+        order = self.order(step_plan.epoch)
+        self.model.train()
+        batches = [self.task.collate(self.data.train, order[a:b], self.device) for a, b in step_plan.slices]
+        weights = [self.task.batch_weight(b) for b in batches]
+        total = sum(weights)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for m, (batch, w) in enumerate(zip(batches, weights)):
+            self.fault.maybe_fail(st.step + 1, m == len(batches) - 1)
+            self.dctx.at(st.step, m)
+            loss = self.task.loss(self.model, batch)
+            (loss * (w / total)).backward()
+            loss_sum += loss.detach().double().cpu() * w
+        return float(loss_sum / total)
+
+    def _halve_micro_batch(self, message: str) -> None:
+        self.opt.zero_grad()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        edit = oom.halving_edit(self.hp, self.state.step)
+        problem = self.desk.check(edit)
+        if problem:
+            raise TrainingError(f"out of memory at step {self.state.step + 1}; cannot halve the batch: {problem}")
+        self.desk.apply(edit)
+        self.desk.record(edit, source="oom")
+        self.event("warning", message=f"{message} at step {self.state.step + 1}: micro-batch halved to "
+                                      f"{self.hp.batch_size} x {self.hp.gradient_accumulation} accumulated; "
+                                      "step redone")
+
+    def after_step(self, step_plan: plan.StepPlan) -> bool:
+        """Evaluate/checkpoint when due; True when early stopping says stop."""
+        ev, step = self.session.evaluation, self.state.step
+        due = step % ev.interval_steps == 0 if ev.interval_steps > 0 else step_plan.epoch_ended
+        stop = self.evaluate() if due else False
+        ci = self.session.checkpoint.interval_steps
+        if ci > 0 and step % ci == 0 and self.last_ckpt_step != step:
+            self.save_checkpoint("interval")
+        return stop
+
+    def evaluate(self) -> bool:
+        """Evaluate on the validation set (metrics row, samples); True when early stopping says stop."""
+        from tuneterm.session.check import metric_problem
+
+        s, st = self.session, self.state
+        bs = s.evaluation.batch_size or self.hp.batch_size * 2
+        res = self.task.evaluate(self.model, self.data, self.device, bs)
+        st.last_eval_step = st.step
+        row = {"kind": "eval", "step": st.step, "epoch": round(plan.progress(self.knobs(), st.position), 6)}
+        row.update({k: res[k] for k in self.task.metrics if k in res and metric_problem(s, k) is None})
+        row["time"] = round(time.time(), 3)
+        self.metric(row)
+        log.info(describe_eval(row))
+        self.out.samples(self.task.samples(self.model, self.data, self.device, s, st.step))
+        es = st.early_stopping
+        if es.update(res[es.metric], st.step):
+            self.event("eval_best", metric=es.metric, value=es.best)
+            if s.checkpoint.keep_best:
+                self.save_checkpoint("best")
+        if es.should_stop:
+            self.event("early_stop", metric=es.metric, best=es.best, best_step=es.best_step, patience=es.patience)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, reason: str) -> Path:
+        tensors, self.state.optimizer = self.opt.state_tensors()
+        st = self.state
+        path = ckpt.save(self.paths.checkpoints, st.step, self.weights, tensors, st.to_json())
+        self.last_ckpt_step = st.step
+        es = st.early_stopping
+        keep = {es.best_step} if (es.best_step is not None and self.session.checkpoint.keep_best) else set()
+        ckpt.prune(self.paths.checkpoints, self.session.checkpoint.keep_last, keep)
+        self.out.sync()
+        self.event("checkpoint", path=f"checkpoints/{path.name}", reason=reason)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        fingerprint = self.state.lora_fingerprint
+        tensors, saved = ckpt.load(path, self.weights, self.device)
+        if saved.get("lora_fingerprint") != fingerprint:
+            raise UserError(f"{path.name}: the checkpoint's LoRA base weights (fingerprint "
+                            f"{saved.get('lora_fingerprint')}) are not this model's ({fingerprint})")
+        try:
+            self.state.load_json(saved)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{path.name}: {e}") from None
+        drop.set_p(self.model, self.sites, self.hp.dropout)
+        frozen = self.state.frozen
+        self.set_frozen(L.group_names(self.groups), False)
+        self.set_frozen(frozen, True)
+        for name, value in self.state.lora.items():
+            self.lora_edit(name, value)
+        self.last_ckpt_step = self.state.step
+        self.opt.load_state(tensors, self.state.optimizer)
+
+    # ------------------------------------------------------------------ end
+    def _end(self, state: str, reason: str) -> None:
+        es = self.state.early_stopping
+        self.event("end", state=state, reason=reason, best=es.best, best_step=es.best_step,
+                   total_steps=self.state.total_steps)
+        self.out.sync()
+
+    def cleanup(self) -> None:
+        if self.out is not None:
+            self.out.close()
+
+    close = cleanup
