@@ -48,6 +48,7 @@ EDITABLE = {
     "weight_decay": "hyperparameters",
     "dropout": "hyperparameters",
     "batch_size": "hyperparameters",
+    "gradient_accumulation": "hyperparameters",
     "epochs": "hyperparameters",
     "max_steps": "hyperparameters",
     "schedule": "hyperparameters",
