@@ -92,13 +92,17 @@ def _check(session, ws: Path):
 
 class _Started:
     """A sink that notes the end of setup (the start or resume event) and only then names
-    the run on stderr: a run whose setup fails prints one line, the error."""
+    the run on stderr: a run whose setup fails prints one line, the error. It also says
+    which damaged checkpoints a resume skipped."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.started = False
 
     def event(self, row: dict) -> None:
+        if row.get("kind") == "checkpoint_skipped":
+            sys.stderr.write(f"checkpoint {row.get('checkpoint')} skipped: {row.get('reason')} "
+                             f"(moved to {row.get('moved_to')})\n")
         if not self.started and row.get("kind") in ("start", "resume"):
             self.started = True
             sys.stderr.write(f"run: {self.run_dir}\n")
