@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from results_helpers import train, write_csv  # noqa: E402
+from results_helpers import lm_session_toml, train, train_text, write_csv, write_prompts  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,9 @@ def results_ws(tmp_path_factory) -> Path:
     write_csv(ws / "data" / "train.csv", 48, seed=0)
     write_csv(ws / "data" / "val.csv", 18, seed=1)
     write_csv(ws / "data" / "test.csv", 21, seed=2)
+    write_prompts(ws / "data" / "lm-train.jsonl", 40, seed=0)
+    write_prompts(ws / "data" / "lm-val.jsonl", 10, seed=1)
+    write_prompts(ws / "data" / "lm-test.jsonl", 8, seed=2)
     return ws
 
 
@@ -31,3 +34,9 @@ def run_a(results_ws) -> Path:
 @pytest.fixture(scope="session")
 def run_b(results_ws) -> Path:
     return train(results_ws, "tiny-b", 5e-3, edits="\n[[edits]]\nstep = 4\nset = { learning_rate = 1e-3 }\n")
+
+
+@pytest.fixture(scope="session")
+def lm_run(results_ws) -> Path:
+    """A tiny Llama trained on prompt-completion records (causal-lm task)."""
+    return train_text(results_ws, "tiny-lm", lm_session_toml("tiny-lm"))

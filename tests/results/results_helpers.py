@@ -63,10 +63,65 @@ threads = 1
 
 
 def train(ws: Path, name: str, lr: float, edits: str = "") -> Path:
+    return train_text(ws, name, session_toml(name, lr, edits))
+
+
+COLOURS = "red green blue sun moon star tree river stone cloud".split()
+
+
+def write_prompts(path: Path, n: int, seed: int) -> None:
+    """prompt-completion records a tiny causal LM learns a little of in a few steps."""
+    import json
+
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for _ in range(n):
+            a, b = rng.choice(COLOURS), rng.choice(COLOURS)
+            fh.write(json.dumps({"prompt": f"Say {a} {b}:", "completion": f" {a} {b} {a}"}) + "\n")
+
+
+def lm_session_toml(name: str, extra: str = "") -> str:
+    return f"""\
+[session]
+name = "{name}"
+seed = 2
+
+[model]
+source = "builtin:tiny-llama"
+task = "causal-lm"
+
+[data]
+source = "data/lm-train.jsonl"
+validation = "data/lm-val.jsonl"
+max_length = 32
+
+[hyperparameters]
+learning_rate = 1e-2
+batch_size = 8
+epochs = 3
+warmup_steps = 1
+
+[evaluation]
+interval_steps = 5
+samples = 0
+max_new_tokens = 6
+
+[checkpoint]
+interval_steps = 5
+keep_last = 2
+
+[runtime]
+kernels = "torch"
+device = "cpu"
+threads = 1
+{extra}"""
+
+
+def train_text(ws: Path, name: str, text: str) -> Path:
     from tuneterm.cli import main
 
     path = ws / "sessions" / f"{name}.toml"
-    path.write_text(session_toml(name, lr, edits))
+    path.write_text(text)
     before = set((ws / "runs").iterdir())
     assert main(["-w", str(ws), "run", str(path)]) == 0
     (run_dir,) = set((ws / "runs").iterdir()) - before

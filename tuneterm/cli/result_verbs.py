@@ -36,9 +36,11 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="a run's metrics on a labelled file it never saw",
-                       description="Score a run's checkpoint on a .csv/.jsonl with the session's text and "
-                       "label fields: loss, accuracy, macro F1, per-class precision/recall and the confusion "
-                       "matrix. Labels the run does not know are an error naming them (exit 2).")
+                       description="Score a run's checkpoint on a file it never saw, in the run's [data] "
+                       "format. Classification (.csv/.jsonl with the session's text and label fields): loss, "
+                       "accuracy, macro F1, per-class precision/recall and the confusion matrix; labels the "
+                       "run does not know are an error naming them (exit 2). Causal LM (text, "
+                       "prompt-completion or messages records): loss, perplexity, token accuracy.")
     p.add_argument("run", help="run directory or run id")
     p.add_argument("data", help="a labelled .csv or .jsonl file")
     _add_checkpoint(p)
@@ -47,15 +49,17 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="a run's predictions for each row of a file",
-                       description="One output row per input row, keeping the input's columns, plus "
-                       "`prediction` (the label) and `probability` (with --probs every class's "
-                       "probability: prob_<label> columns in CSV, a `probs` object in JSONL). CSV in, "
-                       "CSV out; JSONL in, JSONL out. A progress bar on stderr for long files.")
+                       description="One output row per input row, keeping the input's columns. "
+                       "Classification: plus `prediction` (the label) and `probability` (with --probs every "
+                       "class's probability: prob_<label> columns in CSV, a `probs` object in JSONL). Causal "
+                       "LM: plus `output`, the greedy completion of the row's prompt (its text, prompt, or "
+                       "conversation before the last assistant turn). CSV in, CSV out; JSONL in, JSONL out. "
+                       "A progress bar on stderr for long files.")
     p.add_argument("run", help="run directory or run id")
-    p.add_argument("input", help="a .csv or .jsonl file with the session's text field")
+    p.add_argument("input", help="a .csv or .jsonl file in the session's [data] format (labels not needed)")
     p.add_argument("--out", metavar="FILE", help="write here (atomically) instead of stdout")
     p.add_argument("--probs", action="store_true", help="every class's probability")
-    p.add_argument("--max-new-tokens", type=int, metavar="N", help="causal LM: tokens to generate per row")
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="causal LM: tokens to generate per row (default: [evaluation] max_new_tokens)")
     _add_checkpoint(p)
     add_workspace(p)
     p.set_defaults(func=cmd_predict)
@@ -103,6 +107,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     ws = workspace_of(args)
     run = load_run(_run(ws, args.run), ws, args.checkpoint, args.device)
+    if not run.label_names:  # a causal LM
+        from tuneterm.engine.predict_lm import evaluate_lm_file
+
+        res = evaluate_lm_file(run, Path(args.data))
+        if args.json:
+            print_json(res)
+        else:
+            print(f"{res['run']} at {res['checkpoint']} on {res['data']} ({res['examples']} examples)")
+            print("  ".join(f"{k} {fmt_metric(res[k])}" for k in ("loss", "perplexity", "token_accuracy")))
+        return 0
     res = evaluate_file(run, Path(args.data))
     if args.json:
         print_json(res)
@@ -128,7 +142,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = load_run(_run(ws, args.run), ws, args.checkpoint, args.device)
     if args.max_new_tokens is not None and run.label_names:
         raise UserError("--max-new-tokens applies to causal-LM runs only")
-    n = predict_file(run, Path(args.input), Path(args.out) if args.out else None, probs=args.probs)
+    if args.probs and not run.label_names:
+        raise UserError("--probs applies to classification runs only")
+    n = predict_file(run, Path(args.input), Path(args.out) if args.out else None, probs=args.probs,
+                     max_new_tokens=args.max_new_tokens)
     if args.out:
         sys.stderr.write(f"{n} rows -> {args.out}\n")
     return 0

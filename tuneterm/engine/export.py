@@ -60,13 +60,21 @@ def export_run(run_dir: Path, workspace: Path, out: Path, *, which: str = "best"
 
 def write_model(run: LoadedRun, folder: Path) -> None:
     from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
 
     disable_progress_bars()  # "Writing model shards" is noise for a one-file model
+    hf_logging.disable_progress_bar()
     model = run.model
     if run.label_names:
         model.config.id2label = {i: name for i, name in enumerate(run.label_names)}
         model.config.label2id = {name: i for i, name in enumerate(run.label_names)}
         model.config.problem_type = "single_label_classification"
+    else:
+        # generate() stops where tuneterm's generation stops: at the tokenizer's end of sequence
+        tok = run.tokenizer
+        for cfg in (model.config, getattr(model, "generation_config", None)):
+            if cfg is not None:
+                cfg.eos_token_id, cfg.pad_token_id = tok.eos_token_id, tok.pad_token_id
     model.save_pretrained(str(folder), safe_serialization=True)
     # pipeline(..., truncation=True) then cuts inputs where training did
     run.tokenizer.model_max_length = run.session.data.max_length

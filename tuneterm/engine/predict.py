@@ -101,9 +101,11 @@ def resolve_device(requested: str | None) -> torch.device:
 
 
 def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | None = "cpu") -> LoadedRun:
+    """The run's model at a checkpoint, in eval mode. A LoRA run's model is the PEFT model
+    (base rebuilt from the source, adapters and trained base groups from the checkpoint)."""
     from safetensors.torch import load_file
 
-    from tuneterm.engine.models import build_model, load_tokenizer
+    from tuneterm.engine.models import build_causal_lm, build_model, load_tokenizer
     from tuneterm.session.io import load_session
 
     session = load_session(run_dir / "session.toml", workspace)
@@ -111,16 +113,29 @@ def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | 
     state = ckpt.read_state(path)
     dev = resolve_device(device)
     tok = load_tokenizer(session.model.source, workspace)
-    if session.model.task != CLASSIFICATION:
-        raise UserError(f"{run_dir.name}: task {session.model.task!r} is not supported here yet")
-    labels = run_labels(run_dir)
-    if not labels:
-        raise UserError(f"{run_dir.name}: events.jsonl records no label names (no start event)")
-    model = build_model(session.model.source, len(labels), tokenizer=tok, workspace=workspace, seed=session.session.seed)
+    seed = session.session.seed
+    if session.model.task == CLASSIFICATION:
+        labels = run_labels(run_dir)
+        if not labels:
+            raise UserError(f"{run_dir.name}: events.jsonl records no label names (no start event)")
+        model = build_model(session.model.source, len(labels), tokenizer=tok, workspace=workspace, seed=seed)
+    else:
+        from tuneterm.engine import lm_data as LM
+
+        LM.prepare_tokenizer(tok)  # the eos token and chat template the task trained with
+        labels = []
+        model = build_causal_lm(session.model.source, tokenizer=tok, workspace=workspace, seed=seed)
+    model = model.to(dtype=torch.bfloat16 if session.model.dtype == "bfloat16" else torch.float32)
     weights = load_file(str(path / "model.safetensors"))
-    dtype = next(iter(weights.values())).dtype if weights else torch.float32
-    model = model.to(dtype=dtype)
-    model.load_state_dict(weights, strict=True)
+    if getattr(getattr(session, "lora", None), "enabled", False):
+        from tuneterm.engine import dropout as drop
+        from tuneterm.engine import layers as L
+        from tuneterm.engine import lora
+
+        model = lora.attach(model, session, drop.DropoutContext(seed), "torch")
+        lora.load_tensors(model, L.layer_groups(model), weights)
+    else:
+        model.load_state_dict(weights, strict=True)
     model.to(dev).eval()
     return LoadedRun(run_dir, session, tok, model, labels, path, state, dev, workspace)
 
@@ -283,12 +298,13 @@ def predict_rows(run: LoadedRun, rows: list[dict], *, probs: bool = False, batch
 
 
 def write_predictions(out_rows: list[dict], columns: list[str], fmt: str, fh) -> None:
-    """CSV (input columns, prediction, probability, prob_<label>...) or JSON lines."""
+    """CSV (the input columns, then the added ones: prediction, probability, prob_<label>...;
+    completion) or JSON lines."""
     if fmt == "jsonl":
         for r in out_rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         return
-    extra = ["prediction", "probability"]
+    extra = [k for k in (out_rows[0] if out_rows else {}) if k not in columns and k != "probs"]
     if out_rows and "probs" in out_rows[0]:
         extra += [f"prob_{k}" for k in out_rows[0]["probs"]]
     writer = csv.DictWriter(fh, fieldnames=[c for c in columns if c not in extra] + extra, extrasaction="ignore")
@@ -300,19 +316,24 @@ def write_predictions(out_rows: list[dict], columns: list[str], fmt: str, fh) ->
         writer.writerow(flat)
 
 
-def predict_file(run: LoadedRun, path: Path, out: Path | None, *, probs: bool = False) -> int:
+def predict_file(run: LoadedRun, path: Path, out: Path | None, *, probs: bool = False,
+                 max_new_tokens: int | None = None) -> int:
     """`tuneterm predict`: one output row per input row; CSV in CSV out, JSONL in JSONL out.
     ``out`` is written atomically (a temporary file renamed); None: stdout."""
-    text_field = run.session.data.text_field
-    rows, columns = read_rows_file(path, text_field)
-    taken = [c for c in ("prediction", "probability") if c in columns]
-    if taken:
-        raise UserError(f"{path}: already has a column {taken[0]!r} (predict adds it)")
-    bar = Progress(len(rows))
-    try:
-        result = predict_rows(run, rows, probs=probs, progress=bar)
-    finally:
-        bar.close()
+    if run.task == CLASSIFICATION:
+        rows, columns = read_rows_file(path, run.session.data.text_field)
+        taken = [c for c in ("prediction", "probability") if c in columns]
+        if taken:
+            raise UserError(f"{path}: already has a column {taken[0]!r} (predict adds it)")
+        bar = Progress(len(rows))
+        try:
+            result = predict_rows(run, rows, probs=probs, progress=bar)
+        finally:
+            bar.close()
+    else:
+        from tuneterm.engine.predict_lm import complete_file
+
+        result, columns = complete_file(run, path, max_new_tokens)
     fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
     if out is None:
         write_predictions(result, columns, fmt, sys.stdout)
