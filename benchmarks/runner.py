@@ -17,7 +17,6 @@ Everything runs in a temporary workspace with its own daemon, killed at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -29,6 +28,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from tuneterm.rundir import read_jsonl, read_tail_rows
 
 SESSION = """\
 [session]
@@ -65,21 +66,13 @@ threads = {threads}
 
 
 def _rate(run_dir: Path, skip: int = 5) -> float:
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     train = [r for r in rows if r["kind"] == "train"][skip:]
     return (train[-1]["step"] - train[0]["step"]) / (train[-1]["time"] - train[0]["time"])
 
 
 def _newest_step(run_dir: Path) -> int:
-    with open(run_dir / "metrics.jsonl", "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, fh.tell() - 4096))
-        lines = [ln for ln in fh.read().splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        try:
-            row = json.loads(ln)
-        except ValueError:
-            continue
+    for row in reversed(read_tail_rows(run_dir / "metrics.jsonl", 4096)):
         if row.get("kind") == "train":
             return row["step"]
     return 0

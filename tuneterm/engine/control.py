@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import IO, Protocol
 
-from tuneterm import protocol
+from tuneterm import protocol, rundir
 
 
 class Mailbox:
@@ -97,8 +97,8 @@ class RunFiles:
     """metrics.jsonl and events.jsonl in the run directory (the source of truth)."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.metrics_path = run_dir / "metrics.jsonl"
-        self.events_path = run_dir / "events.jsonl"
+        self.metrics_path = rundir.RunDir(run_dir).metrics
+        self.events_path = rundir.RunDir(run_dir).events
         self._m = open(self.metrics_path, "a", encoding="utf-8")
         self._e = open(self.events_path, "a", encoding="utf-8")
 
@@ -124,20 +124,17 @@ class RunFiles:
 
 
 def truncate_after(path: Path, step: int) -> None:
-    """Drop rows with ``step`` > the checkpoint's (written after it by a killed attempt)."""
+    """Drop rows with ``step`` > the checkpoint's (written after it by a killed attempt),
+    and a torn last line; the file is replaced atomically (a tailer sees a new inode)."""
     if not path.exists():
         return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line from a kill
-        if int(row.get("step", 0)) <= step:
-            keep.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    keep = [line for line, row in rundir.parse_rows(path.read_bytes()) if _row_step(row) <= step]
+    rundir.write_atomic(path, b"".join(line + b"\n" for line in keep))
+
+
+def _row_step(row: dict) -> int:
+    s = row.get("step", 0)
+    return s if isinstance(s, int) and not isinstance(s, bool) else 0
 
 
 class StdoutProtocol:

@@ -6,18 +6,20 @@ Used by `tuneterm run`/`replay` and by the worker process the runner starts.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+from tuneterm import rundir
 from tuneterm.errors import TrainingError, UserError
+from tuneterm.rundir import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PAUSED, comparable
 from tuneterm.session.io import load_session, save_session
 from tuneterm.session.schema import Session
 from tuneterm.workspace import new_run_id, runs_dir
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_PAUSED = 0, 1, 2, 73, 75
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_LOCKED", "EXIT_PAUSED", "RunLocked", "create_run",
+           "RunLock", "setup_logging", "train_run", "read_rows", "comparable", "compare_metrics"]
 
 
 class RunLocked(UserError):
@@ -37,7 +39,7 @@ class RunLock:
     on one run, even across a daemon crash (the kernel drops the lock when we die)."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
+        self.path = rundir.RunDir(run_dir).lock
         self.fd: int | None = None
 
     def acquire(self) -> bool:
@@ -59,7 +61,7 @@ class RunLock:
 
 
 def setup_logging(run_dir: Path, to_stderr: bool) -> None:
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "log.txt", encoding="utf-8")]
+    handlers: list[logging.Handler] = [logging.FileHandler(rundir.RunDir(run_dir).log, encoding="utf-8")]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers,
@@ -79,6 +81,12 @@ def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resu
                       kernels=kernels, device=device)
     try:
         trainer.setup()
+    except Exception as e:
+        trainer.close()
+        lock.release()
+        _end_setup_failure(run_dir, e)
+        raise
+    try:
         state = trainer.train()
     except TrainingError:
         trainer.close()
@@ -89,38 +97,33 @@ def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resu
     return (EXIT_PAUSED if state == "paused" else EXIT_OK), state
 
 
+def _end_setup_failure(run_dir: Path, error: Exception) -> None:
+    """An attempt that fails before training (no usable checkpoint, data gone, no CUDA)
+    still ends its events.jsonl with why: the runner and the TUI read a run's outcome
+    there, and would otherwise show the previous attempt's end (H7)."""
+    import json
+    import time
+
+    events = rundir.RunDir(run_dir).events
+    last = rundir.read_tail_rows(events)
+    step = last[-1].get("step", 0) if last else 0
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    row = {"kind": "end", "step": step if isinstance(step, int) else 0, "state": "failed",
+           "reason": f"setup failed: {reason}", "time": round(time.time(), 3)}
+    try:
+        with open(events, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+    except OSError:
+        pass
+
+
 def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
-def comparable(row: dict) -> dict:
-    from tuneterm.engine.loop import WALL_CLOCK_FIELDS
-
-    return {k: v for k, v in row.items() if k not in WALL_CLOCK_FIELDS}
+    """Every complete row of a JSON-lines file of a run directory."""
+    return rundir.read_jsonl(path)
 
 
 def compare_metrics(original: list[dict], replay: list[dict]) -> str | None:
     """None when equal (wall-clock fields aside), else a one-line description of the
-    first difference, naming its step."""
-    for a, b in zip(original, replay):
-        ca, cb = comparable(a), comparable(b)
-        if ca != cb:
-            keys = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
-            k = keys[0]
-            return (f"step {a.get('step')} ({a.get('kind')}): {k} differs: "
-                    f"original {ca.get(k)!r}, replay {cb.get(k)!r}")
-    if len(original) != len(replay):
-        longer, which = (original, "original") if len(original) > len(replay) else (replay, "replay")
-        extra = longer[min(len(original), len(replay))]
-        return f"step {extra.get('step')} ({extra.get('kind')}): only the {which} has this row " \
-               f"({len(original)} rows vs {len(replay)})"
-    return None
+    first difference, naming its step (the one rule of ``tuneterm.rundir.compare_metrics``)."""
+    cmp = rundir.compare_metrics(original, replay)
+    return None if cmp.match else cmp.detail

@@ -25,6 +25,7 @@ except ImportError:  # Python 3.10
 
 from tuneterm import __version__, protocol
 from tuneterm.errors import TunetermError, UserError
+from tuneterm.rundir import write_atomic
 from tuneterm.runner.daemon import Daemon
 from tuneterm.runner.executor import LocalExecutor, gpu_count
 from tuneterm.runner.paths import (RunnerUnavailable, config_path, db_path, lock_path, log_path, pid_path,
@@ -329,9 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("not starting: %s", e)
         _ready(ready, f"error {e}")
         return 1
-    tmp = pid_path(ws).with_suffix(".tmp")
-    tmp.write_text(f"{os.getpid()}\n")
-    os.replace(tmp, pid_path(ws))
+    write_atomic(pid_path(ws), f"{os.getpid()}\n", durable=False)
 
     try:
         executor, default_slots = make_executor(ws, cfg)  # Ray: connects (starting a local head)

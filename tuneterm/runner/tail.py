@@ -14,8 +14,6 @@ never sees a step twice.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 try:
     import tomllib
@@ -24,62 +22,12 @@ except ImportError:  # Python 3.10
 from collections import deque
 from pathlib import Path
 
-FILES = (("metric", "metrics.jsonl"), ("event", "events.jsonl"))
+from tuneterm.rundir import (EVENTS, METRICS, SESSION, JsonlTail, last_end_event, latest_checkpoint_step,
+                             parse_rows)
 
+__all__ = ["Tailer", "last_end_event", "latest_checkpoint_step"]
 
-class _File:
-    def __init__(self, path: Path):
-        self.path = path
-        self.ino: int | None = None
-        self.offset = 0
-
-    def read_new(self) -> tuple[bool, bytes]:
-        """(rewritten, bytes of the new complete lines)."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return False, b""
-        try:
-            st = os.fstat(fd)
-            rewritten = self.ino is not None and (st.st_ino != self.ino or st.st_size < self.offset)
-            if rewritten:
-                self.offset = 0
-            self.ino = st.st_ino
-            if st.st_size <= self.offset:
-                return rewritten, b""
-            data = os.pread(fd, st.st_size - self.offset, self.offset)
-        finally:
-            os.close(fd)
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        return rewritten, data[:end]
-
-    def read_upto_offset(self) -> bytes | None:
-        """The bytes [0, offset) of the same file the tailer has followed; None when the
-        file changed under it (the caller refreshes and asks again)."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return b"" if self.ino is None else None
-        try:
-            st = os.fstat(fd)
-            if st.st_ino != self.ino or st.st_size < self.offset:
-                return None
-            return os.pread(fd, self.offset, 0) if self.offset else b""
-        finally:
-            os.close(fd)
-
-
-def _rows(data: bytes):
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a torn line from a killed worker
-        if isinstance(row, dict):
-            yield line, row
+FILES = (("metric", METRICS), ("event", EVENTS))
 
 
 class Tailer:
@@ -87,7 +35,7 @@ class Tailer:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.files = {kind: _File(self.run_dir / name) for kind, name in FILES}
+        self.files = {kind: JsonlTail(self.run_dir / name) for kind, name in FILES}
         self.max_step: dict[str, int] = {}  # newest step forwarded per metrics kind
         self.seen_events: set[int] = set()
         self.metric: str | None = None  # the early-stopping metric, read on the first eval row
@@ -108,7 +56,7 @@ class Tailer:
             rewritten, data = f.read_new()
             if not data:
                 continue
-            for line, row in _rows(data):
+            for line, row in parse_rows(data):
                 if kind == "metric":
                     # Steps of one kind only grow within an attempt; a resumed attempt
                     # re-writes steps up to the newest one already forwarded.
@@ -133,7 +81,7 @@ class Tailer:
             data = f.read_upto_offset()
             if data is None:
                 return None
-            rows += [(kind, row) for _, row in _rows(data)]
+            rows += [(kind, row) for _, row in parse_rows(data)]
         rows.sort(key=lambda kr: _step(kr[1]))
         return rows
 
@@ -166,7 +114,7 @@ class Tailer:
     def _read_metric(self) -> None:
         metric, mode = "val_loss", ""
         try:
-            with open(self.run_dir / "session.toml", "rb") as fh:
+            with open(self.run_dir / SESSION, "rb") as fh:
                 es = tomllib.load(fh).get("early_stopping", {})
             metric, mode = str(es.get("metric") or metric), str(es.get("mode") or "")
         except (OSError, tomllib.TOMLDecodeError):
@@ -188,36 +136,3 @@ class Tailer:
 def _step(row: dict) -> int:
     s = row.get("step")
     return s if isinstance(s, int) else 0
-
-
-def last_end_event(run_dir: Path) -> dict | None:
-    """The last row of events.jsonl when it is an "end" row (the outcome of the attempt
-    that wrote it), else None (the attempt died without one)."""
-    path = Path(run_dir) / "events.jsonl"
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 65536))
-            data = fh.read()
-    except OSError:
-        return None
-    rows = [row for _, row in _rows(data)]
-    if rows and rows[-1].get("kind") == "end":
-        return rows[-1]
-    return None
-
-
-def latest_checkpoint_step(run_dir: Path) -> int | None:
-    """The newest complete checkpoint (checkpoints/step-NNNNNNNN/state.json present)."""
-    root = Path(run_dir) / "checkpoints"
-    best = None
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return None
-    for e in entries:
-        if e.name.startswith("step-") and e.name[5:].isdigit() and os.path.exists(os.path.join(e.path, "state.json")):
-            s = int(e.name[5:])
-            best = s if best is None or s > best else best
-    return best

@@ -13,13 +13,15 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+from tuneterm.rundir import (ACTIVE_STATES, FINISHED_STATES, LAYERS, WALL_CLOCK_FIELDS, Comparison, compare_metrics,
+                             is_finished, read_jsonl)
 from tuneterm.tui.series import MinMaxSeries
 
 # The seven knobs of DESIGN.md as the hyperparameter panel shows them (freezing has its own
@@ -27,11 +29,10 @@ from tuneterm.tui.series import MinMaxSeries
 KNOBS = ("learning_rate", "batch_size", "epochs", "dropout", "weight_decay", "schedule",
          "warmup_ratio", "warmup_steps", "max_steps", "patience")
 
-ACTIVE_STATES = ("queued", "running", "paused")
-FINISHED_STATES = ("done", "failed", "cancelled", "interrupted")
-
-# Fields that may differ between two runs of the same session (architecture.md).
-WALL_CLOCK_FIELDS = frozenset({"time", "samples_per_s", "elapsed"})
+# Session states, the wall-clock fields, the JSON-lines reader and the metrics comparison
+# are the run directory's (tuneterm.rundir); re-exported here for the screens.
+__all__ = ["ACTIVE_STATES", "FINISHED_STATES", "WALL_CLOCK_FIELDS", "Comparison", "compare_metrics", "is_finished",
+           "read_jsonl", "RunView"]
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -108,25 +109,6 @@ def short_source(src: Any) -> str:
 
 # ---------------------------------------------------------------------------- files
 
-def read_jsonl(path: Path) -> list[dict]:
-    """All complete rows of a JSON-lines file; a torn last line (a writer mid-row) is skipped."""
-    rows: list[dict] = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if not line.endswith("\n"):
-                    break
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-    except FileNotFoundError:
-        pass
-    return rows
-
-
 def read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
@@ -137,7 +119,7 @@ def read_toml(path: Path) -> dict:
 
 def read_layers(run_dir: Path) -> list[dict]:
     try:
-        data = json.loads((run_dir / "layers.json").read_text(encoding="utf-8"))
+        data = json.loads((run_dir / LAYERS).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return []
     out = []
@@ -346,41 +328,3 @@ def overfitting_advice(evals: list[dict], train: MinMaxSeries, *, window: int = 
             "dropout, freeze more of the lower layers, a lower learning_rate, or stop early "
             "([early_stopping] enabled = true, patience = 2).").format(
                 recent[0][1], recent[-1][1], window, before, after)
-
-
-# ---------------------------------------------------------------------------- replay
-
-@dataclass
-class Comparison:
-    match: bool
-    compared: int
-    detail: str
-
-
-def compare_metrics(a: Iterable[dict], b: Iterable[dict]) -> Comparison:
-    """Compare two runs' metrics step for step, ignoring wall-clock fields. Rows are keyed
-    by (kind, step); the newest row of a key wins (a resumed attempt rewrites steps)."""
-
-    def keyed(rows: Iterable[dict]) -> dict:
-        out: dict = {}
-        for r in rows:
-            if r.get("kind") in ("train", "eval") and isinstance(r.get("step"), int):
-                out[(r["kind"], r["step"])] = {k: v for k, v in r.items() if k not in WALL_CLOCK_FIELDS}
-        return out
-
-    ka, kb = keyed(a), keyed(b)
-    if not ka:
-        return Comparison(False, 0, "the original run has no metrics")
-    if not kb:
-        return Comparison(False, 0, "the replay has no metrics yet")
-    missing = sorted(set(ka) ^ set(kb), key=lambda k: (k[1], k[0]))
-    for key in sorted(set(ka) & set(kb), key=lambda k: (k[1], k[0])):
-        ra, rb = ka[key], kb[key]
-        for f in sorted(set(ra) | set(rb)):
-            if ra.get(f) != rb.get(f):
-                return Comparison(False, len(ka), f"first difference at {key[0]} step {key[1]}: "
-                                  f"{f} {fmt_num(ra.get(f), 8)} vs {fmt_num(rb.get(f), 8)}")
-    if missing:
-        k = missing[0]
-        return Comparison(False, len(ka), f"{len(missing)} rows only in one run (first: {k[0]} step {k[1]})")
-    return Comparison(True, len(ka), f"all {len(ka)} metric rows identical")

@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from tuneterm.tui.chart import Line, LineChart
-from tuneterm.tui.data import FINISHED_STATES, compare_metrics, fmt_num, read_jsonl, read_toml
+from tuneterm.tui.data import compare_metrics, fmt_num, is_finished, read_jsonl, read_toml
 from tuneterm.tui.series import MinMaxSeries
 
 ORIGINAL, REPLAY = "#5fafff", "#ffaf5f"
@@ -136,17 +136,24 @@ class ReplayScreen(Screen):
             self.replayed.extend(zip(fresh.xs, fresh.ys))
             self.query_one(LineChart).update_data()
         box = self.query_one("#replay-result", Static)
-        if state not in FINISHED_STATES:
-            box.update(f"replaying: {state}, step {s.get('step') or 0}/{s.get('total_steps') or '?'}")
+        if not is_finished(state):
+            # queued, running, paused, or interrupted (the runner resumes it): not ended yet,
+            # so keep following it — comparing half a replay would report a false mismatch
+            resumes = " (resumes from its checkpoint)" if state == "interrupted" else ""
+            box.update(f"replaying: {state}{resumes}, step {s.get('step') or 0}/{s.get('total_steps') or '?'}")
             return
-        if not self.original_rows:
+        if state != "done":
+            why = f": {s['error']}" if s.get("error") else ""
+            box.update(Text(f"replay {state}{why}; not compared", style="bold red"))
+            self.result = state
+        elif not self.original_rows:
             box.update(Text(f"replay {state}; no original metrics to compare with", style="yellow"))
         else:
             cmp = compare_metrics(self.original_rows, rows)
             style = "bold green" if cmp.match else "bold red"
             box.update(Text(("✓ match: " if cmp.match else "✗ mismatch: ") + cmp.detail, style=style))
             self.result = "match" if cmp.match else "mismatch"
-        self.replay_id = None  # done watching
+        self.replay_id = None  # it ended: done watching
 
     def action_pick_file(self) -> None:
         from tuneterm.tui.dialogs import PickSession

@@ -85,11 +85,26 @@ class SessionScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#guidance-banner").display = False
+        self._focus_tab()  # `e` (Knobs) and `space` (Layers) work at once, without a Tab first
         s = self.session
         if s is None:
             self.app.request("get", "get", self.session_id, then=self._got)
         else:
             self._start(s)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._focus_tab(event.pane)
+
+    def _focus_tab(self, pane: TabPane | None = None) -> None:
+        """Give the focus to the active tab's table (or log), where its keys are bound."""
+        pane = pane or self.query_one(TabbedContent).active_pane
+        if pane is None:
+            return
+        for w in pane.query("DataTable, Log"):
+            if w.focusable:
+                w.focus()
+                return
 
     def _got(self, s: dict) -> None:
         if isinstance(s, dict):
