@@ -33,11 +33,13 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from tuneterm.rundir import CHECKPOINT_DONE, CHECKPOINT_PREFIX, checkpoint_name, checkpoint_steps
+
 FORMAT = 1
-PREFIX = "step-"
+PREFIX = CHECKPOINT_PREFIX
 MANIFEST = "manifest.json"
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
-STATE = "state.json"
+STATE = CHECKPOINT_DONE
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on a header
 
 
@@ -63,7 +65,7 @@ def _sha256(path: Path) -> str:
 
 
 def step_dir_name(step: int) -> str:
-    return f"{PREFIX}{step:08d}"
+    return checkpoint_name(step)
 
 
 def save(ckpt_root: Path, step: int, model: torch.nn.Module, opt_tensors: dict, state: dict) -> Path:
@@ -100,16 +102,7 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, opt_tensors: dict, 
 
 
 def list_steps(ckpt_root: Path) -> list[int]:
-    if not ckpt_root.is_dir():
-        return []
-    steps = []
-    for d in ckpt_root.iterdir():
-        if d.name.startswith(PREFIX) and (d / STATE).is_file():
-            try:
-                steps.append(int(d.name[len(PREFIX):]))
-            except ValueError:
-                continue
-    return sorted(steps)
+    return checkpoint_steps(ckpt_root)  # the listing is the run directory's (tuneterm.rundir)
 
 
 def latest(ckpt_root: Path) -> Path | None:

@@ -20,8 +20,8 @@ import signal
 from dataclasses import dataclass
 
 from tuneterm.errors import UserError
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD, EXIT_LOCKED, EXIT_PAUSED = 0, 1, 2, 73, 75
+from tuneterm.rundir import EXIT_BAD_INPUT as EXIT_BAD  # the worker exit codes are the run directory's
+from tuneterm.rundir import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PAUSED, exit_code_for_end
 
 STOPPING = ("pause", "cancel", "shutdown", "wall", "hung")  # wants that end a worker
 FINISHED_ENDS = ("done", "early_stopped", "stopped")
@@ -109,9 +109,7 @@ def on_request(verb: str, state: str, want: str | None, supervised: bool) -> Out
 
 def code_from_end(end_state: str | None) -> int | None:
     """The exit code a worker that wrote this end event had (None: it wrote none)."""
-    if end_state in FINISHED_ENDS:
-        return EXIT_OK
-    return {"paused": EXIT_PAUSED, "failed": EXIT_FAILED}.get(end_state)
+    return exit_code_for_end(end_state)
 
 
 def on_exit(*, code: int | None, want: str | None, end_state: str | None, reason: str | None = None,
