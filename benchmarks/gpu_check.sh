@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# One device call for the kernels: GPU tests, then the benchmark (correctness, copy
-# bandwidth, sweep, AdamW and dropout matrices). Results land in $OUT (or
-# benchmarks/results/): pytest log, kernels.csv, kernels.md. Budget: < 6 min on an H100.
+# One device call, under 8 minutes on an H100/H200: the GPU tests (kernels, the engine end
+# to end on CUDA, deterministic replay), then whole fine-tuning steps (benchmarks/gpu_e2e.py:
+# tuneterm vs the HF Trainer, Liger, PEFT/TRL). Results land in $OUT (or benchmarks/results/):
+# pytest_gpu.txt, gpu_e2e.csv, gpu_e2e.md. `--kernels` runs the kernel benchmark
+# (benchmarks/kernels.py, ~5 min) instead of the whole-step one.
 #
-#   bash benchmarks/gpu_bundle.sh           # here first: what the device image lacks, into .gpu/
-#   bash benchmarks/gpu_check.sh            # from the repository root, on the GPU machine (carry .gpu)
+#   bash benchmarks/gpu_bundle.sh                  # here first: what the device image lacks, into .gpu/
+#   bash benchmarks/gpu_check.sh [--kernels]       # from the repository root, on the GPU machine (carry .gpu)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -27,14 +29,22 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,power.limi
     2>&1 | tee -a "$OUT/gpu.txt"
 
 echo "== GPU tests (kernels, and the engine end to end on CUDA)"
-timeout 200 "$PY" -m pytest tests/kernels tests/engine/test_kernels_e2e.py -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.txt" | tail -15
+timeout 150 "$PY" -m pytest tests/kernels tests/engine/test_kernels_e2e.py -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.txt" | tail -15
 tests_rc=${PIPESTATUS[0]}
 
-echo "== benchmark"
-timeout 330 "$PY" benchmarks/kernels.py --out "$OUT" > "$OUT/bench_log.txt" 2>&1
-bench_rc=$?
-grep '^\[' "$OUT/bench_log.txt"   # section timestamps
-tail -n 95 "$OUT/bench_log.txt"    # compact tables and targets (the reply keeps the end)
+if [ "${1:-}" = "--kernels" ]; then
+    echo "== kernel benchmark"
+    timeout 330 "$PY" benchmarks/kernels.py --out "$OUT" > "$OUT/bench_log.txt" 2>&1
+    bench_rc=$?
+    grep '^\[' "$OUT/bench_log.txt"   # section timestamps
+    tail -n 95 "$OUT/bench_log.txt"    # compact tables and targets (the reply keeps the end)
+else
+    echo "== whole-step benchmark"
+    timeout 300 "$PY" benchmarks/gpu_e2e.py --out "$OUT" > "$OUT/e2e_log.txt" 2>&1
+    bench_rc=$?
+    grep '^\[' "$OUT/e2e_log.txt" | tail -n 40   # one line per side, timestamped
+    [ -f "$OUT/gpu_e2e.md" ] && cat "$OUT/gpu_e2e.md" || tail -n 30 "$OUT/e2e_log.txt"
+fi
 
 echo "== exit codes: gpu tests $tests_rc, benchmark $bench_rc"
 [ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]

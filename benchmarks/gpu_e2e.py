@@ -96,6 +96,8 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; smoke 1)")
     ap.add_argument("--no-max-batch", action="store_true", help="skip the largest-batch search")
     ap.add_argument("--out", default=None, help="folder for gpu_e2e.csv / gpu_e2e.md")
+    ap.add_argument("--budget-s", type=float, default=285.0,
+                    help="rows not started by then are reported as skipped (the one device call has 8 minutes)")
     return ap.parse_args(argv)
 
 
@@ -422,8 +424,13 @@ def main(argv=None) -> int:
         ctx = Ctx(args, Path(tmp))
         t0 = time.time()
         rows = []
+        over = lambda: not args.smoke and time.time() - t0 > args.budget_s  # noqa: E731
         for name, seq, batch, mode, sides in plan(args):
             for side in sides:
+                if over():
+                    rows.append({"model": name, "seq": seq, "batch": batch, "mode": mode, "side": side,
+                                 "error": "skipped: time budget"})
+                    continue
                 row = measure(side, name, seq, batch, mode, ctx)
                 rows.append(row)
                 print(f"[{time.time() - t0:6.1f}s] " + " ".join(f"{k}={row[k]}" for k in FIELDS if k in row),
@@ -433,6 +440,8 @@ def main(argv=None) -> int:
             name, seq, sides = MAX_BATCH
             seq = 32 if args.smoke else seq
             for side in sides:
+                if over():
+                    break
                 maxb[(side, name, seq)] = max_batch(side, name, seq, ctx)
                 print(f"[{time.time() - t0:6.1f}s] max batch {side} {name} seq {seq}: {maxb[(side, name, seq)]}",
                       flush=True)

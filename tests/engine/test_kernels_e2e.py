@@ -81,3 +81,82 @@ def test_cuda_bf16_run_with_triton_kernels_trains(workspace, tiny_session, capsy
     assert all(math.isfinite(r["loss"]) for r in a + b)
     assert abs(a[0]["loss"] - b[0]["loss"]) <= 0.02 * abs(a[0]["loss"])
     assert abs(a[-1]["loss"] - b[-1]["loss"]) <= 0.1 * abs(a[-1]["loss"])
+
+
+WORDS = "red green blue cat dog sun moon tree river stone bird fish".split()
+
+
+def _cuda_lm_session(workspace: Path, name: str, kernels: str, runtime: str = "") -> Path:
+    """A tiny-Llama SFT session on CUDA (its own data: 40 three-word chats)."""
+    import json
+
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"Repeat: {WORDS[i % 12]} {WORDS[(i * 5) % 12]}"},
+                                      {"role": "assistant", "content": f"{WORDS[i % 12]} {WORDS[(i * 5) % 12]}"}]})
+             for i in range(40)]
+    (workspace / "chat.jsonl").write_text("\n".join(lines) + "\n")
+    path = workspace / "sessions" / f"{name}.toml"
+    path.write_text(f"""\
+[session]
+name = "{name}"
+seed = 4
+
+[model]
+source = "builtin:tiny-llama"
+task = "causal-lm"
+
+[data]
+source = "chat.jsonl"
+max_length = 48
+validation_split = 0.2
+packing = true
+
+[hyperparameters]
+learning_rate = 3e-3
+batch_size = 4
+max_steps = 10
+dropout = 0.1
+warmup_steps = 1
+
+[evaluation]
+interval_steps = 5
+samples = 1
+max_new_tokens = 4
+
+[runtime]
+device = "cuda"
+kernels = "{kernels}"
+{runtime}
+""")
+    return path
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_deterministic_causal_lm_replays_bit_identically(workspace, capsys, monkeypatch):
+    """[runtime] deterministic = true: replay --check passes bit for bit on the same GPU
+    (bf16 autocast, the Triton kernels, the fused linear cross-entropy)."""
+    from engine_helpers import strip_clock
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    s = _cuda_lm_session(workspace, "det", "triton", 'precision = "bf16"\ndeterministic = true')
+    code, out, err = run_cli(["run", str(s)], capsys)
+    assert code == 0, err
+    run_dir = Path(out.strip())
+    code, out, err = run_cli(["replay", str(run_dir), "--check"], capsys)
+    assert code == 0, err
+    assert strip_clock(rows(Path(out.strip()))) == strip_clock(rows(run_dir))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_causal_lm_triton_and_torch_train_to_the_same_losses(workspace, capsys, monkeypatch):
+    """bf16 autocast: the two kernel sets differ by bf16 rounding only (2 % per step)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    losses = []
+    for impl in ("torch", "triton"):
+        code, out, err = run_cli(["run", str(_cuda_lm_session(workspace, impl, impl, 'precision = "bf16"'))], capsys)
+        assert code == 0, err
+        losses.append([r["loss"] for r in rows(Path(out.strip())) if r["kind"] == "train"])
+    assert len(losses[0]) == len(losses[1]) == 10
+    for a, b in zip(*losses):
+        assert math.isfinite(b) and abs(a - b) <= 0.02 * abs(a), (a, b)
