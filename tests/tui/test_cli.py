@@ -17,7 +17,7 @@ from tuneterm.tui.app import TuneTermApp, make_app
 def test_prepare_demo_copies_the_examples_once(tmp_path):
     ws = tmp_path / "demo"
     files = tui_verbs.prepare_demo(ws)
-    assert [f.name for f in files] == ["bbc-minilm.toml", "tweets-minilm.toml", "smoke-tiny.toml"]
+    assert [f.name for f in files] == ["bbc-minilm.toml", "bbc-headlines-smollm2.toml", "tweets-minilm.toml", "smoke-tiny.toml"]
     assert all(f.is_file() for f in files) and (ws / "runs").is_dir()
     (ws / "sessions" / "bbc-minilm.toml").write_text("# mine\n")
     tui_verbs.prepare_demo(ws)
@@ -30,7 +30,7 @@ def test_demo_queues_minilm_first_and_only_once(tmp_path, monkeypatch):
     monkeypatch.setattr(tui_verbs, "_connect", lambda ws: fake)
     monkeypatch.setattr(tui_verbs, "_run_app", lambda ws, queue: seen.update(ws=ws, queue=queue) or 0)
     assert main(["demo", "--workspace", str(tmp_path / "d")]) == 0
-    assert [p.name for p in seen["queue"]] == ["bbc-minilm.toml", "tweets-minilm.toml", "smoke-tiny.toml"]
+    assert [p.name for p in seen["queue"]] == ["bbc-minilm.toml", "bbc-headlines-smollm2.toml", "tweets-minilm.toml", "smoke-tiny.toml"]
     fake.sessions.append({"id": 1})
     assert main(["demo", "--workspace", str(tmp_path / "d")]) == 0
     assert seen["queue"] == []  # reopening shows the runs; nothing is queued twice
@@ -42,9 +42,9 @@ async def test_queue_on_start_adds_in_order_without_blocking(tmp_path):
     files = tui_verbs.prepare_demo(tmp_path / "ws")
     app = make_app(fake, poll_interval=0, queue_on_start=files)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: len(app.sessions) == 8, what="three more sessions")
+        await wait_until(pilot, lambda: len(app.sessions) == 9, what="four more sessions")
         adds = [Path(c[1]).name for c in fake.calls if c[0] == "add"]
-        assert adds == ["bbc-minilm.toml", "tweets-minilm.toml", "smoke-tiny.toml"]
+        assert adds == ["bbc-minilm.toml", "bbc-headlines-smollm2.toml", "tweets-minilm.toml", "smoke-tiny.toml"]
 
 
 def test_no_verb_opens_the_app_on_the_workspace(workspace, monkeypatch):
@@ -94,7 +94,7 @@ def test_newcomer_demo_opens_with_minilm_training(tmp_path, monkeypatch):
     try:
         assert main(["demo", "--workspace", str(ws)]) == 0
         names = [s["name"] for s in seen["sessions"]]
-        assert names[0] == "bbc-minilm" and set(names) == {"bbc-minilm", "tweets-minilm", "smoke-tiny"}
+        assert names[0] == "bbc-minilm" and set(names) == {"bbc-minilm", "bbc-headlines-smollm2", "tweets-minilm", "smoke-tiny"}
         from tuneterm.runner.client import RunnerClient
 
         with RunnerClient.connect(ws, start=False) as c:  # the app is gone; the run is not

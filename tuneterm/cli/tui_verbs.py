@@ -14,14 +14,16 @@ from pathlib import Path
 from tuneterm.cli.common import add_workspace, workspace_of
 from tuneterm.errors import UserError
 
-# The demo queue, in order: MiniLM on BBC News first (README's main command).
-DEMO_SESSIONS = ("bbc-minilm.toml", "tweets-minilm.toml", "smoke-tiny.toml")
+# The demo queue, in order: MiniLM on BBC News first (README's main command), then the
+# causal-LM demo (SmolLM2 writing BBC headlines).
+DEMO_SESSIONS = ("bbc-minilm.toml", "bbc-headlines-smollm2.toml", "tweets-minilm.toml", "smoke-tiny.toml")
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the TUI on a demo workspace with the demo sessions queued",
                        description="Prepare a demo workspace (default ./demo-workspace), copy the example "
-                       "sessions into its sessions/, queue them (MiniLM on BBC News first) and open the TUI. "
+                       "sessions into its sessions/, queue them (MiniLM on BBC News first, then SmolLM2 "
+                       "writing BBC headlines) and open the TUI. "
                        "Run it again to reopen the same workspace; nothing is queued twice.")
     add_workspace(p)
     p.set_defaults(func=cmd_demo)
