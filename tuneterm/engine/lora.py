@@ -222,3 +222,24 @@ def fingerprint(model: nn.Module) -> str:
             idx = torch.linspace(0, flat.numel() - 1, k, device=flat.device).round().long()
             h.update(flat[idx].float().cpu().numpy().tobytes())
     return h.hexdigest()[:32]
+
+
+def check_base(ckpt_root, current: str) -> None:
+    """Before a resume tries its checkpoints: when every readable one was written on
+    another base model, refuse in one line (that is not a damaged checkpoint)."""
+    import json
+
+    from tuneterm.engine import checkpoint as ckpt
+
+    seen = set()
+    for step in ckpt.list_steps(ckpt_root):
+        try:
+            saved = json.loads((ckpt_root / ckpt.step_dir_name(step) / ckpt.STATE).read_text())
+        except (OSError, ValueError):
+            continue  # damaged: latest_intact says so
+        if isinstance(saved, dict) and saved.get("lora_fingerprint"):
+            seen.add(saved["lora_fingerprint"])
+    if seen and current not in seen:
+        raise UserError(f"run --resume: the base model is not the one this run trained its adapters on (base "
+                        f"fingerprint {current}, the checkpoints' {sorted(seen)[0]}); resume with the same "
+                        "model.source weights")

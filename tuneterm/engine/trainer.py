@@ -106,7 +106,10 @@ class Trainer:
         if unknown:
             raise UserError(f"freeze.layers: unknown layer group {unknown[0]!r}; this model has {', '.join(names)}")
         named = [(n, p) for g in self.groups for n, p in g.params]  # with LoRA: H8 says which the optimizer holds
-        self.opt = optim.build(named, s.hyperparameters, impl=self.impl, dtype=self.dtype)
+        lr_scale = self.lora.lr_scale(self.groups, s.lora.lr_ratio, self.impl, self.dtype) if self.lora else None
+        self.opt = optim.build(named, s.hyperparameters, impl=self.impl, dtype=self.dtype, lr_scale=lr_scale)
+        if self.lora is not None:  # base blocks trained beside the adapters from the start (names checked)
+            self.lora.apply_edit(self, "train_base", s.lora.train_base)
         self.desk = E.EditDesk(self)
 
         # The live state (what edits change), initialised from the session.
@@ -125,6 +128,8 @@ class Trainer:
 
         # The newest checkpoint that verifies and loads (H7: engine/checkpoint.py); damaged
         # newer ones are set aside below, with an event each saying why.
+        if self.resume and self.lora is not None:  # another base model is no damage: one line, now
+            self.lora.check_base(self.paths.checkpoints, self.state.lora_fingerprint)
         start, skipped = (ckpt.latest_intact(self.paths.checkpoints, self.load_checkpoint) if self.resume
                           else (None, []))
         if skipped and start is None:
