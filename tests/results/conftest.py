@@ -40,3 +40,9 @@ def run_b(results_ws) -> Path:
 def lm_run(results_ws) -> Path:
     """A tiny Llama trained on prompt-completion records (causal-lm task)."""
     return train_text(results_ws, "tiny-lm", lm_session_toml("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def lora_run(results_ws) -> Path:
+    """A tiny BERT classifier trained with LoRA adapters (the head as modules_to_save)."""
+    return train(results_ws, "tiny-lora", 5e-3, edits="\n[lora]\nenabled = true\nr = 4\nalpha = 8\n")

@@ -103,7 +103,7 @@ def test_export_refuses_a_non_empty_target_unless_forced(run_a, results_ws, tmp_
 def test_a_failure_midway_leaves_nothing(run_a, results_ws, tmp_path, capsys, monkeypatch):
     from tuneterm.engine import export
 
-    def broken(run):
+    def broken(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(export, "model_card", broken)  # after the weights and tokenizer are written

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 from tuneterm.engine.predict import LoadedRun, load_run, metrics_at
@@ -38,18 +39,26 @@ def export_run(run_dir: Path, workspace: Path, out: Path, *, which: str = "best"
     """Write the folder; returns what was exported (checkpoint, step, files)."""
     out = Path(out).absolute()
     check_target(out, force)
-    if merge:
-        raise UserError("--merge applies to LoRA runs only (this run trains the full model)")
     t0 = time.perf_counter()
     run = load_run(run_dir, workspace, which)
+    lora = is_lora(run)
+    if merge and not lora:
+        raise UserError("--merge applies to LoRA runs only (this run trains the full model)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        write_model(run, tmp)
+        if lora and not merge:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # PEFT/transformers deprecation notices while saving
+                write_adapter(run, tmp)
+        else:
+            if lora:
+                run.model = run.model.merge_and_unload()  # W + (alpha/r) B A, adapters gone
+            write_model(run, tmp)
         shutil.copyfile(run_dir / "session.toml", tmp / "session.toml")
-        (tmp / "README.md").write_text(model_card(run), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(run, adapter=lora and not merge), encoding="utf-8")
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -79,6 +88,31 @@ def write_model(run: LoadedRun, folder: Path) -> None:
     # pipeline(..., truncation=True) then cuts inputs where training did
     run.tokenizer.model_max_length = run.session.data.max_length
     run.tokenizer.save_pretrained(str(folder))
+
+
+def is_lora(run: LoadedRun) -> bool:
+    return bool(getattr(getattr(run.session, "lora", None), "enabled", False))
+
+
+def write_adapter(run: LoadedRun, folder: Path) -> None:
+    """A PEFT adapter folder (adapter_config.json, adapter_model.safetensors, with the
+    classifier head as modules_to_save) and, unless the base is a hub id whose weights did
+    not train, the base model it applies to in ``base/`` (built-in and local bases are not
+    on the loading side): PeftModel.from_pretrained(AutoModelFor*.from_pretrained(OUT/base), OUT)."""
+    from tuneterm.engine.models import resolve_source
+
+    src = run.session.model.source
+    hub = not src.startswith("builtin:") and not os.path.isabs(resolve_source(src, run.workspace))
+    base_trained = bool(run.session.lora.train_base)
+    peft_model = run.model
+    peft_model.peft_config["default"].base_model_name_or_path = src if hub and not base_trained else "base"
+    peft_model.save_pretrained(str(folder))
+    run.tokenizer.save_pretrained(str(folder))
+    if not hub or base_trained:
+        # the base weights as they are under the adapters (trained base groups included)
+        run.model = peft_model.unload()
+        write_model(run, folder / "base")
+        run.model = peft_model
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
@@ -115,7 +149,7 @@ def _start_info(run: LoadedRun) -> dict:
     return {}
 
 
-def model_card(run: LoadedRun) -> str:
+def model_card(run: LoadedRun, adapter: bool = False) -> str:
     import torch
     import transformers
 
@@ -128,7 +162,9 @@ def model_card(run: LoadedRun) -> str:
     if not base and not src.startswith("builtin:") and not os.path.isabs(resolve_source(src, run.workspace)):
         base = src  # a hub id
     tag = PIPELINE_TAGS.get(s.model.task, "")
-    front = ["---", "library_name: transformers", f"pipeline_tag: {tag}", "tags:", "- tuneterm"]
+    lora = is_lora(run)
+    front = ["---", f"library_name: {'peft' if adapter else 'transformers'}", f"pipeline_tag: {tag}", "tags:",
+             "- tuneterm", *(["- lora"] if lora else [])]
     if base:
         front.append(f"base_model: {base}")
     front.append("---")
@@ -138,6 +174,9 @@ def model_card(run: LoadedRun) -> str:
              f"Fine-tuned with tuneterm {__version__} from run `{run.run_dir.name}`, "
              f"checkpoint `{run.checkpoint.name}` (optimizer step {run.step}).", "",
              "## Model", "", f"- base model: `{src}`" + (f" ({base})" if base and base != src else ""),
+             *([f"- LoRA: r = {s.lora.r}, alpha = {s.lora.alpha:g}, target modules {s.lora.target_modules}; "
+                + ("this folder holds the adapters (base model in `base/` when it is not a hub id)" if adapter
+                   else "merged into the weights (--merge)")] if lora else []),
              f"- task: {s.model.task}", f"- dtype: {s.model.dtype}"]
     if run.label_names:
         lines.append(f"- labels (id: name): {', '.join(f'{i}: {n}' for i, n in enumerate(run.label_names))}")
@@ -158,8 +197,20 @@ def model_card(run: LoadedRun) -> str:
     session_text = (run.run_dir / "session.toml").read_text(encoding="utf-8")
     lines += ["", "## Session", "", "The frozen session file (also `session.toml` in this folder; "
               "`tuneterm replay session.toml` re-runs it with its edits):", "", "```toml", session_text.rstrip(),
-              "```", "", "## Use", "", "```python", "from transformers import pipeline", "",
-              f'pipe = pipeline("{tag}", model="PATH/TO/THIS/FOLDER")', "```", "",
+              "```", "", "## Use", "", "```python", *_usage(run, tag, adapter), "```", "",
               f"Software: tuneterm {__version__}, transformers {transformers.__version__}, torch {torch.__version__}.",
               ""]
     return "\n".join(lines)
+
+
+AUTO_CLASSES = {"sequence-classification": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM"}
+
+
+def _usage(run: LoadedRun, tag: str, adapter: bool) -> list:
+    if not adapter:
+        return ["from transformers import pipeline", "",
+                f'pipe = pipeline("{tag}", model="PATH/TO/THIS/FOLDER")']
+    auto = AUTO_CLASSES.get(run.session.model.task, "AutoModel")
+    return ["from peft import PeftModel", f"from transformers import {auto}", "",
+            f'base = {auto}.from_pretrained("PATH/TO/THIS/FOLDER/base")  # or the hub id of the base',
+            'model = PeftModel.from_pretrained(base, "PATH/TO/THIS/FOLDER")']

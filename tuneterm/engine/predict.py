@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,9 @@ def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | 
         from tuneterm.engine import layers as L
         from tuneterm.engine import lora
 
-        model = lora.attach(model, session, drop.DropoutContext(seed), "torch")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers deprecations inside PEFT
+            model = lora.attach(model, session, drop.DropoutContext(seed), "torch")
         lora.load_tensors(model, L.layer_groups(model), weights)
     else:
         model.load_state_dict(weights, strict=True)
