@@ -111,3 +111,23 @@ def test_round1_checkpoints_are_tried_and_a_broken_one_skipped(finished, copy_of
     assert skip["reason"].startswith("unverified (no manifest): loading failed: ") and "cursor" in skip["reason"]
     assert [e["checkpoint"] for e in rows(copy_of, "events.jsonl") if e["kind"] == "resume"] == ["step-00000008"]
     assert strip_clock(rows(copy_of)) == strip_clock(rows(finished))
+
+
+def test_the_worker_ends_an_unusable_resume_with_the_real_reason(copy_of):
+    # What the runner reads after a worker exits: the last end row of events.jsonl. Before,
+    # it was the previous attempt's ("paused on request"); now it is this attempt's error.
+    import subprocess
+    import sys
+
+    from tuneterm.runner.tail import last_end_event
+
+    with open(copy_of / "events.jsonl", "a") as fh:
+        fh.write(json.dumps({"kind": "end", "step": 12, "state": "paused", "reason": "paused on request"}) + "\n")
+    for d in ("step-00000004", "step-00000008", "step-00000012"):
+        _garble(copy_of / "checkpoints" / d / "state.json")
+    r = subprocess.run([sys.executable, "-m", "tuneterm.engine.worker", str(copy_of), "--resume"],
+                       capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r.stderr
+    end = last_end_event(copy_of)
+    assert end["state"] == "failed" and "none of the 3 checkpoints can be used" in end["reason"]
+    assert "state.json does not match its checksum" in end["reason"]

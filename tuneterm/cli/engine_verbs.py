@@ -13,8 +13,10 @@ from tuneterm.errors import UserError
 def register(sub) -> None:
     p = sub.add_parser("run", help="train a session in the foreground; prints the run directory",
                        description="Train a session in the foreground (no daemon): a progress bar on "
-                       "stderr, the run directory on stdout at the end. Ctrl-C checkpoints and stops; "
-                       "`--resume RUN_DIR` continues from the last checkpoint.")
+                       "stderr, the run directory on stdout at the end. The session is first checked as "
+                       "`validate` checks it; one that cannot train (or whose data, model or device fails "
+                       "at setup) exits 2 with one line and leaves no run directory. Ctrl-C checkpoints "
+                       "and stops; `--resume RUN_DIR` continues from the newest intact checkpoint.")
     p.add_argument("session", nargs="?", help="session file (.toml)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     p.add_argument("--control", metavar="PATH",
