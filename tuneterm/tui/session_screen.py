@@ -125,6 +125,9 @@ class SessionScreen(Screen):
         from tuneterm.tui.confusion import add_tab
 
         add_tab(self, s)  # a finished classification run: the Confusion tab
+        from tuneterm.tui.samples import add_tab as add_samples_tab
+
+        add_samples_tab(self, s)  # a causal-LM run: the Samples tab
 
     def _subscribe(self) -> None:
         if self.stream is not None:
