@@ -25,11 +25,12 @@ except ImportError:  # Python 3.10
 
 from tuneterm import protocol
 from tuneterm.errors import UserError
+from tuneterm.rundir import ACTIVE_STATES, SESSION, is_finished, write_atomic
 from tuneterm.rundir import write_atomic
 from tuneterm.runner.executor import Executor
 from tuneterm.runner import transitions
 from tuneterm.runner.rebuild import reconcile, write_queue_row
-from tuneterm.runner.store import ACTIVE, TERMINAL, Store
+from tuneterm.runner.store import Store
 from tuneterm.runner.supervise import Supervisor
 from tuneterm.runner.tail import Tailer
 from tuneterm.workspace import inside, new_run_id, runs_dir
@@ -164,7 +165,7 @@ class Daemon:
                      f" — {row['error']}" if row.get("error") else "")
             self._broadcast(sid, {"v": protocol.VERSION, "type": "state", "state": row["state"],
                                   "session": self.view(row)})
-            if row["state"] in TERMINAL:
+            if is_finished(row["state"]):
                 for q in self.subs.pop(sid, set()):
                     q.put_nowait({"v": protocol.VERSION, "type": "end", "state": row["state"]})
             self.sup.wake.set()
@@ -204,7 +205,7 @@ class Daemon:
                 continue
         else:
             raise UserError(f"could not find a free run id for {name!r}")
-        _write_durably(rd / "session.toml", data)
+        write_atomic(rd / SESSION, data)
         row = self.store.add(run_id=run_id, name=name, model=str(doc.get("model", {}).get("source", "")),
                              data=str(doc.get("data", {}).get("source", "")), key=key)
         write_queue_row(rd, row)  # what a rebuild of a lost queue needs
@@ -314,12 +315,8 @@ class Daemon:
         counts = self.store.counts()
         return {"pid": os.getpid(), "workspace": str(self.ws), "slots": self.sup.slots,
                 "max_crashes": self.sup.max_crashes, "uptime_s": round(time.time() - self.started, 1),
-                "counts": counts, "active": sum(counts[s] for s in ACTIVE),
+                "counts": counts, "active": sum(counts[s] for s in ACTIVE_STATES),
                 "recovered": self.store.meta("recovered"), **self.executor.describe()}
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    write_atomic(path, data)
 
 
 if __name__ == "__main__":

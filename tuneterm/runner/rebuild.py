@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
+from tuneterm.rundir import EVENTS, SESSION, last_end_event, latest_checkpoint_step, write_atomic
 from tuneterm.runner.store import Store
-from tuneterm.runner.tail import last_end_event, latest_checkpoint_step
 
 log = logging.getLogger("tuneterm.runner")
 
@@ -37,13 +36,7 @@ _COPIED = ("id", "name", "model", "data", "created", "client_key")
 
 def write_queue_row(run_dir: Path, row: dict) -> None:
     """The run directory's copy of its queue row (what a rebuild needs)."""
-    data = json.dumps({k: row.get(k) for k in _COPIED} | {"run_id": row["run_id"]}) + "\n"
-    tmp = run_dir / f".{QUEUE_ROW}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, run_dir / QUEUE_ROW)
+    write_atomic(run_dir / QUEUE_ROW, json.dumps({k: row.get(k) for k in _COPIED} | {"run_id": row["run_id"]}) + "\n")
 
 
 def recovered_row(run_dir: Path, live: dict | None = None, starting: bool = True) -> dict | None:
@@ -54,17 +47,17 @@ def recovered_row(run_dir: Path, live: dict | None = None, starting: bool = True
         saved = json.loads((run_dir / QUEUE_ROW).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(saved, dict) or not (run_dir / "session.toml").is_file():
+    if not isinstance(saved, dict) or not (run_dir / SESSION).is_file():
         return None
     row = {k: saved.get(k) for k in _COPIED}
     row["run_id"] = run_dir.name
     row["name"] = str(row.get("name") or run_dir.name)
     row["model"], row["data"] = str(row.get("model") or ""), str(row.get("data") or "")
     if not isinstance(row.get("created"), (int, float)):
-        row["created"] = (run_dir / "session.toml").stat().st_mtime
+        row["created"] = (run_dir / SESSION).stat().st_mtime
     if not isinstance(row.get("id"), int):
         row["id"] = None
-    events = run_dir / "events.jsonl"
+    events = run_dir / EVENTS
     started = events.exists() and events.stat().st_size > 0
     end = last_end_event(run_dir) or {}
     st = end.get("state")

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from tuneterm.errors import TunetermError
+from tuneterm.rundir import STATES
 
 SCHEMA_VERSION = 1
-STATES = ("queued", "running", "paused", "done", "failed", "cancelled", "interrupted")
-ACTIVE = ("queued", "running", "paused", "interrupted")
-TERMINAL = ("done", "failed", "cancelled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

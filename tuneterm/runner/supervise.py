@@ -23,7 +23,7 @@ from tuneterm.runner import transitions as tr
 from tuneterm.runner.executor import WorkerHandle, proc_state
 from tuneterm.runner.limits import Limits, read_limits
 from tuneterm.runner.store import Store
-from tuneterm.runner.tail import last_end_event, latest_checkpoint_step
+from tuneterm.rundir import EVENTS, LOG, METRICS, last_end_event, latest_checkpoint_step
 
 log = logging.getLogger("tuneterm.runner")
 
@@ -32,7 +32,7 @@ STOP_GRACE_S = 60.0  # `daemon stop`: how long running workers get to checkpoint
 STOPPED_KILL_S = 2.0  # `daemon stop`: a worker stopped by SIGSTOP (state T) cannot checkpoint
 REFRESH_BATCH_S = 0.02  # streamed rows are at most this much later than the worker's line
 WATCH_EVERY_S = 1.0
-_LIFE_FILES = ("metrics.jsonl", "events.jsonl", "log.txt")
+_LIFE_FILES = (METRICS, EVENTS, LOG)
 
 
 class Sessions(Protocol):
@@ -184,7 +184,7 @@ class Supervisor:
                         handle.signal(signal.SIGTERM)
                 else:
                     self.sessions.follow(row)  # follow the files from before the worker writes
-                    resume = (run.run_dir / "events.jsonl").exists() or ckpt is not None
+                    resume = (run.run_dir / EVENTS).exists() or ckpt is not None
                     try:
                         handle = await self.executor.start(run.run_dir, resume=resume, slot=run.slot)
                     except OSError as e:
