@@ -13,7 +13,10 @@ from tuneterm.cli.common import print_json, workspace_of
 
 
 def register(sub, common) -> None:
-    d = sub.add_parser("daemon", help="the runner daemon: start, stop, status")
+    d = sub.add_parser("daemon", help="the runner daemon: start, stop, status",
+                       description="Only `daemon start`, `queue add|resume|retry`, the TUI and `sweep` start the "
+                                   "daemon; `queue ls|logs` read the queue from disk when none runs; `daemon stop` "
+                                   "leaves running sessions paused until `daemon start` or `queue resume`.")
     ds = d.add_subparsers(dest="daemon_verb", metavar="VERB", parser_class=sub._parser_class)
     ds.required = True
     p = ds.add_parser("start", help="start the detached daemon (reports the running one if any) and resume the "

@@ -21,7 +21,8 @@ from tuneterm.errors import UserError
 
 
 def register(sub) -> None:
-    q = sub.add_parser("queue", help="the session queue: add, ls, pause, resume, cancel, move, retry, logs",
+    q = sub.add_parser("queue", help="the session queue: add, ls, pause, resume, cancel, move, retry, logs "
+                                     "(only add, resume and retry start the daemon)",
                        description="Manage the queue of the workspace's runner daemon. Only add, resume and "
                                    "retry start the daemon when none runs; ls and logs then read the queue "
                                    "from disk; pause, cancel and move need a running daemon.")
@@ -66,7 +67,7 @@ def register(sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_queue_logs)
 
-    p = sub.add_parser("set", help="live edit of a running session: set RUN key=value...",
+    p = sub.add_parser("set", help="live edit of a running session: set RUN key=value... (needs a running daemon)",
                        description="Change hyperparameters of a running session at the next step boundary.")
     p.add_argument("ref", metavar="RUN")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
@@ -82,7 +83,7 @@ def register(sub) -> None:
 
     daemon_verbs.register(sub, _common)
 
-    p = sub.add_parser("watch", help="stream a session's metrics as plain text until it ends")
+    p = sub.add_parser("watch", help="stream a session's metrics as plain text until it ends (needs a running daemon)")
     p.add_argument("ref", metavar="RUN")
     p.add_argument("--no-history", action="store_true", help="only what happens from now on")
     p.add_argument("--events", action="store_true", help="print events (checkpoints, edits, ...) too")
