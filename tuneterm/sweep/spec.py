@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from tuneterm.session.check import check_set_values, did_you_mean, fmt, metric_problem, toml_type
+from tuneterm.session.check import FIELDS, check_set_values, check_value, did_you_mean, fmt, metric_problem, toml_type
 from tuneterm.session.io import check_session_text
 from tuneterm.session.locate import Locator
 from tuneterm.session.problems import Problem, SessionError
@@ -48,7 +48,12 @@ KNOBS = {
     "batch_size": "int",
     "schedule": "choice",
     "freeze_depth": "int",
+    "lora_r": "int",
+    "lora_alpha": "float",
+    "lora_dropout": "float",
 }
+# The adapters' knobs: sweep name -> [lora] field (a session with [lora] enabled only).
+LORA_KNOBS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout"}
 # The layer groups that freeze_depth never counts (the classifier head always trains).
 _NEVER_FROZEN = ("head",)
 
@@ -285,6 +290,9 @@ def _param(knob: str, spec: Any, base: Session, sampler: str, out: list) -> Para
     if knob not in KNOBS:
         out.append((at, "unknown knob" + (did_you_mean(knob, KNOBS) or f"; knobs: {', '.join(KNOBS)}")))
         return None
+    if knob in LORA_KNOBS and not base.lora.enabled:
+        out.append((at, "the session trains no LoRA adapters (set [lora] enabled = true)"))
+        return None
     if not isinstance(spec, dict):
         out.append((at, f"expected {{ low = ..., high = ... }} or {{ choices = [...] }}, "
                         f"got {toml_type(spec)} {fmt(spec)}"))
@@ -369,6 +377,11 @@ def _check_value(knob: str, v: Any, at: str, base: Session, out: list) -> None:
     if knob == "freeze_depth":
         if not (isinstance(v, int) and not isinstance(v, bool)) or v < 0:
             out.append((at, f"expected an integer >= 0, got {fmt(v)}"))
+        return
+    if knob in LORA_KNOBS:
+        _, msg = check_value(FIELDS["lora"][LORA_KNOBS[knob]], v)
+        if msg:
+            out.append((at, msg))
         return
     for msg in check_set_values({knob: v}):
         out.append((at, msg.split(": ", 1)[1] if ": " in msg else msg))

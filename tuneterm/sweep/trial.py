@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuneterm.session.schema import Session
-from tuneterm.sweep.spec import Sweep
+from tuneterm.sweep.spec import LORA_KNOBS, Sweep
 
 
 def trial_session(sweep: Sweep, params: dict, number: int) -> Session:
@@ -26,6 +26,8 @@ def trial_session(sweep: Sweep, params: dict, number: int) -> Session:
                 if g not in frozen:
                     frozen.append(g)
             s.freeze.layers = frozen
+        elif k in LORA_KNOBS:
+            setattr(s.lora, LORA_KNOBS[k], v)
         else:
             if k == "warmup_ratio":
                 h.warmup_steps = 0
