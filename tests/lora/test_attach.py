@@ -99,3 +99,22 @@ def test_dropout_zero_output_equals_peft(make_session, make_base):
     dctx.at(0, 0)
     model.train(), ref.eval()  # ref: no dropout at all; ours: training mode, every p = 0
     torch.testing.assert_close(model(input_ids=x).logits, ref(input_ids=x).logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_smollm2_trainable_count_equals_peft(make_session):
+    """SmolLM2-135M, r 16 on every linear layer: the count PEFT reports, and the tied head."""
+    from peft import get_peft_model
+
+    from tuneterm.engine.models import build_causal_lm, load_tokenizer
+
+    tok = load_tokenizer("builtin:smollm2-135m")
+    s = make_session(model="builtin:smollm2-135m", task="causal-lm", r=16, alpha=32.0)
+    ref = get_peft_model(build_causal_lm("builtin:smollm2-135m", tokenizer=tok, meta=True), lora.peft_config(s))
+    expected, _ = ref.get_nb_trainable_parameters()
+    model, _ = _attach(build_causal_lm("builtin:smollm2-135m", tokenizer=tok), s)
+    groups = L.layer_groups(model)
+    h, kv, i = 576, 192, 1536  # hidden, key/value width (3 of 9 heads), MLP width
+    per_block = (h + h) + (h + kv) + (h + kv) + (h + h) + (h + i) + (h + i) + (i + h)  # q k v o gate up down
+    assert lora.trainable_count(model) == expected == 30 * 16 * per_block  # 4,884,480
+    assert len(groups) == 32 and L.tied_note(groups) is not None
