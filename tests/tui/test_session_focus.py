@@ -27,3 +27,40 @@ async def test_e_and_space_work_as_soon_as_the_session_opens(fake):
         await wait_until(pilot, lambda: any(c[0] == "control" for c in fake.calls), what="the control message")
         msg = [c for c in fake.calls if c[0] == "control"][-1][2]
         assert msg["type"] == "freeze" and msg["layers"] == ["embeddings"]
+
+
+@aio
+async def test_a_live_edit_is_answered_while_a_slow_queue_add_is_in_flight(fake):
+    """The app has no lock of its own around the client: a `set` goes out and is answered
+    while an `add` (whose pre-flight check takes long on the daemon) is still waiting."""
+    import threading
+
+    from textual.widgets import Input
+
+    release, started = threading.Event(), threading.Event()
+    add = fake.add
+
+    def slow_add(path, **kw):
+        started.set()
+        release.wait(30)
+        return add(path, **kw)
+
+    fake.add = slow_add
+    app = app_for(fake)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await open_session(pilot, 1)
+            path = str(fake.workspace / "sessions" / "smoke-tiny.toml")
+            app.request("queue", lambda c: c.add(path))
+            await wait_until(pilot, started.is_set, what="the add in flight")
+            await pilot.press("e")
+            await wait_until(pilot, lambda: app.screen.query_one("#edit-input", Input), what="the dialog")
+            app.screen.query_one("#edit-input", Input).value = "1e-5"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "applied at step 120" in screen.query_one("#knobs").edit_status
+                             .get("learning_rate", ("",))[0], what="the ack while the add waits")
+            assert not release.is_set() and not any(c[0] == "add" for c in fake.calls)
+            release.set()
+            await wait_until(pilot, lambda: any(c[0] == "add" for c in fake.calls), what="the add")
+    finally:
+        release.set()

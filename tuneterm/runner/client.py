@@ -1,8 +1,9 @@
 """The synchronous runner client used by the CLI verbs and the TUI (no torch, no textual).
 
-One ``RunnerClient`` holds one socket for requests (thread-safe: a lock serialises them)
-and opens one more socket per ``subscribe`` stream, so a blocking stream never holds up
-requests. ``close()`` ends every stream (from any thread) and the request socket.
+One ``RunnerClient`` is thread-safe: each request takes an idle socket from a small pool
+(or opens one), so concurrent requests never wait for each other — a live edit is answered
+while an ``add`` waits for its pre-flight check — and each ``subscribe`` stream has its own
+socket, so a blocking stream never holds up requests. ``close()`` ends every stream (from any thread) and the request socket.
 
 Requests and answers are the JSON lines of docs/protocol.md.
 """
@@ -34,6 +35,7 @@ __all__ = ["RunnerClient", "RunnerUnavailable", "start_daemon", "daemon_running"
 
 # Requests that may take long on the daemon side (pre-flight checks load the model).
 _ADD_TIMEOUT = 900.0
+_POOL = 4  # idle request connections kept open
 
 
 class _Conn:
@@ -151,7 +153,7 @@ class RunnerClient:
     def __init__(self, workspace: Path, conn: "_Conn", hello: dict, timeout: float):
         self.workspace = workspace
         self.daemon = hello
-        self._conn: _Conn | None = conn
+        self._idle: list[_Conn] = [conn]  # connections not in use by a request
         self._timeout = timeout
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -209,27 +211,48 @@ class RunnerClient:
     # -- requests -----------------------------------------------------------------------
 
     def _request(self, type_: str, timeout: float | None = None, **fields: Any) -> Any:
-        with self._lock:
-            if self._closed or self._conn is None:
-                raise RunnerUnavailable("the runner client is closed or lost its daemon; connect again")
-            rid = str(next(self._ids))
-            try:
-                self._conn.send({"type": type_, "id": rid, **fields})
-                while True:
-                    msg = self._conn.recv(timeout or self._timeout)
-                    if msg is None:
-                        raise ConnectionError("the runner daemon closed the connection")
-                    if msg.get("id") == rid:
-                        break
-            except (OSError, protocol.ProtocolError) as e:
-                self._conn.close()
-                self._conn = None
-                raise RunnerUnavailable(f"lost the runner daemon: {e}") from None
+        """One request on an idle connection of the pool (a new one when every connection
+        is busy): a slow request (an `add` whose pre-flight check loads the model) never
+        holds up another one — a live edit is answered meanwhile."""
+        conn = self._checkout()
+        rid = str(next(self._ids))
+        try:
+            conn.send({"type": type_, "id": rid, **fields})
+            while True:
+                msg = conn.recv(timeout or self._timeout)
+                if msg is None:
+                    raise ConnectionError("the runner daemon closed the connection")
+                if msg.get("id") == rid:
+                    break
+        except (OSError, protocol.ProtocolError) as e:
+            conn.close()
+            raise RunnerUnavailable(f"lost the runner daemon: {e}") from None
+        self._checkin(conn)
         if msg.get("type") == "error":
             if msg.get("code") == "user":
                 raise UserError(msg.get("error", "bad request"))
             raise RunnerUnavailable(f"runner daemon error: {msg.get('error')}")
         return msg.get("result")
+
+    def _checkout(self) -> "_Conn":
+        with self._lock:  # held only to take a connection from the pool, never over a request
+            if self._closed:
+                raise RunnerUnavailable("the runner client is closed; connect again")
+            if self._idle:
+                return self._idle.pop()
+        try:
+            conn = _Conn(socket_path(self.workspace), self._timeout)
+        except OSError as e:
+            raise RunnerUnavailable(f"lost the runner daemon: {e.strerror or e}") from None
+        self._handshake(conn, self.workspace, self._timeout)
+        return conn
+
+    def _checkin(self, conn: "_Conn") -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < _POOL:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def status(self) -> dict:
         """Daemon facts: pid, version, workspace, slots, counts per state, uptime."""
@@ -271,17 +294,25 @@ class RunnerClient:
             raise UserError("move: give exactly one of to= or by=")
         return self._request("move", ref=ref, to=to, by=by)
 
-    def control(self, ref: str | int, msg: dict, timeout: float = 30.0) -> dict:
+    def control(self, ref: str | int, msg: dict | protocol.Command, timeout: float = 30.0) -> dict:
         """Forward a control message to the session's worker; returns the worker's ack
         ({"type": "ack", "step": N}) or reject ({"type": "reject", "reason": ...}). A session
-        that is not running gets a reject."""
+        that is not running gets a reject. A malformed message is a UserError here."""
         try:
-            msg = protocol.check_control(dict(msg))
+            cmd = msg if isinstance(msg, protocol.Command) else protocol.Command.parse({"v": protocol.VERSION, **msg})
         except protocol.ProtocolError as e:
             raise UserError(str(e)) from None
-        msg = {"v": protocol.VERSION, **msg}
-        msg["id"] = msg.get("id") or protocol.new_id()
-        return self._request("control", timeout=timeout + 10.0, ref=ref, msg=msg, wait=timeout)
+        wire = cmd.to_dict()
+        wire["id"] = cmd.id or protocol.new_id()
+        return self._request("control", timeout=timeout + 10.0, ref=ref, msg=wire, wait=timeout)
+
+    def set(self, ref: str | int, values: dict, timeout: float = 30.0) -> dict:
+        """A live edit of knobs (``control`` with a ``set`` message)."""
+        return self.control(ref, protocol.Command("set", protocol.new_id(), values=dict(values)), timeout)
+
+    def freeze(self, ref: str | int, layers: list[str], *, unfreeze: bool = False, timeout: float = 30.0) -> dict:
+        cmd = protocol.Command("unfreeze" if unfreeze else "freeze", protocol.new_id(), layers=tuple(layers))
+        return self.control(ref, cmd, timeout)
 
     def shutdown(self, timeout: float = 120.0) -> dict:
         """Stop the daemon; running workers are paused at a checkpoint first and resume
@@ -342,8 +373,9 @@ class RunnerClient:
         for c in list(self._streams):
             c.close()
         self._streams.clear()
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
             conn.close()
 
     def __enter__(self) -> "RunnerClient":

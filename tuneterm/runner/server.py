@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import inspect
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ import stat
 import struct
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 try:
     import tomllib
@@ -25,8 +27,7 @@ except ImportError:  # Python 3.10
 
 from tuneterm import __version__, protocol
 from tuneterm.errors import TunetermError, UserError
-from tuneterm.rundir import write_atomic
-from tuneterm.runner.daemon import Daemon
+from tuneterm.rundir import is_finished, write_atomic
 from tuneterm.runner.executor import LocalExecutor, gpu_count
 from tuneterm.runner.paths import (RunnerUnavailable, config_path, db_path, lock_path, log_path, pid_path,
                                    read_pid, socket_path)
@@ -94,12 +95,41 @@ def make_executor(ws: Path, cfg: dict):
     return LocalExecutor(cfg.get("worker"), cfg.get("worker_args"), gpus=gpus), max(1, gpus)
 
 
+Handler = Callable[[protocol.Request], Any]  # returns the result, or an awaitable of it
+
+
 class Server:
-    def __init__(self, daemon: Daemon, sock_path: Path):
+    """The socket side of the daemon: one asyncio task per connection, each request line
+    decoded once (``protocol.decode`` + ``protocol.Request.parse``) and answered through
+    the handler table. The daemon is injected (anything with the methods the table names),
+    so this module never imports the daemon's."""
+
+    def __init__(self, daemon: Any, sock_path: Path):
         self.daemon = daemon
         self.sock_path = sock_path
         self.server: asyncio.AbstractServer | None = None
         self.conns: set[asyncio.StreamWriter] = set()
+        d = daemon
+        self.handlers: dict[str, Handler] = {
+            "hello": lambda r: {"pid": os.getpid(), "version": __version__, "protocol": protocol.VERSION,
+                                "workspace": str(d.ws)},
+            "status": lambda r: {**d.status(), "socket": str(self.sock_path), "log": str(log_path(d.ws)),
+                                 "version": __version__},
+            "list": lambda r: d.list(),
+            "get": lambda r: d.view(d.resolve(r.ref)),
+            "add": lambda r: d.add(r.path, smoke=r.smoke, check=r.check, key=r.key),
+            "pause": lambda r: d.pause(r.ref),
+            "resume": lambda r: d.resume(r.ref),
+            "cancel": lambda r: d.cancel(r.ref),
+            "retry": lambda r: d.retry(r.ref),
+            "move": lambda r: d.move(r.ref, r.to, r.by),
+            "control": lambda r: d.control(r.ref, r.command.to_dict(), r.wait),
+            "shutdown": self._shutdown,
+        }
+
+    async def _shutdown(self, req: protocol.Request) -> dict:
+        await self.daemon.shutdown()
+        return {"stopped": True, "pid": os.getpid()}
 
     async def start(self, sock: socket.socket) -> None:
         self.server = await asyncio.start_unix_server(self.handle, sock=sock, limit=LINE_LIMIT)
@@ -112,8 +142,8 @@ class Server:
             uid = -1
         if not peer_allowed(uid):
             log.warning("refused a connection from uid %s", uid)
-            await self._send(writer, {"type": "error", "id": None, "code": "denied",
-                                      "error": f"permission denied: uid {uid} does not own this runner"})
+            await self._send(writer, protocol.error(None, "denied",
+                                                    f"permission denied: uid {uid} does not own this runner"))
             writer.close()
             return
         self.conns.add(writer)
@@ -122,20 +152,26 @@ class Server:
                 try:
                     line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
-                    await self._send(writer, _error(None, "user", f"a request is at most {LINE_LIMIT} bytes"))
+                    await self._send(writer, protocol.error(None, "user", f"a request is at most {LINE_LIMIT} bytes"))
                     break
                 if not line:
                     break
                 try:
-                    req = protocol.decode(line)
+                    msg = protocol.decode(line)
                 except protocol.ProtocolError as e:
-                    await self._send(writer, _error(None, "user", f"bad request: {e}"))
+                    await self._send(writer, protocol.error(None, "user", f"bad request: {e}"))
                     continue
-                if req["type"] == "subscribe":
+                try:
+                    req = protocol.Request.parse(msg)
+                except protocol.ProtocolError as e:
+                    rid = msg.get("id") if isinstance(msg.get("id"), (str, int)) else None
+                    await self._send(writer, protocol.error(rid, "user", str(e)))
+                    continue
+                if req.type == "subscribe":
                     await self.subscribe(req, writer)
                     break
                 await self._send(writer, await self.dispatch(req))
-                if req["type"] == "shutdown":
+                if req.type == "shutdown":
                     break
         except (ConnectionError, BrokenPipeError):
             pass
@@ -147,54 +183,29 @@ class Server:
         writer.write(protocol.encode(msg))
         await writer.drain()
 
-    async def dispatch(self, req: dict) -> dict:
-        d = self.daemon
-        rid, t = req.get("id"), req["type"]
+    async def dispatch(self, req: protocol.Request | dict) -> dict:
+        if isinstance(req, dict):
+            try:
+                req = protocol.Request.parse(req)
+            except protocol.ProtocolError as e:
+                return protocol.error(req.get("id"), "user", str(e))
         try:
-            if t == "hello":
-                result = {"pid": os.getpid(), "version": __version__, "protocol": protocol.VERSION,
-                          "workspace": str(d.ws)}
-            elif t == "status":
-                result = {**d.status(), "socket": str(self.sock_path), "log": str(log_path(d.ws)),
-                          "version": __version__}
-            elif t == "list":
-                result = d.list()
-            elif t == "get":
-                result = d.view(d.resolve(req.get("ref")))
-            elif t == "add":
-                if not isinstance(req.get("path"), str):
-                    raise UserError("add: 'path' must be a string")
-                result = await d.add(req["path"], smoke=bool(req.get("smoke")), check=req.get("check", True) is not False,
-                                     key=req.get("key") if isinstance(req.get("key"), str) else None)
-            elif t in ("pause", "resume", "cancel", "retry"):
-                result = getattr(d, t)(req.get("ref"))
-            elif t == "move":
-                result = d.move(req.get("ref"), req.get("to"), req.get("by"))
-            elif t == "control":
-                msg = req.get("msg")
-                if not isinstance(msg, dict):
-                    raise UserError("control: 'msg' must be a control message object")
-                wait = req.get("wait", 30.0)
-                wait = float(wait) if isinstance(wait, (int, float)) and 0 < wait <= 3600 else 30.0
-                result = await d.control(req.get("ref"), msg, wait)
-            elif t == "shutdown":
-                await d.shutdown()
-                result = {"stopped": True, "pid": os.getpid()}
-            else:
-                raise UserError(f"unknown request {t!r}")
+            result = self.handlers[req.type](req)
+            if inspect.isawaitable(result):
+                result = await result
         except TunetermError as e:
-            return _error(rid, "user" if isinstance(e, UserError) else "internal", str(e))
+            return protocol.error(req.id, "user" if isinstance(e, UserError) else "internal", str(e))
         except Exception as e:
-            log.exception("request %s failed", t)
-            return _error(rid, "internal", f"{type(e).__name__}: {e}")
-        return {"v": protocol.VERSION, "type": "ok", "id": rid, "result": result}
+            log.exception("request %s failed", req.type)
+            return protocol.error(req.id, "internal", f"{type(e).__name__}: {e}")
+        return protocol.ok(req.id, result)
 
-    async def subscribe(self, req: dict, writer: asyncio.StreamWriter) -> None:
+    async def subscribe(self, req: protocol.Request, writer: asyncio.StreamWriter) -> None:
         d = self.daemon
         try:
-            row = d.resolve(req.get("ref"))
+            row = d.resolve(req.ref)
         except UserError as e:
-            await self._send(writer, _error(req.get("id"), "user", str(e)))
+            await self._send(writer, protocol.error(req.id, "user", str(e)))
             return
         q: asyncio.Queue = asyncio.Queue()
         # From here to the registration nothing awaits, and nothing but the refresh right
@@ -206,12 +217,12 @@ class Server:
         while hist is None:  # a file was rewritten under us: catch up and read again
             tail = d.refresh(row)
             hist = tail.history()
-        q.put_nowait({"v": protocol.VERSION, "type": "ok", "id": req.get("id"), "result": view})
-        if req.get("history", True):
+        q.put_nowait(protocol.ok(req.id, view))
+        if req.history:
             for kind, data in hist:
                 q.put_nowait({"v": protocol.VERSION, "type": kind, "data": data, "history": True})
         q.put_nowait({"v": protocol.VERSION, "type": "state", "state": view["state"], "session": view})
-        if view["state"] in ("done", "failed", "cancelled") and row["id"] not in d.runs:
+        if is_finished(view["state"]) and row["id"] not in d.runs:
             q.put_nowait({"v": protocol.VERSION, "type": "end", "state": view["state"]})
         else:
             d.subs[row["id"]].add(q)
@@ -228,10 +239,6 @@ class Server:
             pass
         finally:
             d.subs.get(row["id"], set()).discard(q)
-
-
-def _error(rid, code: str, message: str) -> dict:
-    return {"v": protocol.VERSION, "type": "error", "id": rid, "code": code, "error": message}
 
 
 # -- the process ------------------------------------------------------------------------------
@@ -359,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(ws, store, executor, slots, max_crashes, sock, sock_path, ready) -> None:
+    from tuneterm.runner.daemon import Daemon  # the process wires the daemon into the server
+
     daemon = Daemon(ws, store, executor, slots=slots, max_crashes=max_crashes)
     server = Server(daemon, sock_path)
     loop = asyncio.get_running_loop()

@@ -2,13 +2,13 @@
 runner client and the CLI injects the socket client.
 
 The app owns the client and its threads: requests run in thread workers that post
-``ClientResult``; the queue is polled in an exclusive worker that posts
+``ClientResult`` (side by side: the client is thread-safe, so no lock here — a live edit
+never waits behind a slow request); the queue is polled in an exclusive worker that posts
 ``SessionsUpdated``. Screens never call the client directly.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -18,19 +18,6 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from tuneterm.tui.messages import ClientResult, RunnerDown, SessionsUpdated
-
-
-class _Gate:
-    """One request at a time on the client (a socket client need not be thread safe);
-    subscriptions bypass the gate, they hold their own connection."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.lock = threading.Lock()
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        with self.lock:
-            return getattr(self.client, method)(*args, **kwargs)
 
 
 class TuneTermApp(App):
@@ -44,7 +31,6 @@ class TuneTermApp(App):
                  queue_on_start: list[Path] | None = None) -> None:
         super().__init__()
         self.client = client
-        self.gate = _Gate(client)
         self.workspace = Path(workspace)
         self.poll_interval = poll_interval
         self.queue_on_start = list(queue_on_start or [])
@@ -72,7 +58,7 @@ class TuneTermApp(App):
         skipped: the app stays responsive, and a broken file still fails visibly in the queue."""
         for path in paths:
             try:
-                s = self.gate.call("add", str(path), check=False)
+                s = self.client.add(str(path), check=False)
             except Exception as e:  # noqa: BLE001
                 self.post_message(ClientResult(f"queue {path.name}", None, str(e), None, None))
                 continue
@@ -93,22 +79,26 @@ class TuneTermApp(App):
     @work(thread=True, group="poll", exit_on_error=False)
     def _poll(self) -> None:
         try:
-            sessions = self.gate.call("list_sessions")
+            sessions = self.client.list_sessions()
         except Exception as e:  # noqa: BLE001 - the runner may be down; keep polling
             self.post_message(RunnerDown(str(e) or type(e).__name__))
             return
         self.post_message(SessionsUpdated(list(sessions)))
 
-    def request(self, label: str, method: str, *args: Any, then: Callable[[Any], None] | None = None,
-                on_error: Callable[[str], None] | None = None, **kwargs: Any) -> None:
-        """Call ``client.method(*args, **kwargs)`` off the UI thread; errors become
-        notifications (``label: message``), never a crash."""
-        self._request(label, method, args, kwargs, then, on_error)
+    def request(self, label: str, call: Callable[[Any], Any] | str, *args: Any,
+                then: Callable[[Any], None] | None = None, on_error: Callable[[str], None] | None = None,
+                **kwargs: Any) -> None:
+        """Run ``call(client)`` — or ``client.<call>(*args, **kwargs)`` for a method name —
+        off the UI thread; errors become notifications (``label: message``), never a crash.
+        Requests run side by side (the client is thread-safe, one socket per request in
+        flight): a live edit never waits behind a slow `queue add` pre-flight."""
+        fn = call if callable(call) else (lambda c: getattr(c, call)(*args, **kwargs))
+        self._request(label, fn, then, on_error)
 
     @work(thread=True, group="request", exit_on_error=False)
-    def _request(self, label, method, args, kwargs, then, on_error) -> None:
+    def _request(self, label, fn, then, on_error) -> None:
         try:
-            result = self.gate.call(method, *args, **kwargs)
+            result = fn(self.client)
         except Exception as e:  # noqa: BLE001 - UserError, RunnerUnavailable, timeouts
             self.post_message(ClientResult(label, None, str(e) or type(e).__name__, then, on_error))
             return

@@ -107,8 +107,8 @@ class ReplayScreen(Screen):
             self.notify("pick a run or a session file first", severity="warning")
             return
         # the run's own session file passed the pre-flight check when it was first queued
-        self.app.request("replay", "add", str(self.source), check=self.source.name != "session.toml",
-                         then=self._queued)
+        path, check = str(self.source), self.source.name != "session.toml"
+        self.app.request("replay", lambda c: c.add(path, check=check), then=self._queued)
 
     def _queued(self, result: Any) -> None:
         if isinstance(result, dict):

@@ -88,7 +88,8 @@ class SessionScreen(Screen):
         self._focus_tab()  # `e` (Knobs) and `space` (Layers) work at once, without a Tab first
         s = self.session
         if s is None:
-            self.app.request("get", "get", self.session_id, then=self._got)
+            sid = self.session_id
+            self.app.request("get", lambda c: c.get(sid), then=self._got)
         else:
             self._start(s)
 
@@ -352,7 +353,8 @@ class SessionScreen(Screen):
         self.update_views()
 
     def _control(self, label: str, msg: dict, then, on_error) -> None:
-        self.app.request(label, "control", self.session_id, msg, then=then, on_error=on_error)
+        sid = self.session_id
+        self.app.request(label, lambda c: c.control(sid, msg), then=then, on_error=on_error)
 
     # -- actions
     def _verb(self, verb: str) -> None:
