@@ -273,6 +273,10 @@ class Daemon:
         return self.view(self.store.get(row["id"]))
 
     async def control(self, ref, msg: dict, wait: float) -> dict:
+        if self.recovery is not None and not self.recovery.done():
+            # Just started: the workers of the previous daemon are being re-adopted.
+            await asyncio.wait([self.recovery], timeout=wait)
+            await asyncio.sleep(0)  # each adopted run's supervision takes its handle
         row = self.resolve(ref)
         try:
             msg = protocol.check_control(dict(msg))
