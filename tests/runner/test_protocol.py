@@ -87,3 +87,27 @@ def test_typed_commands_and_requests_round_trip():
     assert protocol.check_control({"type": "pause", "id": "p"})["id"] == "p"
     assert protocol.ack("a", 4) == {"v": 1, "type": "ack", "id": "a", "step": 4}
     assert protocol.reject("a", "no")["reason"] == "no"
+
+
+def test_a_live_edit_is_answered_while_a_slow_add_is_checked(runner):
+    """One client, two threads: a `queue add` whose pre-flight check loads the model is in
+    flight while a `set` to a running session is answered (the client has a socket per
+    request in flight; the daemon checks in a subprocess)."""
+    import threading
+
+    from runner_helpers import wait_for
+
+    runner.use_fake_worker()
+    c = runner.client()
+    s = c.add(runner.session("live", fake=True, steps=100000, step_s=0.01), check=False)
+    wait_for(lambda: c.get(s["id"])["step"] > 2, 30, "training")
+    slow = runner.session("checked", steps=4)  # a real tiny-BERT session: `validate --deep` loads it
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (c.add(slow, check=True), done.set()), daemon=True)
+    t.start()
+    wait_for(lambda: runner.pids("validate"), 30, "the pre-flight check to run")
+    ack = c.control(s["id"], {"type": "set", "values": {"learning_rate": 1e-4}}, timeout=20)
+    assert ack["type"] == "ack" and not done.is_set() and runner.pids("validate")
+    t.join(300)
+    assert done.is_set()
+    c.cancel(s["id"])
