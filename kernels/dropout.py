@@ -7,9 +7,10 @@ The generator and the mask rule are ``philox.py``'s (Philox-4x32-10 as ``tl.rand
 incoming gradient. Both implementations do exactly this, so the Triton kernel and the
 PyTorch generator agree bit for bit.
 
-Layers: Triton kernel -> host launcher -> the ``tuneterm_kernels::seeded_dropout`` op
-(``torch.library``: a fake for torch.compile, its autograd registered with it) ->
-``dropout`` -> module. The PyTorch generator (``philox_keep_mask``, or the C extension on
+Layers: Triton kernel -> host launcher (on CUDA the cached CompiledKernel, ``launch.py``)
+-> the ``tuneterm_kernels::seeded_dropout`` op (``torch.library``: a fake for
+torch.compile, its autograd registered with it), used while compiling, and the same two
+functions as a lean ``autograd.Function`` in eager mode -> ``dropout`` -> module. The PyTorch generator (``philox_keep_mask``, or the C extension on
 the CPU) is the CPU path and the test oracle.
 """
 
@@ -118,7 +119,8 @@ def _launch_config(n: int) -> tuple[int, int]:
 def launch_dropout(x: torch.Tensor, p: float, seed: int, offset: int, out: torch.Tensor | None = None,
                    block_size: int | None = None, num_warps: int | None = None) -> torch.Tensor:
     """Triton seeded dropout of ``x`` (any layout: a non-contiguous ``x`` is copied to its
-    logical row-major order first). Returns a contiguous tensor shaped like ``x``."""
+    logical row-major order first). Returns a contiguous tensor shaped like ``x``. Always
+    through Triton's JIT launcher (the reference for the direct launch below)."""
     if triton is None:
         raise RuntimeError("impl='triton' needs triton installed")
     if x.dtype not in _DTYPES:
@@ -134,16 +136,38 @@ def launch_dropout(x: torch.Tensor, p: float, seed: int, offset: int, out: torch
     bs, warps = _launch_config(n)
     bs, warps = block_size or bs, num_warps or warps  # overrides: tests, benchmark sweeps
     assert bs % ELEMS_PER_CALL == 0
-    kind = _KIND[x.dtype]
-    xa, oa = as_kernel_arg(x), as_kernel_arg(out)
-    s_lo, s_hi = _split32(seed)
-    o_lo, o_hi = _split32(offset)
-    grid = (triton.cdiv(n, bs),)
-    _seeded_dropout_kernel[grid](xa, oa, n, s_lo, s_hi, o_lo, o_hi, keep_threshold(p), keep_scale(p),
-                                 KIND=kind, BLOCK_SIZE=bs, num_warps=warps)
+    args = _kernel_args(x, out, p, seed, offset)
+    _seeded_dropout_kernel[(triton.cdiv(n, bs),)](*args, KIND=_KIND[x.dtype], BLOCK_SIZE=bs, num_warps=warps)
     return out
 
 
+def _kernel_args(x, out, p, seed, offset) -> tuple:
+    return (as_kernel_arg(x), as_kernel_arg(out), x.numel(), *_split32(seed), *_split32(offset),
+            keep_threshold(p), keep_scale(p))
+
+
+_direct = None  # DirectLauncher of the kernel, made on the first CUDA launch
+
+
+def _launch(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+    """The op's Triton path (arguments already checked): on CUDA through the cached
+    CompiledKernel (``launch.DirectLauncher``, verified against the JIT once per key)."""
+    global _direct
+    if not x.is_cuda:  # the interpreter (tests)
+        return launch_dropout(x, p, seed, offset)
+    if triton is None:
+        raise RuntimeError("impl='triton' needs triton installed")
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    n = x.numel()
+    if n == 0:
+        return out
+    if _direct is None:
+        from .launch import DirectLauncher
+        _direct = DirectLauncher(_seeded_dropout_kernel, specialised=(0, 1, 2))  # x, out, n_elements
+    bs, warps = _launch_config(n)
+    _direct(-(-n // bs), _kernel_args(x, out, p, seed, offset), 1, {"KIND": _KIND[x.dtype], "BLOCK_SIZE": bs}, warps)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -154,7 +178,7 @@ def _apply(x: torch.Tensor, p: float, seed: int, offset: int, impl: str) -> torc
     if p >= 1.0 or keep_threshold(p) >= 65536:
         return torch.zeros_like(x, memory_format=torch.contiguous_format)
     if impl == "triton":
-        return launch_dropout(x, p, seed, offset)
+        return _launch(x, p, seed, offset)
     return _apply_torch(x, p, seed, offset).contiguous()
 
 
@@ -182,6 +206,21 @@ def _backward(ctx, grad_out):
 seeded_dropout.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerDropout(torch.autograd.Function):
+    """The same forward and backward as the op, for eager mode: a Python custom op costs
+    several times an autograd.Function's host time per call, and under torch.compile
+    (where that cost goes away) ``dropout`` uses the op instead."""
+
+    @staticmethod
+    def forward(ctx, x, p, seed, offset, impl):
+        ctx.args = (p, seed, offset, impl)
+        return _apply(x, p, seed, offset, impl)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _apply(grad_out, *ctx.args), None, None, None, None
+
+
 def dropout(x: torch.Tensor, p: float, seed: int, offset: int = 0, training: bool = True,
             impl: str = "torch") -> torch.Tensor:
     """Seeded dropout. ``p == 0`` or ``not training``: ``x`` itself. ``p == 1``: zeros.
@@ -196,7 +235,9 @@ def dropout(x: torch.Tensor, p: float, seed: int, offset: int = 0, training: boo
     check_seed_offset(seed, offset)
     if x.dtype not in _DTYPES:
         raise TypeError(f"dropout supports float32, bfloat16, float16 (got {x.dtype})")
-    return seeded_dropout(x, p, seed, offset, impl)
+    if torch.compiler.is_compiling():
+        return seeded_dropout(x, p, seed, offset, impl)
+    return _EagerDropout.apply(x, p, seed, offset, impl)
 
 
 @torch.compiler.disable

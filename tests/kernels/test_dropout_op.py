@@ -85,3 +85,15 @@ def test_under_torch_compile(impl):
         assert _bits_equal(grads[1], grads[0]), seed  # the op inside the graph: same masks, same bits
     assert len(graphs) == 1  # the seed is a graph input: one graph for every seed
     assert any("seeded_dropout" in str(n.target) for n in graphs[0].graph.nodes)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_direct_launch_equals_the_jit_launch():
+    """The op's CUDA path launches the cached CompiledKernel (launch.DirectLauncher): every
+    call, first (verified) and later ones, gives the JIT launcher's bits."""
+    for shape in ((4096, 1024), (8191,), (3, 17, 5)):
+        x = torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
+        for seed in (SEED, SEED + 1, SEED + 2):
+            assert _bits_equal(D.dropout(x, 0.1, seed, impl="triton"), D.launch_dropout(x, 0.1, seed, 0))
+    assert D._direct is not None and any(D._direct.cache.values()), "the direct path was disabled"
