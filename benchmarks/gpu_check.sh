@@ -29,7 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,power.limi
     2>&1 | tee -a "$OUT/gpu.txt"
 
 echo "== GPU tests (kernels, and the engine end to end on CUDA)"
-timeout 150 "$PY" -m pytest tests/kernels tests/engine/test_kernels_e2e.py -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.txt" | tail -15
+timeout 140 "$PY" -m pytest tests/kernels tests/engine/test_kernels_e2e.py -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.txt" | tail -15
 tests_rc=${PIPESTATUS[0]}
 
 if [ "${1:-}" = "--kernels" ]; then
@@ -39,8 +39,10 @@ if [ "${1:-}" = "--kernels" ]; then
     grep '^\[' "$OUT/bench_log.txt"   # section timestamps
     tail -n 95 "$OUT/bench_log.txt"    # compact tables and targets (the reply keeps the end)
 else
+    echo "== dropout host overhead"
+    timeout 25 "$PY" benchmarks/dropout_overhead.py 2>&1 | tee "$OUT/dropout_overhead.txt"
     echo "== whole-step benchmark"
-    timeout 300 "$PY" benchmarks/gpu_e2e.py --out "$OUT" > "$OUT/e2e_log.txt" 2>&1
+    timeout 290 "$PY" benchmarks/gpu_e2e.py --budget-s 250 --out "$OUT" > "$OUT/e2e_log.txt" 2>&1
     bench_rc=$?
     grep '^\[' "$OUT/e2e_log.txt" | tail -n 40   # one line per side, timestamped
     [ -f "$OUT/gpu_e2e.md" ] && cat "$OUT/gpu_e2e.md" || tail -n 30 "$OUT/e2e_log.txt"
