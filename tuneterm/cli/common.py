@@ -72,18 +72,10 @@ def _run_dir_of(ws: Path, ref) -> Path | None:
 
 def _last_step(metrics: Path) -> int:
     """The step of the last metrics row (0 before the first)."""
-    try:
-        with open(metrics, "rb") as fh:
-            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
-            lines = fh.read().splitlines()
-    except OSError:
-        return 0
-    for line in reversed(lines):  # the first line read may be cut: it does not parse
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
+    from tuneterm.rundir import read_tail_rows
+
+    for row in reversed(read_tail_rows(metrics, 4096)):
+        if isinstance(row.get("step"), int):
             return row["step"]
     return 0
 

@@ -21,6 +21,7 @@ import stat
 from pathlib import Path
 
 from tuneterm.errors import TunetermError
+from tuneterm.rundir import write_atomic
 
 SOCKET_PATH_MAX = 107
 
@@ -102,10 +103,7 @@ def socket_record_path(ws: Path) -> Path:
 def record_socket(ws: Path, sock: Path) -> None:
     """Written by the daemon once it serves: the socket it bound, so that a shell with
     another TUNETERM_RUNTIME_DIR / XDG_RUNTIME_DIR still finds it from the workspace."""
-    p = socket_record_path(ws)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(f"{sock}\n")
-    os.replace(tmp, p)
+    write_atomic(socket_record_path(ws), f"{sock}\n", durable=False)
 
 
 def lock_holder(ws: Path) -> int | None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tuneterm.errors import UserError
+from tuneterm.rundir import write_atomic
 from tuneterm.runner.ray_config import RayConfig, workspace_tag
 
 log = logging.getLogger("tuneterm.runner")
@@ -103,9 +104,7 @@ def start_local_head(ws: Path, cfg: RayConfig) -> str:
         last = (r.stderr.strip() or r.stdout.strip() or f"exit code {r.returncode}").splitlines()[-1]
         raise UserError(f"[runner.ray] address = \"local\": `ray start --head` failed: {last}")
     address = f"127.0.0.1:{port}"
-    tmp = state_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"address": address, "temp_dir": temp_dir}) + "\n")
-    os.replace(tmp, state_path)
+    write_atomic(state_path, json.dumps({"address": address, "temp_dir": temp_dir}) + "\n", durable=False)
     return address
 
 

@@ -3,24 +3,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from tuneterm.rundir import RunDir, read_jsonl
 from tuneterm.sweep.spec import Sweep
 from tuneterm.sweep.study import describe_study
 
 
 def eval_values(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     out: dict[int, float] = {}
-    p = run_dir / "metrics.jsonl"
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r.get("kind") == "eval" and isinstance(r.get(metric), (int, float)):
-                out[int(r["step"])] = float(r[metric])
+    for r in read_jsonl(RunDir(run_dir).metrics):
+        if r.get("kind") == "eval" and isinstance(r.get(metric), (int, float)):
+            out[int(r["step"])] = float(r[metric])
     return sorted(out.items())
 
 

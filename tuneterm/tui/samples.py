@@ -9,7 +9,6 @@ never imports torch.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Group
@@ -17,26 +16,17 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-SAMPLES = "samples.jsonl"
+from tuneterm import rundir
+from tuneterm.rundir import read_jsonl
+
+SAMPLES = rundir.SAMPLES
 POLL_S = 2.0
 PROMPT_CHARS = 240
 
 
 def read_samples(run_dir: Path) -> list:
     """Every well-formed row of samples.jsonl (a half-written last line is skipped)."""
-    try:
-        text = (run_dir / SAMPLES).read_text(encoding="utf-8")
-    except (OSError, ValueError):
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(r, dict) and isinstance(r.get("step"), int) and "output" in r:
-            out.append(r)
-    return out
+    return [r for r in read_jsonl(run_dir / SAMPLES) if isinstance(r.get("step"), int) and "output" in r]
 
 
 def latest_two(rows: list) -> tuple[int | None, int | None, list]:
