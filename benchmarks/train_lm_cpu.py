@@ -36,6 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# benchmarks/ holds a script named kernels.py, which transformers would import as the
+# `kernels` package: keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 SIDES = ("tuneterm", "trl", "hf")
 
 
