@@ -160,3 +160,18 @@ def test_gradient_checkpointing_is_bit_identical(workspace, capsys):
     assert len(set(losses)) > 3  # it trained, with dropout on
     assert strip_clock(rows(a)) == strip_clock(rows(b))
     _same_weights(a, b)
+
+
+def test_a_packed_run_replays_bit_identically(workspace, capsys):
+    s = lm_session(workspace, "packed", steps=8, packing=True)
+    code, out, err = run_cli(["run", str(s)], capsys)
+    assert code == 0, err
+    run_dir = Path(out.strip())
+    start = next(e for e in rows(run_dir, "events.jsonl") if e["kind"] == "start")
+    assert start["packed_rows"] < start["train_examples"] and start["padding_packed"] < start["padding_unpacked"]
+    code, out, err = run_cli(["replay", str(run_dir), "--check"], capsys)
+    assert code == 0, err
+    replay = Path(out.strip())
+    assert strip_clock(rows(replay)) == strip_clock(rows(run_dir))
+    assert rows(replay, "samples.jsonl") == rows(run_dir, "samples.jsonl")
+    _same_weights(run_dir, replay)
