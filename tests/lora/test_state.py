@@ -127,3 +127,11 @@ def test_live_edits_through_apply_edit(make_session, make_base):
     assert lora.check_edit(groups, "train_base", ["layer.9"]).startswith("train_base: unknown layer group 'layer.9'")
     with pytest.raises(UserError):
         lora.apply_edit(t, "train_base", ["layer.9"])
+
+
+@pytest.mark.parametrize("n", [1, 7, 1024, 1025, 28_311_552, 2**31 + 5])
+def test_fingerprint_samples_stay_inside_the_tensor(n):
+    """SmolLM2's embedding matrix has 28,311,552 values: a float32 linspace ran past it."""
+    idx = lora.sample_index(n)
+    assert len(idx) == min(n, lora.FINGERPRINT_SAMPLES) and int(idx[0]) == 0 and int(idx[-1]) == n - 1
+    assert bool((idx[1:] > idx[:-1]).all())

@@ -217,11 +217,18 @@ def fingerprint(model: nn.Module) -> str:
         h.update(n.removeprefix("base_model.model.").encode())
         h.update(repr((tuple(p.shape), str(p.dtype))).encode())
         flat = p.detach().reshape(-1)
-        k = min(FINGERPRINT_SAMPLES, flat.numel())
-        if k:
-            idx = torch.linspace(0, flat.numel() - 1, k, device=flat.device).round().long()
-            h.update(flat[idx].float().cpu().numpy().tobytes())
+        if flat.numel():
+            h.update(flat[sample_index(flat.numel()).to(flat.device)].float().cpu().numpy().tobytes())
     return h.hexdigest()[:32]
+
+
+def sample_index(n: int, k: int = FINGERPRINT_SAMPLES) -> torch.Tensor:
+    """``min(k, n)`` indices spread evenly over ``range(n)``, first and last included, in
+    exact integer arithmetic (a float32 linspace rounds past the end above 2^24)."""
+    k = min(k, n)
+    if k == 1:
+        return torch.zeros(1, dtype=torch.long)
+    return torch.arange(k, dtype=torch.long) * (n - 1) // (k - 1)
 
 
 def check_base(ckpt_root, current: str) -> None:
