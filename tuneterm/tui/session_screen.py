@@ -16,7 +16,7 @@ from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 
 from tuneterm import protocol
 from tuneterm.tui.chart import Line, LineChart
-from tuneterm.tui.data import GUIDANCE, RunView, fmt_best, fmt_eta, fmt_num, read_layers, read_toml
+from tuneterm.tui.data import GUIDANCE, RunView, fmt_best, fmt_eta, fmt_num, is_finished, read_layers, read_toml
 from tuneterm.tui.dialogs import EditValue
 from tuneterm.tui.knobs import check_knob, knob_help
 from tuneterm.tui.messages import LogLines, StreamEnded, StreamPending
@@ -94,18 +94,12 @@ class SessionScreen(Screen):
             self._start(s)
 
     @on(TabbedContent.TabActivated)
-    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self._focus_tab(event.pane)
-
-    def _focus_tab(self, pane: TabPane | None = None) -> None:
+    def _focus_tab(self, event: TabbedContent.TabActivated | None = None) -> None:
         """Give the focus to the active tab's table (or log), where its keys are bound."""
-        pane = pane or self.query_one(TabbedContent).active_pane
-        if pane is None:
-            return
-        for w in pane.query("DataTable, Log"):
-            if w.focusable:
-                w.focus()
-                return
+        pane = event.pane if event is not None else self.query_one(TabbedContent).active_pane
+        focusable = [w for w in (pane.query("DataTable, Log") if pane is not None else ()) if w.focusable]
+        if focusable:
+            focusable[0].focus()
 
     def _got(self, s: dict) -> None:
         if isinstance(s, dict):
@@ -198,7 +192,7 @@ class SessionScreen(Screen):
         if msg.error:
             self.notify(f"stream: {msg.error}", severity="warning")
         s = self.session
-        if s is not None and s.get("state") in ("queued", "running", "paused"):
+        if s is not None and not is_finished(s.get("state")):  # interrupted too: the runner resumes it
             # the session goes on (the daemon restarted, or it ended an idle stream):
             # follow it again, history first, in a moment
             self.set_timer(2.0, self._resubscribe)
