@@ -102,8 +102,8 @@ class EditDesk:
 
     # -- the recorded log -----------------------------------------------------------------
     def due(self) -> list:
-        """The recorded edits due at this boundary, checked, in log order (the caller
-        applies each with ``apply`` and counts it applied)."""
+        """The recorded edits due at this boundary, in log order (the caller checks each
+        with ``check_recorded``, applies it and counts it applied)."""
         t = self.t
         edits, st = t.session.edits, t.state
         out = []

@@ -48,3 +48,20 @@ def halving_edit(hp, steps_done: int) -> Edit:
                             "use a smaller max_length, model or dtype")
     return Edit(step=steps_done, set={"batch_size": hp.batch_size // 2,
                                       "gradient_accumulation": hp.gradient_accumulation * 2})
+
+
+def halve_micro_batch(trainer, message: str) -> None:
+    """After an out-of-memory error in the forward/backward pass of the step after
+    ``trainer.state.step``: free what it held, record and apply the halving edit."""
+    trainer.opt.zero_grad()
+    if trainer.device.type == "cuda":
+        torch.cuda.empty_cache()
+    st, hp = trainer.state, trainer.hp
+    edit = halving_edit(hp, st.step)
+    problem = trainer.desk.check(edit)
+    if problem:
+        raise TrainingError(f"out of memory at step {st.step + 1}; cannot halve the batch: {problem}")
+    trainer.desk.apply(edit)
+    trainer.desk.record(edit, source="oom")
+    trainer.event("warning", message=f"{message} at step {st.step + 1}: micro-batch halved to {hp.batch_size} x "
+                                     f"{hp.gradient_accumulation} accumulated; step redone")

@@ -252,7 +252,7 @@ class Trainer:
                 break
             except oom.OutOfMemory as e:
                 message = str(e).splitlines()[0] if str(e) else "out of memory"
-            self._halve_micro_batch(message)
+            oom.halve_micro_batch(self, message)
         gnorm_value = float(self.opt.grad_norm())
         lr = schedule.learning_rate(st.step, self.hp, st.total_steps)
         finite = math.isfinite(loss_value) and math.isfinite(gnorm_value)
@@ -297,20 +297,6 @@ class Trainer:
             (loss * (w / total)).backward()
             loss_sum += loss.detach().double().cpu() * w
         return float(loss_sum / total)
-
-    def _halve_micro_batch(self, message: str) -> None:
-        self.opt.zero_grad()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        edit = oom.halving_edit(self.hp, self.state.step)
-        problem = self.desk.check(edit)
-        if problem:
-            raise TrainingError(f"out of memory at step {self.state.step + 1}; cannot halve the batch: {problem}")
-        self.desk.apply(edit)
-        self.desk.record(edit, source="oom")
-        self.event("warning", message=f"{message} at step {self.state.step + 1}: micro-batch halved to "
-                                      f"{self.hp.batch_size} x {self.hp.gradient_accumulation} accumulated; "
-                                      "step redone")
 
     def after_step(self, step_plan: plan.StepPlan) -> bool:
         """Evaluate/checkpoint when due; True when early stopping says stop."""
