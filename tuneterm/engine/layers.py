@@ -170,11 +170,11 @@ def set_frozen(groups: list[LayerGroup], names, frozen: bool) -> list:
 def set_train_base(groups: list[LayerGroup], names) -> tuple[list, list]:
     """LoRA mode: exactly the named groups train their base weights beside the adapters.
     Returns (parameters now trainable, parameters now frozen)."""
-    by_name = _check(groups, names)
+    _check(groups, names)
+    wanted = set(names)
     for g in groups:
-        g.train_base = g.name in set(names)
+        g.train_base = g.name in wanted
         g.base_trained = g.base_trained or g.train_base
-    del by_name
     return _apply(groups)
 
 
