@@ -59,7 +59,8 @@ def register(sub) -> None:
     p.add_argument("input", help="a .csv or .jsonl file in the session's [data] format (labels not needed)")
     p.add_argument("--out", metavar="FILE", help="write here (atomically) instead of stdout")
     p.add_argument("--probs", action="store_true", help="every class's probability")
-    p.add_argument("--max-new-tokens", type=int, metavar="N", help="causal LM: tokens to generate per row (default: [evaluation] max_new_tokens)")
+    p.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help="causal LM: tokens to generate per row (default: [evaluation] max_new_tokens)")
     _add_checkpoint(p)
     add_workspace(p)
     p.set_defaults(func=cmd_predict)

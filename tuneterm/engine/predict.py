@@ -52,7 +52,8 @@ class LoadedRun:
     def eval_batch_size(self) -> int:
         """The batch size the run's own evaluation used at this checkpoint."""
         hp = self.state.get("hyperparameters") or {}
-        return self.session.evaluation.batch_size or 2 * int(hp.get("batch_size") or self.session.hyperparameters.batch_size)
+        trained = hp.get("batch_size") or self.session.hyperparameters.batch_size
+        return self.session.evaluation.batch_size or 2 * int(trained)
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -336,7 +337,7 @@ def predict_file(run: LoadedRun, path: Path, out: Path | None, *, probs: bool = 
     else:
         from tuneterm.engine.predict_lm import complete_file
 
-        result, columns = complete_file(run, path, max_new_tokens)
+        result, columns = complete_file(run, path, max_new_tokens, lambda n, what: Progress(n, what, min_total=20))
     fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
     if out is None:
         write_predictions(result, columns, fmt, sys.stdout)

@@ -67,11 +67,11 @@ def prompt_format(raw: list, spec) -> str:
     return LM.detect_format(first, spec)
 
 
-def complete_file(run, path: Path, max_new_tokens: int | None) -> tuple[list, list]:
+def complete_file(run, path: Path, max_new_tokens: int | None, make_progress=None) -> tuple[list, list]:
     """(output rows, input columns): each input record with ``output``, the greedy
-    continuation of its prompt (at most ``max_new_tokens``, default the session's)."""
+    continuation of its prompt (at most ``max_new_tokens``, default the session's).
+    ``make_progress(total, what)``: a progress callable with ``close()`` (predict.Progress)."""
     from tuneterm.engine.generate import greedy
-    from tuneterm.engine.predict import Progress
 
     spec, tok = run.session.data, run.tokenizer
     raw = LM.read_records(Path(path), str(path))
@@ -83,11 +83,13 @@ def complete_file(run, path: Path, max_new_tokens: int | None) -> tuple[list, li
         raise UserError(f"{path}: already has a column 'output' (predict adds it)")
     n_new = max_new_tokens or run.session.evaluation.max_new_tokens
     out = []
-    progress = Progress(len(raw), "generate", min_total=20)
+    progress = make_progress(len(raw), "generate") if make_progress else None
     for i, (where, obj) in enumerate(raw):
         ids = tok(_prompt(where, obj, fmt, spec, tok), add_special_tokens=False)["input_ids"]
         new = greedy(run.model, ids, n_new, tok.eos_token_id, run.device)
         out.append({**obj, "output": tok.decode(new, skip_special_tokens=True)})
-        progress(i + 1)
-    progress.close()
+        if progress:
+            progress(i + 1)
+    if progress:
+        progress.close()
     return out, columns
