@@ -201,8 +201,9 @@ class Command:
             if not isinstance(values, dict) or not values:
                 raise ProtocolError("set: 'values' must be a non-empty object")
             for k, val in values.items():
-                if isinstance(val, (dict, list)):
-                    raise ProtocolError(f"set: {k}: a knob's value is a number or a string")
+                # a list only of layer names (train_base, LoRA): the session check does the rest
+                if isinstance(val, dict) or (isinstance(val, list) and not all(isinstance(x, str) for x in val)):
+                    raise ProtocolError(f"set: {k}: a knob's value is a number, a string or a list of layer names")
         if t in ("freeze", "unfreeze"):
             raw = msg.get("layers")
             if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
