@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
+from tuneterm.engine import accel
 from tuneterm.engine import checkpoint as ckpt
 from tuneterm.engine import data as D
 from tuneterm.engine import dropout as drop
 from tuneterm.engine import edits as E
 from tuneterm.engine import layers as L
-from tuneterm.engine import oom, optim, plan, schedule
+from tuneterm.engine import grad_ckpt, oom, optim, plan, schedule
 from tuneterm.engine.control import Mailbox, truncate_after
 from tuneterm.engine.early_stop import EarlyStopping
 from tuneterm.engine.logbook import describe_eval
@@ -77,13 +78,10 @@ class Trainer:
         if s.runtime.threads:
             torch.set_num_threads(s.runtime.threads)
         self.device = resolve_device(self.device_req)
-        from tuneterm_kernels.runtime import resolve_impl
-
-        try:
-            self.impl = resolve_impl(self.kernels_req, self.device)
-        except RuntimeError as e:
-            raise UserError(f"--kernels {self.kernels_req}: {e}") from None
-        self.dtype = torch.bfloat16 if s.model.dtype == "bfloat16" else torch.float32
+        # Kernels, precision, compile and determinism are chosen in one place (accel); before
+        # the model reaches the GPU, as the cuBLAS workspace setting must precede its init.
+        self.acc = accel.setup(s, self.device, self.kernels_req)
+        self.impl, self.dtype = self.acc.impl, self.acc.param_dtype
 
         self.task = get_task(s)
         es = s.early_stopping
@@ -110,6 +108,9 @@ class Trainer:
         self.opt = optim.build(named, s.hyperparameters, impl=self.impl, dtype=self.dtype, lr_scale=lr_scale)
         if self.lora is not None:  # base blocks trained beside the adapters from the start (names checked)
             self.lora.apply_edit(self, "train_base", s.lora.train_base)
+        if s.runtime.gradient_checkpointing:  # recomputation redraws the same dropout masks
+            grad_ckpt.enable(self.model, self.dctx)
+        self.model = accel.maybe_compile(self.model, self.acc)  # after every module swap; in place
         self.desk = E.EditDesk(self)
 
         # The live state (what edits change), initialised from the session.
@@ -293,7 +294,8 @@ class Trainer:
         for m, (batch, w) in enumerate(zip(batches, weights)):
             self.fault.maybe_fail(st.step + 1, m == len(batches) - 1)
             self.dctx.at(st.step, m)
-            loss = self.task.loss(self.model, batch)
+            with accel.autocast(self.acc):
+                loss = self.task.loss(self.model, batch)
             (loss * (w / total)).backward()
             loss_sum += loss.detach().double().cpu() * w
         return float(loss_sum / total)
@@ -314,7 +316,8 @@ class Trainer:
 
         s, st = self.session, self.state
         bs = s.evaluation.batch_size or self.hp.batch_size * 2
-        res = self.task.evaluate(self.model, self.data, self.device, bs)
+        with accel.autocast(self.acc):
+            res = self.task.evaluate(self.model, self.data, self.device, bs)
         st.last_eval_step = st.step
         row = {"kind": "eval", "step": st.step, "epoch": round(plan.progress(self.knobs(), st.position), 6)}
         row.update({k: res[k] for k in self.task.metrics if k in res and metric_problem(s, k) is None})
