@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from tuneterm import protocol
 from tuneterm.errors import UserError
-from tuneterm.runner.paths import RunnerUnavailable, config_path, log_path, read_pid, socket_path
+from tuneterm.runner.paths import RunnerUnavailable, config_path, daemon_socket, log_path, read_pid
 from tuneterm.workspace import resolve_workspace
 
 __all__ = ["RunnerClient", "RunnerUnavailable", "start_daemon", "daemon_running"]
@@ -75,7 +75,7 @@ class _Conn:
 
 def daemon_running(workspace: Path) -> bool:
     try:
-        c = _Conn(socket_path(resolve_workspace(workspace)), 2.0)
+        c = _Conn(daemon_socket(resolve_workspace(workspace)), 2.0)
     except OSError:
         return False
     c.close()
@@ -167,7 +167,7 @@ class RunnerClient:
         """Connect to the daemon of ``workspace``, starting it first when none runs and
         ``start`` is true. Raises RunnerUnavailable when that is not possible."""
         ws = resolve_workspace(workspace)
-        path = socket_path(ws)
+        path = daemon_socket(ws)
         for attempt in range(3):
             try:
                 conn = _Conn(path, timeout)
@@ -241,7 +241,7 @@ class RunnerClient:
             if self._idle:
                 return self._idle.pop()
         try:
-            conn = _Conn(socket_path(self.workspace), self._timeout)
+            conn = _Conn(daemon_socket(self.workspace), self._timeout)
         except OSError as e:
             raise RunnerUnavailable(f"lost the runner daemon: {e.strerror or e}") from None
         self._handshake(conn, self.workspace, self._timeout)
@@ -328,7 +328,7 @@ class RunnerClient:
         if self._closed:
             raise RunnerUnavailable("the runner client is closed")
         try:
-            conn = _Conn(socket_path(self.workspace), self._timeout)
+            conn = _Conn(daemon_socket(self.workspace), self._timeout)
         except OSError as e:
             raise RunnerUnavailable(f"cannot reach the runner daemon: {e.strerror or e}") from None
         self._handshake(conn, self.workspace, self._timeout)

@@ -30,7 +30,7 @@ from tuneterm.errors import TunetermError, UserError
 from tuneterm.rundir import is_finished, write_atomic
 from tuneterm.runner.executor import LocalExecutor, gpu_count
 from tuneterm.runner.paths import (RunnerUnavailable, config_path, db_path, lock_path, log_path, pid_path,
-                                   read_pid, socket_path)
+                                   read_pid, record_socket, socket_path)
 from tuneterm.runner.store import CorruptQueue, open_store
 from tuneterm.workspace import resolve_workspace
 
@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(db_path(ws))
         sock_path = socket_path(ws)
         sock = bind_socket(sock_path)
+        record_socket(ws, sock_path)  # found from the workspace by shells with another runtime dir
     except (CorruptQueue, RunnerUnavailable, UserError) as e:
         log.error("not starting: %s", e)
         _ready(ready, f"error {e}")
