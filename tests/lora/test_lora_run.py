@@ -34,7 +34,9 @@ def _session(workspace: Path, name: str, *, steps: int = 12, extra: str = LORA, 
              checkpoint_interval: int = 4) -> Path:
     path = workspace / "sessions" / f"{name}.toml"
     path.write_text(tiny_session_toml(name, model=model, seed=3, steps=steps, eval_interval=6,
-                                      checkpoint_interval=checkpoint_interval, keep_last=20, threads=None) + extra)
+                                      checkpoint_interval=checkpoint_interval, keep_last=20, threads=1) + extra)
+    # threads = 1: the killed run's subprocess and the in-process runs must use the same
+    # thread count (an earlier test may have set this process's), or their sums differ.
     return path
 
 
