@@ -205,6 +205,13 @@ class FakeClient:
         for k in (msg.get("values") or {}):
             if k in self.reject:
                 return {"type": "reject", "id": msg.get("id"), "reason": self.reject[k]}
+        if msg.get("type") == "set" and s.get("run_dir"):
+            # as the engine does: the applied edit joins the run's history, so a screen that
+            # follows the stream again (history first) ends on the edited value
+            row = {"kind": "edit", "step": s["step"], "edit": {"step": s["step"], "set": dict(msg["values"])},
+                   "source": "live", "time": 0.0}
+            with (Path(s["run_dir"]) / "events.jsonl").open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
         return {"type": "ack", "id": msg.get("id"), "step": s["step"]}
 
     def subscribe(self, ref, *, history: bool = True) -> Iterator[dict]:
