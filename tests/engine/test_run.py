@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from engine_helpers import rows, run_cli, strip_clock
+from engine_helpers import kill9_after_checkpoint, rows, run_cli, strip_clock
 from safetensors.torch import load_file
 
 
@@ -43,25 +38,7 @@ def test_kill9_then_resume_equals_uninterrupted(workspace, tiny_session, capsys)
     reference = Path(out.strip())
 
     # The same session in a child process, killed with SIGKILL after its second checkpoint.
-    env = {**os.environ, "TUNETERM_HOME": str(workspace)}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneterm", "run", str(s)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    runs_before = {p.name for p in (workspace / "runs").iterdir()}
-    deadline = time.monotonic() + 120
-    run_dir = None
-    while time.monotonic() < deadline:
-        new = [p for p in (workspace / "runs").iterdir() if p.name not in runs_before | {reference.name}]
-        if new:
-            run_dir = new[0]
-            ck = run_dir / "checkpoints"
-            if (ck / "step-00000008").is_dir():
-                break
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    assert run_dir is not None and proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_dir = kill9_after_checkpoint(workspace, s, 8, timeout=120)
     killed_at = max(r["step"] for r in rows(run_dir) if r["kind"] == "train")
     assert killed_at < 72
 

@@ -5,16 +5,11 @@ gradient checkpointing changes nothing (bit-identical on the CPU in fp32)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from engine_helpers import rows, run_cli, strip_clock
+from engine_helpers import kill9_after_checkpoint, rows, run_cli, strip_clock
 from safetensors.torch import load_file
 
 WORDS = "red green blue cat dog sun moon tree river stone bird fish".split()
@@ -125,20 +120,7 @@ def test_kill9_then_resume_equals_uninterrupted(workspace, capsys, packing):
     code, out, err = run_cli(["run", str(s)], capsys)
     assert code == 0, err
     reference = Path(out.strip())
-    env = {**os.environ, "TUNETERM_HOME": str(workspace)}
-    before = {p.name for p in (workspace / "runs").iterdir()}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneterm", "run", str(s)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run_dir, deadline = None, time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        new = [p for p in (workspace / "runs").iterdir() if p.name not in before]
-        if new and (new[0] / "checkpoints" / "step-00000006").is_dir():
-            run_dir = new[0]
-            break
-        time.sleep(0.02)
-    assert run_dir is not None and proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_dir = kill9_after_checkpoint(workspace, s, 6)
     assert max(r["step"] for r in rows(run_dir) if r["kind"] == "train") < 16
     code, _, err = run_cli(["run", "--resume", str(run_dir)], capsys)
     assert code == 0, err
