@@ -113,15 +113,21 @@ def _read_csv(fh, path: Path, text_field: str, label_field: str, what: str | Non
     return Split(texts, labels)
 
 
-def _read_jsonl(fh, path: Path, text_field: str, label_field: str, what: str | None) -> Split:
-    texts, labels = [], []
-    for lineno, line in enumerate(fh, 1):
+def json_lines(lines, path: Path, field: str | None = None):
+    """(line number, value) for each non-blank line of a JSON-lines file; a line that does not
+    parse is a UserError naming ``path:line`` (and ``field``, the session key it came from)."""
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            yield lineno, json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not JSON: {e.msg} (column {e.colno})", field=what) from None
+            raise UserError(f"{path}:{lineno}: not JSON: {e.msg} (column {e.colno})", field=field) from None
+
+
+def _read_jsonl(fh, path: Path, text_field: str, label_field: str, what: str | None) -> Split:
+    texts, labels = [], []
+    for lineno, obj in json_lines(fh, path, what):
         if not isinstance(obj, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}", field=what)
         for key, name in (("data.text_field", text_field), ("data.label_field", label_field)):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tuneterm.engine.data import json_lines
 from tuneterm.errors import UserError
 
 IGNORE = -100
@@ -120,13 +121,7 @@ def read_records(path: Path, what: str) -> list:
         lines = _record_lines(text, len(obj))
         out = [(f"{path}:{lines[i]}", r) for i, r in enumerate(obj)]
     else:
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                out.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not JSON: {e.msg} (column {e.colno})") from None
+        out = [(f"{path}:{lineno}", obj) for lineno, obj in json_lines(text.splitlines(), path)]
     for where, r in out:
         if not isinstance(r, dict):
             raise UserError(f"{where}: expected an object (a record), got {type(r).__name__}")

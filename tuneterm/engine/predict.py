@@ -243,13 +243,7 @@ def read_rows_file(path: Path, need: str) -> tuple[list[dict], list[str]]:
                 rows = [dict(r) for r in reader]
             else:
                 columns = []
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"{path}:{lineno}: not JSON: {e.msg}") from None
+                for lineno, obj in D.json_lines(fh, path):
                     if not isinstance(obj, dict) or need not in obj:
                         raise UserError(f"{path}:{lineno}: needs the key {need!r}")
                     columns += [k for k in obj if k not in columns]
