@@ -4,16 +4,10 @@ uninterrupted run, a changed base is refused, and the losses are a plain PEFT lo
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
 import torch
-from engine_helpers import rows, run_cli, strip_clock
+from engine_helpers import kill9_after_checkpoint, rows, run_cli, strip_clock
 from safetensors.torch import load_file
 from tiny_sessions import tiny_session_toml
 
@@ -74,20 +68,7 @@ def test_kill9_and_resume_equal_the_uninterrupted_lora_run(workspace, capsys):
     # the steered run's session (with its edit log) again, killed after its checkpoint at step 8
     s = workspace / "sessions" / "again.toml"
     s.write_text((reference / "session.toml").read_text())
-    env = {**os.environ, "TUNETERM_HOME": str(workspace)}
-    before = {p.name for p in (workspace / "runs").iterdir()}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneterm", "run", str(s)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline, run_dir = time.monotonic() + 180, None
-    while time.monotonic() < deadline and proc.poll() is None:
-        new = [p for p in (workspace / "runs").iterdir() if p.name not in before]
-        if new and (new[0] / "checkpoints" / "step-00000008").is_dir():
-            run_dir = new[0]
-            break
-        time.sleep(0.02)
-    assert run_dir is not None and proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_dir = kill9_after_checkpoint(workspace, s, 8, timeout=180)
     assert max(r["step"] for r in rows(run_dir) if r["kind"] == "train") < 40
     code, out, err = run_cli(["run", "--resume", str(run_dir)], capsys)
     assert code == 0, err
@@ -116,6 +97,15 @@ def test_resume_against_a_changed_base_is_refused(workspace, capsys, tokenizer):
     line = err.strip().splitlines()[-1]  # (above it: transformers' progress bar loading the folder)
     assert line.startswith("tuneterm: error: run --resume: the base model is not the one this run trained") and \
         "fingerprint" in line and "Traceback" not in err, err
+    # a replay of the run on the changed base would not be the same run either: refused, and
+    # (a fresh run's setup failure) no run directory is left behind
+    before = sorted(p.name for p in (workspace / "runs").iterdir())
+    code, out, err = run_cli(["replay", str(run_dir), "--check"], capsys)
+    assert code == 2 and out == "", err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("tuneterm: error: replay: the base model is not the one this run trained") and \
+        "replay with the same model.source weights" in line and "Traceback" not in err, err
+    assert sorted(p.name for p in (workspace / "runs").iterdir()) == before
 
 
 def test_losses_equal_a_plain_peft_loop(workspace, capsys):

@@ -137,7 +137,8 @@ def _discard(run_dir: Path) -> None:
     shutil.rmtree(gone, ignore_errors=True)
 
 
-def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str | None = None) -> int:
+def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str | None = None,
+           replay_of: Path | None = None) -> int:
     """Train ``run_dir``. A fresh run (not ``resume``) whose setup fails — bad data, no
     CUDA, a model that does not load — leaves no run directory behind: exit 2, one line."""
     from tuneterm.engine.control import Mailbox, Progress
@@ -159,7 +160,8 @@ def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str 
     signal.signal(signal.SIGTERM, on_int)
     started = _Started(run_dir)
     try:
-        code, state = train_run(run_dir, ws, sinks=[started, Progress()], mailbox=mailbox, resume=resume)
+        code, state = train_run(run_dir, ws, sinks=[started, Progress()], mailbox=mailbox, resume=resume,
+                                replay_of=replay_of)
     except TrainingError as e:
         sys.stderr.write(f"tuneterm: training failed: {e}\n")
         print(run_dir)
@@ -221,7 +223,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UserError("replay --check needs a run directory to compare with (got a session file)")
     session = _check(_apply_flags(session, args, ws), ws)
     run_dir = create_run(ws, session)
-    code = _train(run_dir, ws, args)
+    code = _train(run_dir, ws, args, replay_of=original)
     if code != 0 or not args.check:
         return code
     diff = compare_metrics(read_rows(original / "metrics.jsonl"), read_rows(run_dir / "metrics.jsonl"))
@@ -254,8 +256,4 @@ def cmd_layers(args: argparse.Namespace) -> int:
     print(f"trainable: {trainable:,} of {total:,} parameters ({100 * trainable / max(1, total):.1f}%)")
     if report["tied"]:
         print(report["tied"])
-    return 0
-    print_table([{"layer": r["name"], "params": f"{r['params']:,}", "frozen": "yes" if r["frozen"] else ""}
-                 for r in rows], ["layer", "params", "frozen"])
-    print(f"trainable: {trainable:,} of {total:,} parameters ({100 * trainable / max(1, total):.1f}%)")
     return 0

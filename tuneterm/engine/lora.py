@@ -231,9 +231,10 @@ def sample_index(n: int, k: int = FINGERPRINT_SAMPLES) -> torch.Tensor:
     return torch.arange(k, dtype=torch.long) * (n - 1) // (k - 1)
 
 
-def check_base(ckpt_root, current: str) -> None:
-    """Before a resume tries its checkpoints: when every readable one was written on
-    another base model, refuse in one line (that is not a damaged checkpoint)."""
+def check_base(ckpt_root, current: str, verb: str = "run --resume") -> None:
+    """Before a resume tries its checkpoints (or a replay retrains a run): when every readable
+    checkpoint was written on another base model, refuse in one line (that is not a damaged
+    checkpoint, and a replay on another base would not be the same run)."""
     import json
 
     from tuneterm.engine import checkpoint as ckpt
@@ -247,6 +248,7 @@ def check_base(ckpt_root, current: str) -> None:
         if isinstance(saved, dict) and saved.get("lora_fingerprint"):
             seen.add(saved["lora_fingerprint"])
     if seen and current not in seen:
-        raise UserError(f"run --resume: the base model is not the one this run trained its adapters on (base "
-                        f"fingerprint {current}, the checkpoints' {sorted(seen)[0]}); resume with the same "
+        again = "resume" if "resume" in verb else "replay"
+        raise UserError(f"{verb}: the base model is not the one this run trained its adapters on (base "
+                        f"fingerprint {current}, the checkpoints' {sorted(seen)[0]}); {again} with the same "
                         "model.source weights")

@@ -69,8 +69,9 @@ def setup_logging(run_dir: Path, to_stderr: bool) -> None:
 
 
 def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resume: bool = False,
-              kernels: str | None = None, device: str | None = None) -> tuple[int, str]:
-    """Train a run directory to its end. Returns (exit code, end state)."""
+              kernels: str | None = None, device: str | None = None, replay_of: Path | None = None) -> tuple[int, str]:
+    """Train a run directory to its end. Returns (exit code, end state). ``replay_of``: the
+    run this one replays (a LoRA replay refuses another base model than that run's)."""
     from tuneterm.engine.loop import Trainer
 
     session = load_session(run_dir / "session.toml", workspace)
@@ -78,7 +79,7 @@ def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resu
     if not lock.acquire():
         raise RunLocked(f"{run_dir.name}: another worker is training this run")
     trainer = Trainer(session, run_dir, workspace, sinks=sinks, mailbox=mailbox, resume=resume,
-                      kernels=kernels, device=device)
+                      kernels=kernels, device=device, replay_of=replay_of)
     try:
         trainer.setup()
     except Exception as e:

@@ -58,7 +58,8 @@ def resolve_device(requested: str) -> torch.device:
 
 class Trainer:
     def __init__(self, session: Session, run_dir: Path, workspace: Path, *, sinks: list, mailbox: Mailbox | None = None,
-                 resume: bool = False, kernels: str | None = None, device: str | None = None) -> None:
+                 resume: bool = False, kernels: str | None = None, device: str | None = None,
+                 replay_of: Path | None = None) -> None:
         self.session = session  # the frozen session (original knobs + edit log)
         self.run_dir = run_dir
         self.paths = RunDir(run_dir)
@@ -67,6 +68,7 @@ class Trainer:
         self.out: Outputs | None = None  # made in setup
         self.mailbox = mailbox or Mailbox()
         self.resume = resume
+        self.replay_of = replay_of  # the run a replay retrains: a LoRA replay needs its base model
         self.kernels_req = kernels or session.runtime.kernels
         self.device_req = device or session.runtime.device
 
@@ -131,6 +133,8 @@ class Trainer:
         # newer ones are set aside below, with an event each saying why.
         if self.resume and self.lora is not None:  # another base model is no damage: one line, now
             self.lora.check_base(self.paths.checkpoints, self.state.lora_fingerprint)
+        if self.replay_of is not None and self.lora is not None:
+            self.lora.check_base(RunDir(self.replay_of).checkpoints, self.state.lora_fingerprint, verb="replay")
         start, skipped = (ckpt.latest_intact(self.paths.checkpoints, self.load_checkpoint) if self.resume
                           else (None, []))
         if skipped and start is None:
