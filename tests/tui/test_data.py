@@ -69,3 +69,26 @@ def test_read_jsonl_skips_torn_last_line(tmp_path):
     p = tmp_path / "m.jsonl"
     p.write_text('{"a": 1}\n{"a": 2}\n{"a": ')
     assert read_jsonl(p) == [{"a": 1}, {"a": 2}]
+
+
+def test_a_lora_causal_lm_run_shows_its_lora_knobs_and_token_accuracy():
+    v = RunView()
+    v.load_session_toml({"model": {"task": "causal-lm"}, "lora": {"enabled": True, "dropout": 0.1},
+                         "edits": [{"step": 3, "set": {"lora_lr_ratio": 16.0}}]})
+    assert v.knob_keys[-2:] == ("lora_dropout", "lora_lr_ratio")
+    assert v.knobs["lora_dropout"] == 0.1 and v.knobs["lora_lr_ratio"] == 16.0  # the edit log applied
+    v.add_metric({"kind": "eval", "step": 4, "val_loss": 2.0, "val_perplexity": 7.39, "val_token_accuracy": 0.42})
+    assert v.val_accuracy.last == 0.42  # the accuracy chart plots the token accuracy
+    assert "perplexity 7.39" in v.timeline[-1].text and "token_accuracy 0.42" in v.timeline[-1].text
+    plain = RunView()
+    plain.load_session_toml({"hyperparameters": {}})
+    assert "lora_dropout" not in plain.knob_keys and plain.accuracy_key == "val_accuracy"
+
+
+def test_lora_knob_help_and_checks_are_the_schemas():
+    from tuneterm.tui.knobs import check_knob, knob_help
+
+    assert "adapters' input" in knob_help("lora_dropout") and "range [0.0, 1.0)" in knob_help("lora_dropout")
+    assert check_knob("lora_dropout", "0.2") == (0.2, None)
+    value, problem = check_knob("lora_dropout", "1.5")
+    assert value is None and "lora_dropout" in problem

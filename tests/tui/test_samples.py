@@ -31,6 +31,8 @@ def _lm_run(ws):
     toml = (rd / "session.toml").read_text()
     (rd / "session.toml").write_text(toml.replace('source = "builtin:minilm-l6"',
                                                   'source = "builtin:smollm2-135m"\ntask = "causal-lm"'))
+    metrics = (rd / "metrics.jsonl").read_text()  # a causal-LM run's evaluations: token accuracy
+    (rd / "metrics.jsonl").write_text(metrics.replace('"val_accuracy"', '"val_token_accuracy"'))
     rows = [{"step": step, "prompt": p, "reference": r, "output": o}
             for step, outs in OUTPUTS.items() for (p, r), o in zip(PROMPTS, outs)]
     (rd / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 40, "pro')
@@ -81,6 +83,22 @@ async def test_samples_tab_shows_prompt_reference_latest_and_before(tmp_path):
                     fh.write(json.dumps({"step": step, "prompt": p, "reference": r, "output": o}) + "\n")
         await wait_until(pilot, lambda: len(view.rows) == 8, timeout=10, what="the new evaluation")
         assert "latest: step 40 · before: step 30" in _text(render(view.rows))
+
+
+@aio
+async def test_a_lora_causal_lm_run_shows_token_accuracy_and_its_lora_knobs(tmp_path):
+    fake, rd = _lm_run(tmp_path / "ws")
+    toml = (rd / "session.toml").read_text()
+    (rd / "session.toml").write_text(toml + "\n[lora]\nenabled = true\ndropout = 0.1\nlr_ratio = 4.0\n")
+    app = make_app(fake, poll_interval=0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await session_ready(pilot)
+        screen = app.screen
+        assert screen.query_one("#chart-acc").border_title == "token accuracy"
+        table = screen.query_one("#knobs-table")
+        await wait_until(pilot, lambda: "lora_lr_ratio" in [k.value for k in table.rows], what="the LoRA knobs")
+        assert [str(c) for c in table.get_row("lora_dropout")[:2]] == ["lora_dropout", "0.1"]
+        assert [str(c) for c in table.get_row("lora_lr_ratio")[:2]] == ["lora_lr_ratio", "4"]
 
 
 def test_a_classification_run_has_no_samples_tab(tmp_path):

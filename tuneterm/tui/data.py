@@ -28,6 +28,7 @@ from tuneterm.tui.series import MinMaxSeries
 # panel). warmup_ratio stands for "schedule with warmup"; patience is early stopping.
 KNOBS = ("learning_rate", "batch_size", "epochs", "dropout", "weight_decay", "schedule",
          "warmup_ratio", "warmup_steps", "max_steps", "patience")
+LORA_KNOBS = ("lora_dropout", "lora_lr_ratio")  # shown too when the run trains LoRA adapters
 
 # Session states, the wall-clock fields, the JSON-lines reader and the metrics comparison
 # are the run directory's (tuneterm.rundir); re-exported here for the screens.
@@ -170,6 +171,8 @@ class RunView:
     epoch: float | None = None
     last_loss: float | None = None
     state: str = ""
+    knob_keys: tuple = KNOBS  # the Knobs tab's rows: KNOBS, plus LORA_KNOBS for a LoRA run
+    accuracy_key: str = "val_accuracy"  # the accuracy chart's metric (causal LM: val_token_accuracy)
     version: int = 0  # bumped on every change: widgets repaint when it moves
 
     def clear(self) -> None:
@@ -183,13 +186,19 @@ class RunView:
 
     # -- initial state from the run directory
     def load_session_toml(self, data: dict) -> None:
-        from tuneterm.session.schema import EarlyStopping, Hyperparameters
+        from tuneterm.session.schema import EarlyStopping, Hyperparameters, LoraSpec
 
         # a key left out of the file has the schema's default
         hp = {**vars(Hyperparameters()), **(data.get("hyperparameters", {}) or {})}
         es = {**vars(EarlyStopping()), **(data.get("early_stopping", {}) or {})}
         for k in KNOBS:
             self.knobs[k] = es[k] if k == "patience" else hp.get(k)
+        lora = {**vars(LoraSpec()), **(data.get("lora", {}) or {})}
+        self.knob_keys = KNOBS + LORA_KNOBS if lora.get("enabled") else KNOBS
+        if lora.get("enabled"):
+            self.knobs["lora_dropout"], self.knobs["lora_lr_ratio"] = lora.get("dropout"), lora.get("lr_ratio")
+        causal = (data.get("model", {}) or {}).get("task") == "causal-lm"
+        self.accuracy_key = "val_token_accuracy" if causal else "val_accuracy"
         for e in data.get("edits", []) or []:
             if isinstance(e, dict):
                 self._apply_edit(e, timeline=False)
@@ -219,12 +228,13 @@ class RunView:
         elif kind == "eval":
             if isinstance(row.get("val_loss"), (int, float)):
                 self.val_loss.add(step, float(row["val_loss"]))
-            if isinstance(row.get("val_accuracy"), (int, float)):
-                self.val_accuracy.add(step, float(row["val_accuracy"]))
+            if isinstance(row.get(self.accuracy_key), (int, float)):
+                self.val_accuracy.add(step, float(row[self.accuracy_key]))
             # a resumed attempt re-emits steps after its checkpoint: keep the newest
             self.evals = [e for e in self.evals if e["step"] < step] + [row]
             parts = [f"{k.removeprefix('val_')} {fmt_num(row[k])}"
-                     for k in ("val_loss", "val_accuracy", "val_f1") if isinstance(row.get(k), (int, float))]
+                     for k in ("val_loss", "val_accuracy", "val_f1", "val_perplexity", "val_token_accuracy")
+                     if isinstance(row.get(k), (int, float))]
             self._timeline(step, "eval", ", ".join(parts))
         self.version += 1
 

@@ -12,11 +12,11 @@ from tuneterm.session import schema
 
 
 def _field(key: str) -> dataclasses.Field | None:
-    section = schema.EDITABLE.get(key)
-    if section is None:
+    where = schema.editable_path(key)  # lora_dropout -> ("lora", "dropout")
+    if where is None:
         return None
-    for f in dataclasses.fields(schema.SECTIONS[section]):
-        if f.name == key:
+    for f in dataclasses.fields(schema.SECTIONS[where[0]]):
+        if f.name == where[1]:
             return f
     return None
 

@@ -54,7 +54,9 @@ class KnobsPanel(Vertical):
 
     def show(self, view: RunView) -> None:
         table = self.query_one(DataTable)
-        for k in KNOBS:
+        for k in view.knob_keys:
+            if k not in self._rows():  # a LoRA run's knobs, once its session is read
+                table.add_row(k, "–", "", key=k)
             text, style = self.edit_status.get(k, ("", ""))
             row = (fmt_num(view.knobs.get(k)), text, style)
             if self._shown.get(k) != row:
@@ -75,9 +77,12 @@ class KnobsPanel(Vertical):
         event.stop()
         self.post_message(self.EditRequested(str(event.row_key.value)))
 
+    def _rows(self) -> list[str]:
+        return [str(k.value) for k in self.query_one(DataTable).rows]
+
     def action_edit(self) -> None:
         table = self.query_one(DataTable)
-        self.post_message(self.EditRequested(KNOBS[table.cursor_row]))
+        self.post_message(self.EditRequested(self._rows()[table.cursor_row]))
 
 
 def layer_state(x: dict, train_base) -> tuple[str, int, int]:

@@ -111,6 +111,9 @@ class SessionScreen(Screen):
         if self.run_dir is not None:
             self.view.load_session_toml(read_toml(self.run_dir / "session.toml"))
             self.view.set_layers(read_layers(self.run_dir))
+            if self.view.accuracy_key != "val_accuracy":  # causal LM: the accuracy on trained tokens
+                chart = self.query_one("#chart-acc", LineChart)
+                chart.chart_title = chart.border_title = self.view.accuracy_key.removeprefix("val_").replace("_", " ")
         self.view.state = str(s.get("state", ""))
         self._subscribe()
         self._poll_log()
