@@ -51,6 +51,30 @@ def test_kill9_then_resume_equals_uninterrupted(workspace, tiny_session, capsys)
         assert torch.equal(wa[k], wb[k]), k
 
 
+@pytest.mark.parametrize("model", ["builtin:tiny-bert", "builtin:tiny-gpt2"])
+def test_gradient_checkpointing_of_a_classifier_is_bit_identical(workspace, tiny_session, capsys, model,
+                                                                   monkeypatch):
+    """Recomputing the blocks in the backward pass redraws the same dropout masks: the same
+    losses, evaluations and weights as without (BERT and GPT-2 blocks; causal LM: tests/lm)."""
+    from tuneterm.engine import grad_ckpt
+
+    checkpointed = []  # one entry per checkpointed block forward: proof it is on
+    real = grad_ckpt._counters
+    monkeypatch.setattr(grad_ckpt, "_counters", lambda dctx: checkpointed.append(1) or real(dctx))
+    runs = []
+    for on in (False, True):
+        s = tiny_session(f"gc-{on}", model=model, epochs=1, extra=f"gradient_checkpointing = {str(on).lower()}\n")
+        code, out, err = run_cli(["run", str(s)], capsys)
+        assert code == 0, err
+        runs.append(Path(out.strip()))
+        assert bool(checkpointed) == on
+    a, b = runs
+    assert len({r["loss"] for r in rows(a) if r["kind"] == "train"}) > 3  # it trained, dropout on
+    assert strip_clock(rows(a)) == strip_clock(rows(b))
+    wa, wb = _final_weights(a), _final_weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_layers_lists_groups_with_counts(workspace, tiny_session, capsys):
     s = tiny_session(extra='\n[freeze]\nlayers = ["embeddings"]\n')
     code, out, _ = run_cli(["layers", str(s), "--json"], capsys)
