@@ -60,6 +60,29 @@ async def test_a_done_run_shows_its_confusion_matrix_and_a_running_one_does_not(
 
 
 @aio
+async def test_a_run_that_ends_while_its_screen_is_open_gets_the_tab(tmp_path):
+    fake = FakeClient(tmp_path / "ws", live=True)
+    running = fake.sessions[1]  # bbc-minilm, running
+    (Path(running["run_dir"]) / "confusion.json").write_text(json.dumps(
+        {"labels": ["business", "sport"], "matrix": [[40, 2], [1, 37]], "checkpoint": "step-00000120",
+         "step": 120, "accuracy": 0.9625}))
+    app = make_app(fake, poll_interval=0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await _open(pilot, 1)
+        await pilot.pause()
+        assert not screen.query("#tab-confusion")
+        fake.pushed.put({"type": "event", "data": {"kind": "end", "step": 120, "state": "early_stopped",
+                                                   "reason": "val_loss did not improve"}})
+        await wait_until(pilot, lambda: screen.query("#tab-confusion"), what="the Confusion tab")
+        await wait_until(pilot, lambda: "37" in _text(screen.query_one(ConfusionMatrix)), what="the matrix")
+        assert "accuracy 0.963" in _text(screen.query_one(ConfusionMatrix))
+        fake.pushed.put({"type": "state", "state": "early_stopped"})  # later rows add no second tab
+        await pilot.pause(0.3)
+        assert len(screen.query("#tab-confusion")) == 1
+    fake.close()
+
+
+@aio
 async def test_computed_from_the_best_checkpoint_when_missing(run_a, results_ws):
     from tuneterm.engine.predict import load_run, validation_confusion
 

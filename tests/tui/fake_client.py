@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import queue
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -138,6 +139,7 @@ class FakeClient:
         self.live = live  # subscriptions stay open after the history (until close())
         self._closed = threading.Event()
         self._lock = threading.Lock()
+        self.pushed: queue.Queue = queue.Queue()  # live messages a test sends down open subscriptions
 
     def _find(self, ref: Any) -> dict:
         for s in self.sessions:
@@ -230,8 +232,11 @@ class FakeClient:
 
     def _iter(self, rows: list[dict]) -> Iterator[dict]:
         yield from rows
-        while self.live and not self._closed.wait(0.05):
-            pass
+        while self.live and not self._closed.is_set():
+            try:
+                yield self.pushed.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
     def close(self) -> None:
         self._closed.set()

@@ -97,19 +97,24 @@ class ConfusionMatrix(Static):
         self._show(Text(f"no confusion matrix: {message}", style="red"))
 
 
+TRAINED_STATES = ("done", "early_stopped")  # finished with a model worth a matrix
+
+
 def add_tab(screen, s: dict) -> None:
-    """On the session screen of a finished classification run: a Confusion tab, filled
-    from confusion.json (computed in a subprocess when missing)."""
+    """On the session screen of a finished classification run — opened after it ended, or
+    open while it ends — a Confusion tab, filled from confusion.json (computed in a
+    subprocess when missing). Once per screen."""
     from tuneterm.tui.data import read_toml
 
     rd = screen.run_dir
-    if rd is None or s.get("state") != "done" or screen.query("#tab-confusion"):
+    if rd is None or s.get("state") not in TRAINED_STATES or getattr(screen, "_confusion_tab", False):
         return
     task = (read_toml(rd / "session.toml").get("model") or {}).get("task", "sequence-classification")
     if task != "sequence-classification":
         return
     from textual.widgets import TabbedContent, TabPane
 
+    screen._confusion_tab = True
     widget = ConfusionMatrix(id="confusion")
     screen.query_one(TabbedContent).add_pane(TabPane("Confusion", widget, id="tab-confusion"))
     widget.show_loading()

@@ -16,6 +16,8 @@ from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 
 from tuneterm import protocol
 from tuneterm.tui.chart import Line, LineChart
+from tuneterm.tui.confusion import TRAINED_STATES
+from tuneterm.tui.confusion import add_tab as add_confusion_tab
 from tuneterm.tui.data import GUIDANCE, RunView, fmt_best, fmt_eta, fmt_num, is_finished, read_layers, read_toml
 from tuneterm.tui.dialogs import EditValue
 from tuneterm.tui.knobs import check_knob, knob_help
@@ -120,9 +122,7 @@ class SessionScreen(Screen):
         if self._log_timer is None:
             self._log_timer = self.set_interval(1.0, self._poll_log)
         self.update_views()
-        from tuneterm.tui.confusion import add_tab
-
-        add_tab(self, s)  # a finished classification run: the Confusion tab
+        add_confusion_tab(self, s)  # a finished classification run: the Confusion tab
         from tuneterm.tui.samples import add_tab as add_samples_tab
 
         add_samples_tab(self, s)  # a causal-LM run: the Samples tab
@@ -165,6 +165,8 @@ class SessionScreen(Screen):
                 for x in layers:  # edits already folded in win over the file's start state
                     x["frozen"] = frozen.get(x["name"], x["frozen"])
                 self.view.set_layers(layers)
+        if self.view.state in TRAINED_STATES:  # it ended while this screen was open
+            add_confusion_tab(self, {"state": self.view.state})
         if self.stream.buffer:
             self.post_message(StreamPending())
         self._schedule_paint()
