@@ -231,13 +231,6 @@ def control(type_: str, **fields: Any) -> dict:
     return msg
 
 
-def check_control(msg: dict) -> dict:
-    """Validate the *shape* of a control message; returns the message (the engine's
-    ``edits.command`` and older callers). ``Command.parse`` gives the typed form."""
-    Command.parse(msg)
-    return msg
-
-
 # -- worker -> daemon -------------------------------------------------------------------------
 
 

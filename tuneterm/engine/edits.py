@@ -3,7 +3,7 @@ state, and recorded in the run's edit log (its session.toml) so that a replay or
 applies them at the same step.
 
 Edits land only at optimizer-step boundaries. A control message is shape-checked by
-``tuneterm.protocol.check_control``; an edit's values by ``tuneterm.session.check`` against
+``tuneterm.protocol.Command.parse``; an edit's values by ``tuneterm.session.check`` against
 the knobs as currently edited (the same rules as a session file's ``[[edits]]``); layer
 names against the model's groups.
 """
@@ -40,17 +40,16 @@ def command(msg: dict, step: int) -> Command:
     if t == "_invalid":
         return Command(None, "invalid", problem=msg["reason"], logged=False)
     try:
-        protocol.check_control(msg)
+        cmd = protocol.Command.parse(msg)
     except protocol.ProtocolError as e:
         return Command(mid, str(t), problem=str(e))
-    if t in ("checkpoint", "pause"):
-        return Command(mid, t)
-    if t == "stop":
-        return Command(mid, t, edit=Edit(step=step, stop=True))  # recorded: a replay stops at the same step
-    edit = Edit(step=step, set=dict(msg.get("values") or {}) if t == "set" else {},
-                freeze=list(msg.get("layers") or []) if t == "freeze" else [],
-                unfreeze=list(msg.get("layers") or []) if t == "unfreeze" else [])
-    return Command(mid, "edit", edit=edit, request={k: v for k, v in msg.items() if k != "v"})
+    if cmd.type in ("checkpoint", "pause"):
+        return Command(cmd.id, cmd.type)
+    if cmd.type == "stop":
+        return Command(cmd.id, cmd.type, edit=Edit(step=step, stop=True))  # recorded: a replay stops there too
+    edit = Edit(step=step, set=dict(cmd.values), freeze=list(cmd.layers) if cmd.type == "freeze" else [],
+                unfreeze=list(cmd.layers) if cmd.type == "unfreeze" else [])
+    return Command(cmd.id, "edit", edit=edit, request={k: v for k, v in msg.items() if k != "v"})
 
 
 def clamped(edit: Edit) -> Edit:

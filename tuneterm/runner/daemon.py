@@ -279,7 +279,7 @@ class Daemon:
             await asyncio.sleep(0)  # each adopted run's supervision takes its handle
         row = self.resolve(ref)
         try:
-            msg = protocol.check_control(dict(msg))
+            protocol.Command.parse(msg)
         except protocol.ProtocolError as e:
             raise UserError(str(e)) from None
         mid = msg.get("id") or protocol.new_id()
