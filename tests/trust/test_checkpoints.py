@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from trust_helpers import delete_field, garble, truncate
 
 from tuneterm.engine import checkpoint as ckpt
 
@@ -34,26 +35,10 @@ def test_a_fresh_checkpoint_has_a_manifest_and_verifies(two: Path):
     assert ckpt.latest_intact(two) == (two / "step-00000008", [])
 
 
-def _truncate(f: Path) -> None:
-    data = f.read_bytes()
-    f.write_bytes(data[: len(data) // 2])
-
-
-def _garble(f: Path) -> None:
-    text = f.read_text()
-    f.write_text("#garbled" + text[8:])  # the same length: only the checksum sees it
-
-
-def _delete_field(f: Path) -> None:
-    state = json.loads(f.read_text())
-    del state["cursor"]
-    f.write_text(json.dumps(state))
-
-
 @pytest.mark.parametrize("damage, name, reason", [
-    (_truncate, "model.safetensors", "model.safetensors is truncated"),
-    (_garble, "state.json", "state.json does not match its checksum"),
-    (_delete_field, "state.json", "state.json is truncated: "),
+    (truncate, "model.safetensors", "model.safetensors is truncated"),
+    (garble, "state.json", "state.json does not match its checksum"),
+    (delete_field, "state.json", "state.json is truncated: "),
     (lambda f: f.unlink(), "optimizer.safetensors", "optimizer.safetensors is missing"),
 ])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(two: Path, damage, name, reason):
@@ -73,8 +58,8 @@ def test_a_damaged_manifest_is_a_reason_too(two: Path):
 
 
 def test_none_intact_lists_every_reason(two: Path):
-    _truncate(two / "step-00000008" / "model.safetensors")
-    _garble(two / "step-00000004" / "state.json")
+    truncate(two / "step-00000008" / "model.safetensors")
+    garble(two / "step-00000004" / "state.json")
     path, skipped = ckpt.latest_intact(two)
     assert path is None
     assert [p.name for p, _ in skipped] == ["step-00000008", "step-00000004"]
@@ -106,9 +91,9 @@ def _strict_loader(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage, name, reason", [
-    (_truncate, "model.safetensors", "model.safetensors is truncated"),
-    (_garble, "state.json", "state.json is not valid JSON"),
-    (_delete_field, "state.json", "unverified (no manifest): loading failed: ValueError: state.json: missing 'cursor'"),
+    (truncate, "model.safetensors", "model.safetensors is truncated"),
+    (garble, "state.json", "state.json is not valid JSON"),
+    (delete_field, "state.json", "unverified (no manifest): loading failed: ValueError: state.json: missing 'cursor'"),
 ])
 def test_a_damaged_round1_checkpoint_falls_back(two: Path, damage, name, reason):
     newest = _round1(two / "step-00000008")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import rows, run_cli, strip_clock
-from trust_helpers import error_lines
+from trust_helpers import delete_field, error_lines, garble, truncate
 
 
 @pytest.fixture(scope="module")
@@ -50,25 +50,10 @@ def copy_of(finished: Path, workspace: Path) -> Path:
     return dest
 
 
-def _truncate(f: Path) -> None:
-    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-
-
-def _garble(f: Path) -> None:
-    text = f.read_text()
-    f.write_text("#garbled" + text[8:])
-
-
-def _delete_field(f: Path) -> None:
-    state = json.loads(f.read_text())
-    del state["cursor"]
-    f.write_text(json.dumps(state))
-
-
 @pytest.mark.parametrize("damage, name, reason", [
-    (_truncate, "model.safetensors", "model.safetensors is truncated"),
-    (_garble, "state.json", "state.json does not match its checksum"),
-    (_delete_field, "state.json", "state.json is truncated"),
+    (truncate, "model.safetensors", "model.safetensors is truncated"),
+    (garble, "state.json", "state.json does not match its checksum"),
+    (delete_field, "state.json", "state.json is truncated"),
 ])
 def test_a_damaged_newest_checkpoint_falls_back_and_says_so(finished, copy_of, capsys, damage, name, reason):
     damage(copy_of / "checkpoints" / "step-00000012" / name)
@@ -88,7 +73,7 @@ def test_a_damaged_newest_checkpoint_falls_back_and_says_so(finished, copy_of, c
 
 def test_with_no_usable_checkpoint_the_real_error_is_the_end(copy_of, capsys):
     for d in ("step-00000004", "step-00000008", "step-00000012"):
-        _truncate(copy_of / "checkpoints" / d / "model.safetensors")
+        truncate(copy_of / "checkpoints" / d / "model.safetensors")
     code, out, err = run_cli(["run", "--resume", str(copy_of)], capsys)
     assert code == 2
     (line,) = error_lines(err)
@@ -104,7 +89,7 @@ def test_with_no_usable_checkpoint_the_real_error_is_the_end(copy_of, capsys):
 def test_round1_checkpoints_are_tried_and_a_broken_one_skipped(finished, copy_of, capsys):
     for d in (copy_of / "checkpoints").iterdir():
         (d / "manifest.json").unlink()  # as round 1 wrote them
-    _delete_field(copy_of / "checkpoints" / "step-00000012" / "state.json")
+    delete_field(copy_of / "checkpoints" / "step-00000012" / "state.json")
     code, out, err = run_cli(["run", "--resume", str(copy_of)], capsys)
     assert code == 0, err
     (skip,) = [e for e in rows(copy_of, "events.jsonl") if e["kind"] == "checkpoint_skipped"]
@@ -124,7 +109,7 @@ def test_the_worker_ends_an_unusable_resume_with_the_real_reason(copy_of):
     with open(copy_of / "events.jsonl", "a") as fh:
         fh.write(json.dumps({"kind": "end", "step": 12, "state": "paused", "reason": "paused on request"}) + "\n")
     for d in ("step-00000004", "step-00000008", "step-00000012"):
-        _garble(copy_of / "checkpoints" / d / "state.json")
+        garble(copy_of / "checkpoints" / d / "state.json")
     r = subprocess.run([sys.executable, "-m", "tuneterm.engine.worker", str(copy_of), "--resume"],
                        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert r.returncode == 2, r.stderr

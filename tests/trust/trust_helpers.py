@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -12,3 +13,19 @@ def run_dirs(workspace: Path) -> list[str]:
 
 def error_lines(err: str) -> list[str]:
     return [ln for ln in err.splitlines() if ln.strip()]
+
+
+# Ways to damage one file of a checkpoint, as a crash or a bad disk would.
+def truncate(f: Path) -> None:
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def garble(f: Path) -> None:
+    text = f.read_text()
+    f.write_text("#garbled" + text[8:])  # the same length: only the checksum sees it
+
+
+def delete_field(f: Path) -> None:
+    state = json.loads(f.read_text())
+    del state["cursor"]
+    f.write_text(json.dumps(state))
