@@ -9,7 +9,9 @@ linear layer (``"all-linear"``), adapter dropout 0, the demo session's headline 
 ids and masks (tuneterm's encoding, handed to TRL pre-tokenised: ``input_ids`` +
 ``completion_mask``), the same examples in the same order (TRL's sampler replaced by
 tuneterm's epoch order), batch 4 padded to the batch's longest, AdamW (fused) at a
-constant learning rate, no weight decay, no clipping, the same threads. Each side runs in
+constant learning rate, no weight decay, no clipping, fp32 without autocast and no
+gradient checkpointing (TRL's SFTConfig turns bf16 autocast and checkpointing on by
+default: both off here), the same threads. Each side runs in
 its own subprocess (peak RSS never mixes); sides alternate, the first rotating each repeat.
 
 Printed per side (medians over repeats): trained-step throughput in tokens/s (all
@@ -129,6 +131,7 @@ def side_trl(ws: Path, args) -> dict:
                     lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0,
                     optim="adamw_torch_fused", logging_steps=1, save_strategy="steps", save_steps=args.steps,
                     report_to=[], use_cpu=True, seed=s.session.seed, data_seed=s.session.seed,
+                    gradient_checkpointing=False, bf16=False,  # SFTConfig defaults both to True
                     completion_only_loss=True, packing=False, max_length=None, dataloader_num_workers=0,
                     remove_unused_columns=True, dataset_num_proc=None)
     trainer = InOrder(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
