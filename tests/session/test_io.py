@@ -222,7 +222,8 @@ def test_apply_set_values_copies():
 @pytest.mark.parametrize("key,text,value", [
     ("learning_rate", "2e-5", 2e-5), ("learning_rate", " 0.001 ", 0.001), ("batch_size", "32", 32),
     ("max_steps", "1_000", 1000), ("schedule", "cosine", "cosine"), ("epochs", "3", 3.0),
-    ("patience", "5", 5),
+    ("patience", "5", 5), ("train_base", "layer.0, layer.1", ["layer.0", "layer.1"]),
+    ("train_base", '["layer.29"]', ["layer.29"]), ("train_base", "", []), ("train_base", "[]", []),
 ])
 def test_coerce_value(key: str, text: str, value):
     v = coerce_value(key, text)
@@ -236,6 +237,8 @@ def test_coerce_value(key: str, text: str, value):
     ("dropout", "inf", "dropout: inf is not allowed (use a finite number)"),
     ("lr", "1", "lr: cannot be changed while a run trains; editable: "),
     ("seed", "1", "seed: cannot be changed while a run trains"),
+    ("train_base", '["layer.0", 3]', "train_base: expected layer names, as layer.0,layer.1 or"),
+    ("train_base", '["layer.0"', "train_base: expected layer names"),
 ])
 def test_coerce_value_errors(key: str, text: str, msg: str):
     with pytest.raises(UserError) as ei:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
 import re
@@ -224,10 +225,19 @@ def coerce_value(key: str, text: str) -> Any:
             if t.lower() in ("true", "false"):
                 return t.lower() == "true"
             raise ValueError
-        if k == "list":  # `train_base=layer.0,layer.1`; an empty value: []
+        if k == "list":  # `train_base=layer.0,layer.1`, or as in TOML: `train_base=["layer.0"]`; empty: []
+            if t.startswith("["):
+                try:
+                    items = json.loads(t)
+                except json.JSONDecodeError:
+                    raise ValueError from None
+                if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                    raise ValueError
+                return [x.strip() for x in items if x.strip()]
             return [x.strip() for x in t.split(",") if x.strip()]
     except ValueError:
-        what = {"int": "an integer", "float": "a number", "bool": "true or false"}[k]
+        what = {"int": "an integer", "float": "a number", "bool": "true or false",
+                "list": 'layer names, as layer.0,layer.1 or ["layer.0", "layer.1"]'}[k]
         raise UserError(f"{key}: expected {what}, got {text!r}") from None
     return t
 
