@@ -16,11 +16,19 @@ medians. Identical on every side:
     --freeze-below blocks frozen (the tied head with them), no dropout;
   * optimisation: AdamW (0.9/0.999, eps 1e-8, weight decay 0), constant learning rate,
     no warmup, clipping at 1.0, --batch-size examples a step, no accumulation, no packing,
-    dynamic padding; torch.set_num_threads(--threads);
+    dynamic padding, fp32 without autocast and no gradient checkpointing (TRL's SFTConfig
+    turns bf16 autocast and checkpointing on by default: both off here);
+    torch.set_num_threads(--threads);
   * the validation loss: the same function (mean cross-entropy over the validation set's
     trained tokens, tuneterm's CausalLMTask.evaluate) on each side's final model.
-Not identical: the batch order (each side's own seeded shuffle), so losses differ by
-run-to-run noise. The packing gain is computed on the training set (padding share).
+  * the batch order: tuneterm's epoch order (data.epoch_order), handed to the HF sides as
+    pre-ordered rows read by a SequentialSampler, so step k sees the same examples on every
+    side and the per-step losses can be compared.
+Timed: steps 2..N (step 1 warms up), from the end of step 1 to the end of step N: each
+side's own step-end clock (tuneterm: its metrics.jsonl rows; HF: a TrainerCallback), so no
+side's setup, final evaluation or checkpoint is inside the window. tokens/s counts every
+non-padding token of those steps' batches; trained tokens/s the loss-bearing ones.
+The packing gain is computed on the training set (padding share).
 """
 
 from __future__ import annotations
@@ -74,6 +82,17 @@ def _val_loss(model, tok, val) -> float:
     return task.evaluate(model, TaskData(None, LM.Examples(val)), "cpu", 8)["val_loss"]
 
 
+def _ordered(args, train) -> list:
+    """The examples of steps 1..N in tuneterm's order (epochs roll over as in tuneterm)."""
+    from tuneterm.engine import data as D
+
+    out, epoch = [], 0
+    while len(out) < args.steps * args.batch_size:
+        out += [train[i] for i in D.epoch_order(args.seed, epoch, len(train))]
+        epoch += 1
+    return out[: args.steps * args.batch_size]
+
+
 def _hf_rows(examples) -> list:
     """input_ids, labels (unshifted: HF shifts) and completion_mask per example."""
     out = []
@@ -81,6 +100,15 @@ def _hf_rows(examples) -> list:
         labels = [-100] + e.labels[:-1]
         out.append({"input_ids": e.ids, "labels": labels, "completion_mask": [int(x != -100) for x in labels]})
     return out
+
+
+def _rate(args, ordered, stamps) -> dict:
+    """Throughput over steps 2..N from step-end times (stamps[k] = end of step k+1)."""
+    later = ordered[args.batch_size:]
+    window = stamps[-1] - stamps[0]
+    return {"window_s": window, "s_per_step": window / (len(stamps) - 1),
+            "tokens_per_s": sum(len(e.ids) for e in later) / window,
+            "trained_tokens_per_s": sum(e.trained for e in later) / window}
 
 
 def side_tuneterm(args, tok, train, val) -> dict:
@@ -127,12 +155,13 @@ threads = {args.threads}
     t = Trainer(s, create_run(ws, s), ws, sinks=[])
     t.setup()
     assert [len(e.ids) for e in t.data.train.examples] == [len(e.ids) for e in train]  # the same tokens
-    t0 = time.perf_counter()
     t.train()
-    dt = time.perf_counter() - t0
+    rows = [json.loads(x) for x in (t.run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
     loss = _val_loss(t.model, tok, val)
     t.cleanup()
-    return {"train_s": dt, "val_loss": loss}
+    return {**_rate(args, _ordered(args, train), [r["time"] for r in train_rows]), "val_loss": loss,
+            "losses": [r["loss"] for r in train_rows]}
 
 
 def _hf_common(args):
@@ -148,8 +177,32 @@ def _hf_common(args):
               max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
               weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0,
               optim="adamw_torch", logging_steps=1, save_strategy="no", report_to=[], seed=args.seed,
-              use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+              use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,
+              gradient_checkpointing=False, bf16=False)  # SFTConfig defaults both to True: fp32, no recompute
     return model, kw
+
+
+def _in_order(cls):
+    """The trainer class reading its (pre-ordered) dataset front to back, with a step clock."""
+    import torch
+    from transformers import TrainerCallback
+
+    stamps: list = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            stamps.append(time.perf_counter())
+
+    class InOrder(cls):
+        def _get_train_sampler(self, *a, **k):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    return InOrder, Clock(), stamps
+
+
+def _hf_result(args, trainer, ordered, stamps, model, tok, val) -> dict:
+    losses = [x["loss"] for x in trainer.state.log_history if "loss" in x]
+    return {**_rate(args, ordered, stamps), "val_loss": _val_loss(model, tok, val), "losses": losses}
 
 
 def side_trl(args, tok, train, val) -> dict:
@@ -157,13 +210,14 @@ def side_trl(args, tok, train, val) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     model, kw = _hf_common(args)
-    ds = Dataset.from_list([{k: r[k] for k in ("input_ids", "completion_mask")} for r in _hf_rows(train)])
+    ordered = _ordered(args, train)
+    ds = Dataset.from_list([{k: r[k] for k in ("input_ids", "completion_mask")} for r in _hf_rows(ordered)])
     cfg = SFTConfig(**kw, max_length=args.max_length, packing=False, completion_only_loss=True,
                     dataset_kwargs={"skip_prepare_dataset": False})
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok)
-    t0 = time.perf_counter()
+    cls, clock, stamps = _in_order(SFTTrainer)
+    trainer = cls(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[clock])
     trainer.train()
-    return {"train_s": time.perf_counter() - t0, "val_loss": _val_loss(model, tok, val)}
+    return _hf_result(args, trainer, ordered, stamps, model, tok, val)
 
 
 def side_hf(args, tok, train, val) -> dict:
@@ -184,12 +238,13 @@ def side_hf(args, tok, train, val) -> dict:
             ids[j, :n], labels[j, :n], mask[j, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
-    ds = Dataset.from_list([{k: r[k] for k in ("input_ids", "labels")} for r in _hf_rows(train)])
-    trainer = Trainer(model=model, args=TrainingArguments(**kw, remove_unused_columns=False), train_dataset=ds,
-                      data_collator=collate)
-    t0 = time.perf_counter()
+    ordered = _ordered(args, train)
+    ds = Dataset.from_list([{k: r[k] for k in ("input_ids", "labels")} for r in _hf_rows(ordered)])
+    cls, clock, stamps = _in_order(Trainer)
+    trainer = cls(model=model, args=TrainingArguments(**kw, remove_unused_columns=False), train_dataset=ds,
+                  data_collator=collate, callbacks=[clock])
     trainer.train()
-    return {"train_s": time.perf_counter() - t0, "val_loss": _val_loss(model, tok, val)}
+    return _hf_result(args, trainer, ordered, stamps, model, tok, val)
 
 
 def run_side(args) -> None:
@@ -198,11 +253,8 @@ def run_side(args) -> None:
     torch.set_num_threads(args.threads)
     tok, train, val = _data(args)
     res = {"tuneterm": side_tuneterm, "trl": side_trl, "hf": side_hf}[args.side](args, tok, train, val)
-    n = min(len(train), args.steps * args.batch_size)  # examples seen (first epoch)
-    res.update(side=args.side, steps=args.steps, s_per_step=res["train_s"] / args.steps,
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               approx_total_tokens=sum(len(e.ids) for e in train[:n]),
-               approx_trained_tokens=sum(e.trained for e in train[:n]))
+    res.update(side=args.side, steps=args.steps,
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -226,7 +278,10 @@ def main() -> int:
         return 0
     sides = args.sides.split(",")
     results: dict = {s: [] for s in sides}
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--repeats") and not a.startswith("--sides")]
+    passthrough = []  # the child's options: every parsed one but --repeats and --sides
+    for k, v in vars(args).items():
+        if k not in ("repeats", "sides", "side"):
+            passthrough += [f"--{k.replace('_', '-')}", str(v)]
     for rep in range(args.repeats):
         order = sides[rep % len(sides):] + sides[: rep % len(sides)]
         for side in order:
@@ -244,14 +299,22 @@ def main() -> int:
     packs = LM.pack(lengths, args.max_length)
     print(f"SmolLM2-135M SFT, {args.steps} steps x {args.batch_size}, max_length {args.max_length}, "
           f"{args.threads} threads, {args.repeats} repeat(s), lower {args.freeze_below} blocks frozen")
-    print(f"{'side':10} {'s/step':>8} {'tok/s':>8} {'trained tok/s':>14} {'peak RSS MB':>12} {'val loss':>9}")
+    print(f"{'side':10} {'s/step':>8} {'tok/s':>8} {'trained tok/s':>14} {'peak RSS MB':>12} {'val loss':>9} "
+          f"{'loss step 1':>11} {'loss step N':>11}")
     for side, rs in results.items():
         if not rs:
             continue
-        med = {k: statistics.median(r[k] for r in rs) for k in ("s_per_step", "peak_rss_mb", "val_loss", "train_s")}
-        tot, trn = rs[0]["approx_total_tokens"], rs[0]["approx_trained_tokens"]
-        print(f"{side:10} {med['s_per_step']:8.2f} {tot / med['train_s']:8.1f} {trn / med['train_s']:14.1f} "
-              f"{med['peak_rss_mb']:12.0f} {med['val_loss']:9.4f}")
+        med = {k: statistics.median(r[k] for r in rs)
+               for k in ("s_per_step", "tokens_per_s", "trained_tokens_per_s", "peak_rss_mb", "val_loss")}
+        print(f"{side:10} {med['s_per_step']:8.2f} {med['tokens_per_s']:8.1f} {med['trained_tokens_per_s']:14.1f} "
+              f"{med['peak_rss_mb']:12.0f} {med['val_loss']:9.4f} {rs[0]['losses'][0]:11.4f} "
+              f"{rs[0]['losses'][-1]:11.4f}")
+    base = results.get("tuneterm") or []
+    for peer in ("trl", "hf"):
+        if base and results.get(peer):  # paired: repeat i of each side ran back to back
+            ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(base, results[peer])]
+            print(f"tuneterm / {peer} tokens/s, per repeat: " + ", ".join(f"{r:.2f}x" for r in ratios)
+                  + f" (median {statistics.median(ratios):.2f}x)")
     print(f"packing at max_length {args.max_length}: {len(lengths)} examples -> {len(packs)} rows, padding "
           f"{LM.padding_share(lengths, args.max_length):.1%} -> {LM.padding_share(lengths, args.max_length, packs):.1%}")
     return 0
