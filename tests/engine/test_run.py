@@ -32,7 +32,9 @@ def _final_weights(run_dir: Path) -> dict:
 
 
 def test_kill9_then_resume_equals_uninterrupted(workspace, tiny_session, capsys):
-    s = tiny_session(epochs=6)  # 72 steps: time to kill it mid-run
+    # 72 steps: time to kill it mid-run. One thread: the killed subprocess and this process
+    # (whose torch thread count an earlier in-process run may have set) sum alike.
+    s = tiny_session(epochs=6, extra='device = "cpu"\nthreads = 1\n')
     code, out, _ = run_cli(["run", str(s)], capsys)
     assert code == 0
     reference = Path(out.strip())

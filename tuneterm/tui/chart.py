@@ -91,6 +91,9 @@ class LineChart(Widget):
         self._cache_key: tuple | None = None
         self._strips: list[Strip] = []
 
+    def set_title(self, title: str) -> None:
+        self.chart_title = self.border_title = title
+
     def data_version(self) -> tuple:
         # cheap: lengths and last points identify the data (add() only appends/truncates)
         return tuple((len(ln.series), ln.series.last, ln.series.xs[-1] if len(ln.series) else None)

@@ -16,13 +16,13 @@ from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 
 from tuneterm import protocol
 from tuneterm.tui.chart import Line, LineChart
-from tuneterm.tui.confusion import TRAINED_STATES
-from tuneterm.tui.confusion import add_tab as add_confusion_tab
+from tuneterm.tui.confusion import TRAINED_STATES, add_tab as add_confusion_tab
 from tuneterm.tui.data import GUIDANCE, RunView, fmt_best, fmt_eta, fmt_num, is_finished, read_layers, read_toml
 from tuneterm.tui.dialogs import EditValue
 from tuneterm.tui.knobs import check_knob, knob_help
 from tuneterm.tui.messages import LogLines, StreamEnded, StreamPending
 from tuneterm.tui.panels import KnobsPanel, LayersPanel, TimelinePanel
+from tuneterm.tui.samples import add_tab as add_samples_tab
 from tuneterm.tui.stream import Stream, read_from
 
 TRAIN, VAL, ACC, LR = "#5fafff", "#ffaf5f", "#87d787", "#d787d7"
@@ -113,9 +113,8 @@ class SessionScreen(Screen):
         if self.run_dir is not None:
             self.view.load_session_toml(read_toml(self.run_dir / "session.toml"))
             self.view.set_layers(read_layers(self.run_dir))
-            if self.view.accuracy_key != "val_accuracy":  # causal LM: the accuracy on trained tokens
-                chart = self.query_one("#chart-acc", LineChart)
-                chart.chart_title = chart.border_title = self.view.accuracy_key.removeprefix("val_").replace("_", " ")
+            if self.view.accuracy_key != "val_accuracy":  # causal LM: "token accuracy"
+                self.query_one("#chart-acc", LineChart).set_title(self.view.accuracy_key[4:].replace("_", " "))
         self.view.state = str(s.get("state", ""))
         self._subscribe()
         self._poll_log()
@@ -123,8 +122,6 @@ class SessionScreen(Screen):
             self._log_timer = self.set_interval(1.0, self._poll_log)
         self.update_views()
         add_confusion_tab(self, s)  # a finished classification run: the Confusion tab
-        from tuneterm.tui.samples import add_tab as add_samples_tab
-
         add_samples_tab(self, s)  # a causal-LM run: the Samples tab
 
     def _subscribe(self) -> None:
