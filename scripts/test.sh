@@ -6,4 +6,6 @@ bash scripts/setup.sh
 # Triton's interpreter must be chosen before anything imports triton (CPU machines).
 export TRITON_INTERPRET="${TRITON_INTERPRET:-1}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec .venv/bin/python -m pytest -q "$@"
+# Two worker processes by default (a test file stays on one worker: module fixtures are built
+# once); TUNETERM_TEST_WORKERS=0 runs everything in this process (for pdb), N for more.
+exec .venv/bin/python -m pytest -q -n "${TUNETERM_TEST_WORKERS:-2}" --dist loadfile "$@"
