@@ -20,6 +20,8 @@ Sides (the same model, data, batch, lr 1e-5, wd 0.01, clip 1.0, betas, SDPA atte
   liger                 the same with use_liger_kernel=True (skipped when liger_kernel is missing)
   peft                  (LoRA) the Trainer over a PEFT model (bf16 autocast, fused AdamW)
   trl                   (LoRA) TRL's SFTTrainer with peft_config (skipped when trl does not import)
+No side recomputes activations: gradient_checkpointing=False is passed to every Trainer
+(TRL's SFTConfig would turn it on by default).
 
 Per row: step time (median of the timed steps), tokens/s, MFU = (6 x params + 12 x layers
 x hidden x seq) x tokens/s over the card's dense bf16 peak (PaLM's convention; for LoRA the
@@ -203,7 +205,7 @@ def _trainer_args(ctx, batch, steps, liger=False, **extra):
               lr_scheduler_type="constant", logging_steps=10**6, save_strategy="no", report_to=[],
               dataloader_num_workers=0, remove_unused_columns=False, seed=0, bf16=ctx.cuda,
               optim="adamw_torch_fused" if ctx.cuda else "adamw_torch", use_cpu=not ctx.cuda,
-              use_liger_kernel=liger, disable_tqdm=True, **extra)
+              use_liger_kernel=liger, disable_tqdm=True, gradient_checkpointing=False, **extra)
     return kw
 
 
