@@ -51,8 +51,11 @@ async def test_a_done_run_shows_its_confusion_matrix_and_a_running_one_does_not(
         assert "step-00000150" in text and "accuracy 0.790" in text and "180 examples" in text
         lines = [ln for ln in text.splitlines() if ln.strip().startswith(("negative", "neutral", "positive"))]
         assert [ln.split()[1:] for ln in lines] == [["50", "7", "3"], ["9", "31", "10"], ["2", "6", "62"]]
-        screen.query_one(TabbedContent).active = "tab-confusion"
-        await pilot.pause()
+        await pilot.press("left_square_bracket")  # `[` from Knobs goes round to the last tab
+        await wait_until(pilot, lambda: screen.query_one(TabbedContent).active == "tab-confusion",
+                         what="the Confusion tab through the tab keys")
+        await pilot.press("right_square_bracket")  # and `]` round to the first
+        await wait_until(pilot, lambda: screen.query_one(TabbedContent).active == "tab-knobs", what="Knobs again")
         await pilot.press("escape")
         screen = await _open(pilot, 1)  # bbc-minilm is still running: no such tab
         await pilot.pause()

@@ -26,7 +26,6 @@ from tuneterm.tui.samples import add_tab as add_samples_tab
 from tuneterm.tui.stream import Stream, read_from
 
 TRAIN, VAL, ACC, LR = "#5fafff", "#ffaf5f", "#87d787", "#d787d7"
-TABS = ("tab-knobs", "tab-layers", "tab-timeline", "tab-log", "tab-guidance")
 DRAIN_LIMIT = 20_000  # rows folded per UI turn: a long history loads without freezing keys
 PAINT_INTERVAL = 0.1  # at most 10 repaints a second, however fast the run streams
 
@@ -377,9 +376,10 @@ class SessionScreen(Screen):
         self.app.pop_screen()
 
     def action_tab(self, by: int) -> None:
-        tabs = self.query_one(TabbedContent)
-        i = TABS.index(tabs.active) if tabs.active in TABS else 0
-        tabs.active = TABS[(i + by) % len(TABS)]
+        tabs = self.query_one(TabbedContent)  # every pane, the Confusion and Samples tabs too
+        ids = [p.id for p in tabs.query(TabPane) if p.id]
+        i = ids.index(tabs.active) if tabs.active in ids else 0
+        tabs.active = ids[(i + by) % len(ids)]
 
     def action_replay(self) -> None:
         from tuneterm.tui.replay_screen import ReplayScreen
