@@ -51,6 +51,23 @@ def test_a_zero_byte_database_is_rebuilt_from_the_run_directories(runner):
     assert "queue: " in log and "rebuilt 3 sessions" in log
 
 
+def test_a_rebuilt_queue_keeps_the_order_queue_move_gave_it(runner):
+    runner.use_fake_worker(slots=0)  # nothing starts: the order is all there is
+    c = runner.client()
+    ids = [c.add(runner.session(n, fake=True), check=False)["id"] for n in ("first", "second", "third")]
+    c.move(ids[2], to=1)
+    c.move(ids[0], by=1)
+    order = [s["id"] for s in c.list_sessions()]
+    assert order == [ids[2], ids[1], ids[0]]
+    _stop(runner, c)
+    db = db_path(runner.ws)
+    db.write_bytes(b"")
+    _drop_wal(db)
+    c = runner.client()
+    assert [s["id"] for s in c.list_sessions()] == order
+    assert "rebuilt 3 sessions" in c.status()["recovered"]
+
+
 def test_kill9_of_the_daemon_and_a_lost_wal_keeps_the_running_session_and_its_worker(runner):
     runner.use_fake_worker(slots=1)
     c = runner.client()

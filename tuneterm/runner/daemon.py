@@ -29,7 +29,7 @@ from tuneterm.rundir import ACTIVE_STATES, SESSION, is_finished, write_atomic
 from tuneterm.rundir import write_atomic
 from tuneterm.runner.executor import Executor
 from tuneterm.runner import transitions
-from tuneterm.runner.rebuild import reconcile, write_queue_row
+from tuneterm.runner.rebuild import QUEUE_ROW, reconcile, write_queue_row
 from tuneterm.runner.store import Store
 from tuneterm.runner.supervise import Supervisor
 from tuneterm.runner.tail import Tailer
@@ -269,6 +269,10 @@ class Daemon:
                 raise UserError("move: to/by must be integers")
         index = (to - 1) if to is not None else self.store.index_of(row["id"]) + by
         self.store.move(row["id"], index)
+        for r in self.store.all():  # the run directories' copies keep the order for a rebuild
+            rd = runs_dir(self.ws) / r["run_id"]
+            if (rd / QUEUE_ROW).is_file():
+                write_queue_row(rd, r, durable=False)
         self.sup.wake.set()
         return self.view(self.store.get(row["id"]))
 

@@ -5,7 +5,8 @@ frozen session (session.toml), the row the daemon queued it as (queue.json, writ
 `queue add`), and how far it got (events.jsonl: its end event, checkpoints/). So a database
 that lost sessions — a 0-byte file, a kill -9 followed by a lost -wal file, a file truncated
 under a live daemon, one moved aside as corrupt — never becomes a shorter queue: every run
-directory with a queue.json and no row gets its row back, in its old position order.
+directory with a queue.json and no row gets its row back, in its old queue order (the
+position `queue move` last gave it).
 
 What a rebuilt row says (docs/runner.md, "What tuneterm promises"):
     ended done / early_stopped / stopped  -> done
@@ -31,12 +32,14 @@ from tuneterm.runner.store import Store
 log = logging.getLogger("tuneterm.runner")
 
 QUEUE_ROW = "queue.json"
-_COPIED = ("id", "name", "model", "data", "created", "client_key")
+_COPIED = ("id", "name", "model", "data", "created", "client_key", "position")
 
 
-def write_queue_row(run_dir: Path, row: dict) -> None:
-    """The run directory's copy of its queue row (what a rebuild needs)."""
-    write_atomic(run_dir / QUEUE_ROW, json.dumps({k: row.get(k) for k in _COPIED} | {"run_id": row["run_id"]}) + "\n")
+def write_queue_row(run_dir: Path, row: dict, *, durable: bool = True) -> None:
+    """The run directory's copy of its queue row (what a rebuild needs; rewritten, not
+    durably, when `queue move` changes its position)."""
+    write_atomic(run_dir / QUEUE_ROW, json.dumps({k: row.get(k) for k in _COPIED} | {"run_id": row["run_id"]}) + "\n",
+                 durable=durable)
 
 
 def recovered_row(run_dir: Path, live: dict | None = None, starting: bool = True) -> dict | None:
@@ -57,6 +60,8 @@ def recovered_row(run_dir: Path, live: dict | None = None, starting: bool = True
         row["created"] = (run_dir / SESSION).stat().st_mtime
     if not isinstance(row.get("id"), int):
         row["id"] = None
+    if not isinstance(row.get("position"), int) or isinstance(row.get("position"), bool):
+        row.pop("position")  # older queue.json: the store appends it
     events = run_dir / EVENTS
     started = events.exists() and events.stat().st_size > 0
     end = last_end_event(run_dir) or {}
@@ -98,7 +103,8 @@ def reconcile(store: Store, runs: Path, live: dict | None = None, why: str = "",
             rows.append(row)
     if not rows:
         return None
-    rows.sort(key=lambda r: (r["id"] is None, r["id"] or 0, r["created"]))
+    # the old queue order: positions (kept by `queue move`), then ids, then creation
+    rows.sort(key=lambda r: ("position" not in r, r.get("position", 0), r["id"] is None, r["id"] or 0, r["created"]))
     counts: dict[str, int] = {}
     for row in rows:
         store.insert_recovered(row)
