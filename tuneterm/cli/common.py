@@ -24,6 +24,15 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def finish(p: argparse.ArgumentParser, func, *, json: bool = True, **defaults) -> None:
+    """The end of every verb's parser: --workspace, --json (for verbs that print data) and
+    the function that runs it (with any other ``defaults``)."""
+    add_workspace(p)
+    if json:
+        add_json(p)
+    p.set_defaults(func=func, **defaults)
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernels", choices=("auto", "triton", "torch"),
                    help="optimizer/dropout implementation (default: the session's, else auto)")

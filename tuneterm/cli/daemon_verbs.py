@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from tuneterm.cli.common import print_json, workspace_of
+from tuneterm.cli.common import finish, print_json, workspace_of
 
 
-def register(sub, common) -> None:
+def register(sub) -> None:
     d = sub.add_parser("daemon", help="the runner daemon: start, stop, status",
                        description="Only `daemon start`, `queue add|resume|retry`, the TUI and `sweep` start the "
                                    "daemon; `queue ls|logs` read the queue from disk when none runs; `daemon stop` "
@@ -22,16 +22,13 @@ def register(sub, common) -> None:
     p = ds.add_parser("start", help="start the detached daemon (reports the running one if any) and resume the "
                                     "sessions `daemon stop` paused")
     p.add_argument("--slots", type=int, help="sessions trained at once (default: config.toml, else one per device)")
-    common(p, json=True)
-    p.set_defaults(func=cmd_daemon_start)
+    finish(p, cmd_daemon_start)
     p = ds.add_parser("stop", help="pause running sessions at a checkpoint (killing workers that do not stop in "
                                    "time) and stop the daemon; they stay paused until `daemon start` or "
                                    "`queue resume`")
-    common(p, json=True)
-    p.set_defaults(func=cmd_daemon_stop)
+    finish(p, cmd_daemon_stop)
     p = ds.add_parser("status", help="is a daemon running; its pid, executor, socket, slots and counts")
-    common(p, json=True)
-    p.set_defaults(func=cmd_daemon_status)
+    finish(p, cmd_daemon_status)
 
 
 

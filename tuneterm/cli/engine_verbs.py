@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tuneterm.cli.common import add_json, add_train_flags, add_workspace, print_json, print_table, workspace_of
+from tuneterm.cli.common import add_train_flags, finish, print_json, print_table, workspace_of
 from tuneterm.errors import UserError
 
 
@@ -22,9 +22,7 @@ def register(sub) -> None:
     p.add_argument("--control", metavar="PATH",
                    help="read live control messages (JSON lines) from a file or FIFO ('-': stdin)")
     add_train_flags(p)
-    add_workspace(p)
-    add_json(p)
-    p.set_defaults(func=cmd_run)
+    finish(p, cmd_run)
 
     p = sub.add_parser("replay", help="re-run a run or session file with its recorded edits",
                        description="Re-run a finished run (or a session file) applying every recorded edit "
@@ -33,17 +31,13 @@ def register(sub) -> None:
     p.add_argument("target", help="run directory / run id, or a session file")
     p.add_argument("--check", action="store_true", help="compare with the original run's metrics")
     add_train_flags(p)
-    add_workspace(p)
-    add_json(p)
-    p.set_defaults(func=cmd_replay)
+    finish(p, cmd_replay)
 
     p = sub.add_parser("layers", help="the freezable layer groups of a session's model",
                        description="List the layer groups (the units of freezing) of the session's model "
                        "with parameter counts, and which the session freezes.")
     p.add_argument("session", help="session file (.toml) or a run directory")
-    add_workspace(p)
-    add_json(p)
-    p.set_defaults(func=cmd_layers)
+    finish(p, cmd_layers)
 
 
 def _load(path: str, ws: Path):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tuneterm.cli.common import add_json, add_workspace, print_json, print_table, workspace_of
+from tuneterm.cli.common import finish, print_json, print_table, workspace_of
 from tuneterm.errors import UserError
 
 CHECKPOINT_HELP = "best (the early-stopping metric's best; default), last, or step-N"
@@ -31,9 +31,7 @@ def register(sub) -> None:
     p.add_argument("--merge", action="store_true", help="LoRA runs: merge the adapters into the base model")
     p.add_argument("--force", action="store_true", help="replace a non-empty OUT")
     _add_checkpoint(p)
-    add_workspace(p)
-    add_json(p)
-    p.set_defaults(func=cmd_export)
+    finish(p, cmd_export)
 
     p = sub.add_parser("eval", help="a run's metrics on a labelled file it never saw",
                        description="Score a run's checkpoint on a file it never saw, in the run's [data] "
@@ -44,9 +42,7 @@ def register(sub) -> None:
     p.add_argument("run", help="run directory or run id")
     p.add_argument("data", help="a labelled .csv or .jsonl file")
     _add_checkpoint(p)
-    add_workspace(p)
-    add_json(p)
-    p.set_defaults(func=cmd_eval)
+    finish(p, cmd_eval)
 
     p = sub.add_parser("predict", help="a run's predictions for each row of a file",
                        description="One output row per input row, keeping the input's columns. "
@@ -62,25 +58,20 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, metavar="N",
                    help="causal LM: tokens to generate per row (default: [evaluation] max_new_tokens)")
     _add_checkpoint(p)
-    add_workspace(p)
-    p.set_defaults(func=cmd_predict)
+    finish(p, cmd_predict, json=False)
 
     p = sub.add_parser("compare", help="runs side by side: session differences, edits, metrics",
                        description="One table: the session keys whose values differ, the edit logs side by "
                        "side, best and final metrics, steps and wall time.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run directories or run ids")
-    add_workspace(p)
-    add_json(p)
-    p.set_defaults(func=cmd_compare)
+    finish(p, cmd_compare)
 
     p = sub.add_parser("report", help="what ran recently: state, steps, best metric, edits, failures",
                        description="Summarise the runs that started or ended within --since (the morning "
                        "after an overnight queue): state, steps, best metric, edits, wall time, and each "
                        "failure with its reason.")
     p.add_argument("--since", default="12h", help="a duration: 90m, 12h, 2d (default: 12h)")
-    add_workspace(p)
-    add_json(p)
-    p.set_defaults(func=cmd_report)
+    finish(p, cmd_report)
 
 
 def _run(ws: Path, ref: str) -> Path:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tuneterm.cli import daemon_verbs
-from tuneterm.cli.common import add_json, add_workspace, logged_rejection, print_json, print_table, workspace_of
+from tuneterm.cli.common import finish, logged_rejection, print_json, print_table, workspace_of
 from tuneterm.errors import UserError
 
 
@@ -33,12 +33,10 @@ def register(sub) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--smoke", action="store_true", help="also train one step before queueing")
     p.add_argument("--no-check", action="store_true", help="skip the model/data check (schema only at run time)")
-    _common(p, json=True)
-    p.set_defaults(func=cmd_queue_add)
+    finish(p, cmd_queue_add)
 
     p = qs.add_parser("ls", help="the queue in order (never starts the daemon)")
-    _common(p, json=True)
-    p.set_defaults(func=cmd_queue_ls)
+    finish(p, cmd_queue_ls)
 
     for verb, helptext in (("pause", "pause (a running session checkpoints and exits; a queued one is held)"),
                            ("resume", "put a paused or interrupted session back in the queue (starts the daemon)"),
@@ -46,8 +44,7 @@ def register(sub) -> None:
                            ("retry", "queue a failed, cancelled or interrupted session again (starts the daemon)")):
         p = qs.add_parser(verb, help=helptext)
         p.add_argument("refs", nargs="+", metavar="RUN", help="id, run id or a unique prefix")
-        _common(p, json=True)
-        p.set_defaults(func=cmd_queue_simple, verb=verb)
+        finish(p, cmd_queue_simple, verb=verb)
 
     p = qs.add_parser("move", help="reorder: --to POSITION (1 = first) or --by N (negative = earlier)")
     p.add_argument("ref", metavar="RUN")
@@ -56,45 +53,34 @@ def register(sub) -> None:
     g.add_argument("--by", type=int, metavar="N")
     g.add_argument("--top", action="store_true")
     g.add_argument("--bottom", action="store_true")
-    _common(p, json=True)
-    p.set_defaults(func=cmd_queue_move)
+    finish(p, cmd_queue_move)
 
     p = qs.add_parser("logs", help="a session's log (log.txt of its run directory, else the worker's stderr; "
                                    "never starts the daemon)")
     p.add_argument("ref", metavar="RUN")
     p.add_argument("-n", "--lines", type=int, default=40, help="last N lines (0: all)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    _common(p)
-    p.set_defaults(func=cmd_queue_logs)
+    finish(p, cmd_queue_logs, json=False)
 
     p = sub.add_parser("set", help="live edit of a running session: set RUN key=value... (needs a running daemon)",
                        description="Change hyperparameters of a running session at the next step boundary.")
     p.add_argument("ref", metavar="RUN")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
-    _common(p, json=True)
-    p.set_defaults(func=cmd_set)
+    finish(p, cmd_set)
 
     for verb in ("freeze", "unfreeze"):
         p = sub.add_parser(verb, help=f"{verb} layer groups of a running session (see `tuneterm layers`)")
         p.add_argument("ref", metavar="RUN")
         p.add_argument("layers", nargs="+", metavar="LAYER")
-        _common(p, json=True)
-        p.set_defaults(func=cmd_freeze, verb=verb)
+        finish(p, cmd_freeze, verb=verb)
 
-    daemon_verbs.register(sub, _common)
+    daemon_verbs.register(sub)
 
     p = sub.add_parser("watch", help="stream a session's metrics as plain text until it ends (needs a running daemon)")
     p.add_argument("ref", metavar="RUN")
     p.add_argument("--no-history", action="store_true", help="only what happens from now on")
     p.add_argument("--events", action="store_true", help="print events (checkpoints, edits, ...) too")
-    _common(p)
-    p.set_defaults(func=cmd_watch)
-
-
-def _common(p: argparse.ArgumentParser, json: bool = False) -> None:
-    add_workspace(p)
-    if json:
-        add_json(p)
+    finish(p, cmd_watch, json=False)
 
 
 def _client(args, start: bool = False):

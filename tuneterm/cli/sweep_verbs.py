@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tuneterm.cli.common import add_json, add_workspace, print_json, print_table, workspace_of
+from tuneterm.cli.common import finish, print_json, print_table, workspace_of
 from tuneterm.errors import UserError
 
 
@@ -22,9 +22,7 @@ def register(sub) -> None:
     p.add_argument("--check", action="store_true", help="only check the sweep file (exit 2 on a problem)")
     p.add_argument("--watch", action="store_true",
                    help="show: the TUI sweep view (trials, best so far, objective over trials), live")
-    add_workspace(p)
-    add_json(p)
-    p.set_defaults(func=cmd_sweep)
+    finish(p, cmd_sweep)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

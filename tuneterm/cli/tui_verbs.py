@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tuneterm.cli.common import add_workspace, workspace_of
+from tuneterm.cli.common import add_workspace, finish, workspace_of
 from tuneterm.errors import UserError
 
 # The demo queue, in order: MiniLM on BBC News first (README's main command), then the
@@ -25,8 +25,7 @@ def register(sub) -> None:
                        "sessions into its sessions/, queue them (MiniLM on BBC News first, then SmolLM2 "
                        "writing BBC headlines) and open the TUI. "
                        "Run it again to reopen the same workspace; nothing is queued twice.")
-    add_workspace(p)
-    p.set_defaults(func=cmd_demo)
+    finish(p, cmd_demo, json=False)
     p = sub.add_parser("web", help="serve the TUI to a browser on localhost (needs textual-serve)",
                        description="Serve the same app to a browser through textual-serve.")
     add_workspace(p)
