@@ -4,6 +4,7 @@ folder, and `tuneterm export` time.
     python benchmarks/predict.py                       # MiniLM, 2,000 BBC News articles
     python benchmarks/predict.py --rows 500 --repeats 1 --threads 1
     python benchmarks/predict.py --smollm2              # also the export time of SmolLM2-135M
+    python benchmarks/predict.py --texts tweets         # short, uneven rows (the classifier is the same)
 
 Set-up (not timed): a MiniLM classifier run on builtin:bbc-news trained for two steps
 (the weights do not matter for speed), exported with `tuneterm export`.
@@ -100,13 +101,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--smollm2", action="store_true", help="also time the export of a SmolLM2-135M run")
+    ap.add_argument("--texts", choices=("bbc", "tweets"), default="bbc",
+                    help="what to predict on: BBC News articles (long: all truncated) or tweets (short, uneven)")
     args = ap.parse_args()
 
     import torch
     import transformers
     from transformers import pipeline
 
-    from tuneterm.engine.data import _bbc_news
+    from tuneterm.engine.data import _bbc_news, _tweets
     from tuneterm.engine.export import export_run
     from tuneterm.engine.predict import load_run, predict_rows
 
@@ -116,7 +119,7 @@ def main() -> int:
     ws = tmp / "ws"
     (ws / "sessions").mkdir(parents=True)
     run_dir = train(ws, "bench-minilm", "builtin:minilm-l6", "sequence-classification", args.max_length, args.threads)
-    texts = _bbc_news().texts
+    texts = (_tweets() if args.texts == "tweets" else _bbc_news()).texts
     texts = (texts * (args.rows // len(texts) + 1))[: args.rows]
     rows = [{"text": t} for t in texts]
 
@@ -148,7 +151,8 @@ def main() -> int:
         export_s["SmolLM2-135M (134.5M params)"] = time.perf_counter() - t0
 
     load = os.getloadavg()[0]
-    print(f"# predict: {args.rows} BBC News articles, MiniLM-L6, batch {args.batch_size}, max_length "
+    what = "BBC News articles" if args.texts == "bbc" else "tweets"
+    print(f"# predict: {args.rows} {what}, MiniLM-L6, batch {args.batch_size}, max_length "
           f"{args.max_length}, {args.threads} threads, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, transformers {transformers.__version__}, load average {load:.1f}")
     print("| side | seconds | rows/s |")
