@@ -93,21 +93,27 @@ def _ce_chunk_triton(logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
 
 
 def _ce_chunk_torch(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, scale: float) -> torch.Tensor:
-    x = logits.float()
+    # fp32 logits (the CPU path) become their gradient in place: no second chunk-sized buffer
+    x = logits if logits.dtype == torch.float32 else logits.float()
     lse = torch.logsumexp(x, dim=-1)
     valid = labels != ignore_index
     safe = torch.where(valid, labels, 0)
     loss = torch.where(valid, lse - x.gather(1, safe[:, None]).squeeze(1), 0.0)
-    grad = torch.exp(x - lse[:, None])
-    grad.scatter_add_(1, safe[:, None], torch.full_like(lse[:, None], -1.0))
-    grad.mul_(torch.where(valid, scale, 0.0)[:, None])
-    logits.copy_(grad)
+    x.sub_(lse[:, None]).exp_()  # softmax
+    x.scatter_add_(1, safe[:, None], torch.full_like(lse[:, None], -1.0))
+    x.mul_(torch.where(valid, scale, 0.0)[:, None])
+    if x is not logits:
+        logits.copy_(x)
     return loss
 
 
-def default_chunk_rows(n: int, hidden: int, vocab: int) -> int:
+def default_chunk_rows(n: int, hidden: int, vocab: int, impl: str = "triton") -> int:
+    """About ``n * hidden / vocab`` rows (a chunk of logits the size of ``hidden``, Liger's
+    rule), a power of two in [16, 4096]. The CPU path takes at least 256 rows: its matmuls
+    need the width, and each chunk also passes once over the whole [V, H] weight gradient."""
     rows = max(1, math.ceil(n * hidden / max(vocab, 1)))
-    return min(4096, max(16, 1 << (rows - 1).bit_length()))
+    lo = 256 if impl == "torch" else 16
+    return min(4096, max(lo, 1 << (rows - 1).bit_length()))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -130,7 +136,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         ce = _ce_chunk_triton if impl == "triton" else _ce_chunk_torch
         losses = []
-        rows = chunk_rows or default_chunk_rows(n, h.shape[1], v)
+        rows = chunk_rows or default_chunk_rows(n, h.shape[1], v, impl)
         for s in range(0, n, rows):
             hc = h[s:s + rows]
             hc = hc.float() if widen else hc
@@ -138,7 +144,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             losses.append(ce(logits, y[s:s + rows], ignore_index, scale))
             if need_h:
                 grad_h[s:s + rows] = logits @ w
-            if need_w:
+            if need_w and logits.dtype == torch.float32:
+                grad_w.addmm_(logits.T, hc)  # accumulated in place: no [V, H] temporary
+            elif need_w:
                 grad_w += (logits.T @ hc).float()
         loss = torch.cat(losses).sum() / n_valid if n_valid else torch.full((), math.nan, device=h.device)
         ctx.save_for_backward(grad_h, grad_w)

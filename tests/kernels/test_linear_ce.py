@@ -103,6 +103,24 @@ def test_upstream_gradient_scales_and_default_chunking():
     torch.testing.assert_close(w.grad, 3.0 * rw, rtol=1e-5, atol=1e-6)
     assert default_chunk_rows(2048, 576, 49152) == 32
     assert default_chunk_rows(4096, 2048, 128256) == 128
+    assert default_chunk_rows(2048, 576, 49152, "torch") == 256  # the CPU path: wide enough matmuls
+    assert default_chunk_rows(65536, 576, 49152, "torch") == 1024
+
+
+def test_the_cpu_path_matches_with_several_chunks_and_ignored_rows():
+    """Chunks of 256 rows (the CPU path's least), the logits becoming their gradient in place,
+    the weight gradient accumulated with addmm_: against the eager reference in fp32."""
+    torch.manual_seed(3)
+    h = torch.randn(700, 16, requires_grad=True)
+    w = torch.randn(300, 16, requires_grad=True)
+    y = torch.randint(0, 300, (700,))
+    y[::5] = -100
+    loss = linear_cross_entropy(h, w, y, impl="torch")
+    loss.backward()
+    ref, rh, rw = _reference(h, w, y)
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(h.grad, rh, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w.grad, rw, rtol=1e-5, atol=1e-6)
 
 
 def test_all_ignored_is_nan_and_bad_labels_are_refused():

@@ -157,3 +157,45 @@ def test_a_packed_run_replays_bit_identically(workspace, capsys):
     assert strip_clock(rows(replay)) == strip_clock(rows(run_dir))
     assert rows(replay, "samples.jsonl") == rows(run_dir, "samples.jsonl")
     _same_weights(run_dir, replay)
+
+
+# The training loss goes through the fused linear cross-entropy (chunks of logits, never
+# the whole [trained tokens x vocab] block): the plain logits -> cross_entropy loss and
+# gradients to fp32 tolerance, tied head included.
+@pytest.mark.parametrize("all_tokens", [False, True], ids=["completion", "all-tokens"])
+@pytest.mark.parametrize("model", ["builtin:tiny-llama", "builtin:tiny-gpt2"])  # GPT-2 ties its head
+def test_the_fused_training_loss_equals_the_plain_one(workspace, monkeypatch, all_tokens, model):
+    from tuneterm_kernels import linear_ce
+
+    from tuneterm.engine.runs import create_run
+    from tuneterm.engine.trainer import Trainer
+    from tuneterm.session.io import load_session
+
+    path = lm_session(workspace, "fused", steps=2)
+    path.write_text(path.read_text().replace('source = "builtin:tiny-llama"', f'source = "{model}"'))
+    if all_tokens:  # train on every token: the case the fusion is for
+        path.write_text(path.read_text().replace('source = "chat.jsonl"', 'source = "chat.jsonl"\nloss_on = "all"'))
+    s = load_session(path, workspace)
+    t = Trainer(s, create_run(workspace, s), workspace, sinks=[])
+    t.setup()
+    calls = []
+    real = linear_ce.linear_cross_entropy
+    monkeypatch.setattr(linear_ce, "linear_cross_entropy", lambda *a, **k: calls.append(k) or real(*a, **k))
+    model, task = t.model, t.task
+    model.eval()  # no dropout: the two losses see the same activations
+    batch = task.collate(t.data.train, list(range(4)), t.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    fused = task.loss(model, batch)
+    g_fused = torch.autograd.grad(fused, params)
+    assert calls and calls[0]["impl"] == "torch"  # the fused path was taken (CPU)
+    logits, targets = task.token_logits(model, batch)
+    plain = torch.nn.functional.cross_entropy(logits, targets)
+    g_plain = torch.autograd.grad(plain, params)
+    assert targets.numel() > (40 if all_tokens else 4)
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g_fused, g_plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert tied == (model.config.model_type == "gpt2")  # tied: the fused gradient adds to the embedding's
+    t.cleanup()

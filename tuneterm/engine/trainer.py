@@ -86,6 +86,7 @@ class Trainer:
         self.impl, self.dtype = self.acc.impl, self.acc.param_dtype
 
         self.task = get_task(s)
+        self.task.impl = self.impl
         es = s.early_stopping
         if es.metric not in self.task.metrics:
             raise UserError(f"early_stopping.metric: {es.metric} is not a {self.task.name} metric; "

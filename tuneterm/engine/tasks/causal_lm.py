@@ -5,7 +5,10 @@ token accuracy, and greedy samples for a fixed set of validation prompts.
 The loss of a batch is the mean over its trained tokens (``batch_weight``), so the
 trainer's weighting by ``batch_weight / total`` makes an optimizer step's loss the mean
 over every trained token of its micro-batches, whatever their padding or packing. Only
-the hidden states at trained positions go through the LM head (no full logits).
+the hidden states at trained positions go through the LM head, and in training through
+tuneterm_kernels' fused linear cross-entropy (a bias-free linear head, tied or not): chunks
+of logits, never the [trained tokens x vocab] block and its gradient (the Triton kernel on
+CUDA with `kernels = "triton"`, the chunked PyTorch path otherwise).
 
 Built-in data: ``builtin:bbc-news`` gives one conversation per article — the user turn
 asks for a headline for the article's lead paragraph, the assistant turn is its title
@@ -90,6 +93,7 @@ class CausalLMTask:
         self.tokenizer = None
         self.packed = False
         self.want_ckpt = False
+        self.impl: str | None = None  # the trainer's kernels ("triton" | "torch"): the fused loss's
 
     def mode(self, metric: str) -> str:
         return "max" if metric == "val_token_accuracy" else "min"
@@ -165,7 +169,15 @@ class CausalLMTask:
         return head(hidden[sel]).float(), batch["labels"][sel]
 
     def loss(self, model, batch: dict) -> torch.Tensor:
-        logits, targets = self.token_logits(model, batch)
+        hidden, head = self._hidden_and_head(model, batch)
+        sel = batch["labels"] != LM.IGNORE
+        h, targets = hidden[sel], batch["labels"][sel]
+        if type(head) is torch.nn.Linear and head.bias is None and targets.numel():
+            from tuneterm_kernels.linear_ce import linear_cross_entropy
+
+            impl = self.impl if self.impl == "torch" or h.is_cuda else "torch"
+            return linear_cross_entropy(h.to(head.weight.dtype), head.weight, targets, impl=impl)
+        logits = head(h).float()  # another head (a bias, an adapter on it): plain logits
         return torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / max(1, targets.numel())
 
     @torch.no_grad()
