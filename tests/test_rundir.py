@@ -95,3 +95,22 @@ def test_write_atomic_leaves_the_old_file_on_error(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         rundir.write_atomic(p, "a = 2\n")
     assert p.read_text() == "a = 1\n" and [x.name for x in tmp_path.iterdir()] == ["session.toml"]
+
+
+def test_a_refusal_is_appended_only_to_an_attempt_in_progress(tmp_path):
+    rd = tmp_path / "r"
+    rd.mkdir()
+    (rd / rundir.SESSION).write_text("[session]\nname = 'r'\n")
+    req = {"type": "set", "id": "a", "values": {"learning_rate": 0.0}}
+    # queued, never started: its events.jsonl stays absent (a rebuilt queue reads that as "never ran")
+    assert not rundir.append_rejection(rd, req, "no", "daemon") and not (rd / rundir.EVENTS).exists()
+    (rd / rundir.EVENTS).write_text(json.dumps({"kind": "start", "step": 0}) + "\n")
+    (rd / rundir.METRICS).write_text(json.dumps({"kind": "train", "step": 7, "loss": 1.0}) + "\n")
+    assert rundir.append_rejection(rd, req, "session r is stopping (pause)", "daemon")
+    last = rundir.read_jsonl(rd / rundir.EVENTS)[-1]
+    assert {k: last[k] for k in ("kind", "step", "source", "request", "reason")} == {
+        "kind": "reject", "step": 7, "source": "daemon", "request": req, "reason": "session r is stopping (pause)"}
+    with open(rd / rundir.EVENTS, "a") as fh:  # the attempt ends: its end row stays last
+        fh.write(json.dumps({"kind": "end", "step": 7, "state": "paused"}) + "\n")
+    assert not rundir.append_rejection(rd, req, "no", "cli")
+    assert rundir.read_jsonl(rd / rundir.EVENTS)[-1]["kind"] == "end"

@@ -14,6 +14,7 @@ import enum
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -350,3 +351,27 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def append_rejection(run_dir: str | os.PathLike, request: dict, reason: str, source: str) -> bool:
+    """Append a live edit's refusal made outside the worker (``source``: "cli" | "daemon") to
+    the run's events.jsonl, as the worker logs its own: ``{"kind": "reject", "step", "source",
+    "request", "reason"}`` at the last trained step. Only while an attempt is in progress (no
+    end row last; and started: a queued run's events.jsonl stays empty, which says it never
+    ran): a finished or paused run's history ends with its end row. One O_APPEND write, whole
+    beside the worker's own appends. True when written."""
+    rd = Path(run_dir)
+    events = rd / EVENTS
+    if not (rd / SESSION).is_file() or not events.is_file() or events.stat().st_size == 0:
+        return False
+    if last_end_event(rd) is not None:
+        return False
+    step = next((r["step"] for r in reversed(read_tail_rows(rd / METRICS, 4096)) if isinstance(r.get("step"), int)), 0)
+    row = {"kind": "reject", "step": step, "source": source, "request": request, "reason": reason,
+           "time": round(time.time(), 3)}
+    fd = os.open(events, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, (json.dumps(row, allow_nan=False, default=str) + "\n").encode())
+    finally:
+        os.close(fd)
+    return True

@@ -36,6 +36,8 @@ def test_order_move_and_queued_state_changes(runner):
     assert c.retry(ids[2])["state"] == "queued"
     rej = c.control(ids[0], {"type": "set", "values": {"learning_rate": 1e-4}})
     assert rej["type"] == "reject" and "not running" in rej["reason"]
+    # a refusal is logged only in a run in progress: a queued run's events stay empty (never ran)
+    assert not (Path(c.get(ids[0])["run_dir"]) / "events.jsonl").exists()
     one = c.get(ids[0])
     assert set(one) >= {"id", "run_id", "name", "model", "data", "state", "position", "step", "total_steps",
                         "epoch", "loss", "best_metric", "eta_s", "run_dir", "created", "attempts", "error"}

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,38 +77,14 @@ def _run_dir_of(ws: Path, ref) -> Path | None:
     return rd if rd.parent == runs_dir(ws).resolve() else None
 
 
-def _last_step(metrics: Path) -> int:
-    """The step of the last metrics row (0 before the first)."""
-    from tuneterm.rundir import read_tail_rows
-
-    for row in reversed(read_tail_rows(metrics, 4096)):
-        if isinstance(row.get("step"), int):
-            return row["step"]
-    return 0
-
-
 def record_rejection(ws: Path, ref, request: dict, reason: str) -> Path | None:
     """Append a refusal made before the edit reached the run (by the CLI's own checks) to
-    the run's events.jsonl, as the worker logs those it refuses: ``{"kind": "reject",
-    "source": "cli", "request", "reason"}`` at the run's last step. Only while an attempt is
-    in progress (the last row is not an end row): a finished or paused run's history ends
-    with its end row. Returns the run directory written to, or None."""
-    from tuneterm.runner.tail import last_end_event
+    the run's events.jsonl (``rundir.append_rejection``, ``"source": "cli"``). Returns the run
+    directory written to, or None."""
+    from tuneterm.rundir import append_rejection
 
     rd = _run_dir_of(ws, ref)
-    if rd is None or not (rd / "session.toml").is_file() or last_end_event(rd) is not None:
-        return None
-    step = _last_step(rd / "metrics.jsonl")
-    row = {"kind": "reject", "step": step, "source": "cli", "request": request, "reason": reason,
-           "time": round(time.time(), 3)}
-    data = (json.dumps(row, allow_nan=False, default=str) + "\n").encode()
-    # One O_APPEND write: whole next to the worker's own appends, never inside one of them.
-    fd = os.open(rd / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    return rd
+    return rd if rd is not None and append_rejection(rd, request, reason, "cli") else None
 
 
 @contextmanager

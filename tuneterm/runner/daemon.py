@@ -25,8 +25,7 @@ except ImportError:  # Python 3.10
 
 from tuneterm import protocol
 from tuneterm.errors import UserError
-from tuneterm.rundir import ACTIVE_STATES, SESSION, is_finished, write_atomic
-from tuneterm.rundir import write_atomic
+from tuneterm.rundir import ACTIVE_STATES, SESSION, append_rejection, is_finished, write_atomic
 from tuneterm.runner.executor import Executor
 from tuneterm.runner import transitions
 from tuneterm.runner.rebuild import QUEUE_ROW, reconcile, write_queue_row
@@ -290,9 +289,9 @@ class Daemon:
         msg = {**msg, "v": protocol.VERSION, "id": mid}
         run = self.runs.get(row["id"])
         if run is None or run.handle is None or row["state"] != "running":
-            return protocol.reject(mid, f"session {row['run_id']} is {row['state']}, not running")
+            return self._refuse(row, msg, f"session {row['run_id']} is {row['state']}, not running")
         if run.want in transitions.STOPPING:
-            return protocol.reject(mid, f"session {row['run_id']} is stopping ({run.want})")
+            return self._refuse(row, msg, f"session {row['run_id']} is stopping ({run.want})")
         if msg["type"] in ("pause",):
             self.store.update(row["id"], want="pause")
         fut = asyncio.get_running_loop().create_future()
@@ -310,7 +309,7 @@ class Daemon:
                     run.handle.signal(signal.SIGTERM)
         elif not await run.handle.send(msg):
             run.pending.pop(mid, None)
-            return protocol.reject(mid, "the worker no longer reads control messages (it is exiting)")
+            return self._refuse(row, msg, "the worker no longer reads control messages (it is exiting)")
         if msg["type"] == "pause":
             run.want = "pause"
         try:
@@ -318,6 +317,17 @@ class Daemon:
         except asyncio.TimeoutError:
             return protocol.reject(mid, f"no answer from the worker within {wait:g}s; it may still apply the "
                                         "message (see the run's events)")
+
+    def _refuse(self, row: dict, msg: dict, reason: str) -> dict:
+        """A live edit refused here, before any worker saw it: logged in the run's events
+        (while an attempt is in progress) as the worker logs its own refusals."""
+        if msg["type"] in ("set", "freeze", "unfreeze"):
+            request = {k: v for k, v in msg.items() if k != "v"}
+            try:
+                append_rejection(runs_dir(self.ws) / row["run_id"], request, reason, "daemon")
+            except OSError:
+                log.warning("could not log the refusal of %s in %s", msg.get("id"), row["run_id"])
+        return protocol.reject(msg["id"], reason)
 
     def status(self) -> dict:
         counts = self.store.counts()
