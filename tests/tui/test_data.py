@@ -92,3 +92,17 @@ def test_lora_knob_help_and_checks_are_the_schemas():
     assert check_knob("lora_dropout", "0.2") == (0.2, None)
     value, problem = check_knob("lora_dropout", "1.5")
     assert value is None and "lora_dropout" in problem
+
+
+def test_the_status_line_drops_best_then_epoch_when_narrow():
+    from tuneterm.tui.panels import status_line
+
+    v = RunView()
+    v.add_metric(train(40, 0.5))
+    s = {"name": "bbc-minilm", "state": "running", "step": 40, "total_steps": 150, "epoch": 0.8,
+         "best_metric": {"name": "val_loss", "value": 0.31}, "eta_s": 95}
+    wide = status_line(v, s, 200).plain
+    assert wide == "bbc-minilm · running · step 40/150 · epoch 4 · loss 0.5 · best val_loss 0.31 · ETA 1m35s"
+    assert "best" not in status_line(v, s, 70).plain and "epoch" in status_line(v, s, 70).plain
+    narrow = status_line(v, s, 55).plain
+    assert "best" not in narrow and "epoch" not in narrow and narrow.startswith("bbc-minilm · running · step 40/150")

@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from tuneterm.tui.data import KNOBS, RunView, fmt_num, fmt_params
+from tuneterm.tui.data import KNOBS, RunView, fmt_best, fmt_eta, fmt_num, fmt_params
 from tuneterm.tui.knobs import knob_help
 
 class NavTable(DataTable):
@@ -227,3 +227,31 @@ class TimelinePanel(Vertical):
         self._count = len(entries)
         if at_end and table.row_count:
             table.move_cursor(row=table.row_count - 1, animate=False)
+
+
+def status_line(v: RunView, s: dict, width: int) -> Text:
+    """The session screen's one-line header: name · state · step/total · epoch · loss · best
+    · ETA · error, fitted to ``width`` (a narrow screen drops best, then epoch)."""
+    state = s.get("state") or v.state
+    step = max(v.step, s.get("step") or 0)
+    total = s.get("total_steps")
+    parts = [Text(str(s.get("name", "")), style="bold"), Text(str(state), style="green" if state == "running" else "")]
+    parts.append(Text(f"step {step}/{total}" if total else f"step {step}"))
+    epoch = v.epoch if v.epoch is not None else s.get("epoch")
+    if epoch is not None:
+        parts.append(Text(f"epoch {fmt_num(epoch, 3)}"))
+    loss = v.last_loss if v.last_loss is not None else s.get("loss")
+    if loss is not None:
+        parts.append(Text(f"loss {fmt_num(loss)}"))
+    if s.get("best_metric"):
+        parts.append(Text(f"best {fmt_best(s['best_metric'])}"))
+    if state == "running" and fmt_eta(s.get("eta_s")):
+        parts.append(Text(f"ETA {fmt_eta(s.get('eta_s'))}"))
+    if s.get("error"):
+        parts.append(Text(str(s["error"]), style="red"))
+    optional = [i for i, p in enumerate(parts) if p.plain.startswith(("best ", "epoch "))]
+    while optional and sum(len(p) + 3 for p in parts) - 3 > width:
+        parts.pop(optional.pop())  # the narrow screen drops best, then epoch
+    text = Text(" · ").join(parts)
+    text.truncate(width, overflow="ellipsis")
+    return text

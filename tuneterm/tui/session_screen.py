@@ -17,11 +17,11 @@ from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 from tuneterm import protocol
 from tuneterm.tui.chart import Line, LineChart
 from tuneterm.tui.confusion import TRAINED_STATES, add_tab as add_confusion_tab
-from tuneterm.tui.data import GUIDANCE, RunView, fmt_best, fmt_eta, fmt_num, is_finished, read_layers, read_toml
+from tuneterm.tui.data import GUIDANCE, RunView, fmt_num, is_finished, read_layers, read_toml
 from tuneterm.tui.dialogs import EditValue
 from tuneterm.tui.knobs import check_knob, knob_help
 from tuneterm.tui.messages import LogLines, StreamEnded, StreamPending
-from tuneterm.tui.panels import KnobsPanel, LayersPanel, TimelinePanel
+from tuneterm.tui.panels import KnobsPanel, LayersPanel, TimelinePanel, status_line
 from tuneterm.tui.samples import add_tab as add_samples_tab
 from tuneterm.tui.stream import Stream, read_from
 
@@ -240,30 +240,7 @@ class SessionScreen(Screen):
                 self.query_one("#guidance", Static).update(Text(advice or GUIDANCE))
 
     def _status(self, s: dict) -> None:
-        v = self.view
-        state = s.get("state") or v.state
-        step = max(v.step, s.get("step") or 0)
-        total = s.get("total_steps")
-        parts = [Text(str(s.get("name", "")), style="bold"), Text(str(state), style="green" if state == "running" else "")]
-        parts.append(Text(f"step {step}/{total}" if total else f"step {step}"))
-        epoch = v.epoch if v.epoch is not None else s.get("epoch")
-        if epoch is not None:
-            parts.append(Text(f"epoch {fmt_num(epoch, 3)}"))
-        loss = v.last_loss if v.last_loss is not None else s.get("loss")
-        if loss is not None:
-            parts.append(Text(f"loss {fmt_num(loss)}"))
-        if s.get("best_metric"):
-            parts.append(Text(f"best {fmt_best(s['best_metric'])}"))
-        if state == "running" and fmt_eta(s.get("eta_s")):
-            parts.append(Text(f"ETA {fmt_eta(s.get('eta_s'))}"))
-        if s.get("error"):
-            parts.append(Text(str(s["error"]), style="red"))
-        width = max(self.size.width - 2, 20)
-        optional = [i for i, p in enumerate(parts) if p.plain.startswith(("best ", "epoch "))]
-        while optional and sum(len(p) + 3 for p in parts) - 3 > width:
-            parts.pop(optional.pop())  # the narrow screen drops best, then epoch
-        text = Text(" · ").join(parts)
-        text.truncate(width, overflow="ellipsis")
+        text = status_line(self.view, s, max(self.size.width - 2, 20))
         if text.plain != self._status_text:
             self._status_text = text.plain
             # one fixed-height line: no layout pass per step
