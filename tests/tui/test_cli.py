@@ -19,6 +19,7 @@ def test_prepare_demo_copies_the_examples_once(tmp_path):
     files = tui_verbs.prepare_demo(ws)
     assert [f.name for f in files] == ["bbc-minilm.toml", "bbc-headlines-smollm2.toml", "tweets-minilm.toml", "smoke-tiny.toml"]
     assert all(f.is_file() for f in files) and (ws / "runs").is_dir()
+    assert (ws / "sessions" / "bbc-headlines-smollm2-lora.toml").is_file()  # copied, not queued
     (ws / "sessions" / "bbc-minilm.toml").write_text("# mine\n")
     tui_verbs.prepare_demo(ws)
     assert (ws / "sessions" / "bbc-minilm.toml").read_text() == "# mine\n"  # never overwritten

@@ -17,13 +17,16 @@ from tuneterm.errors import UserError
 # The demo queue, in order: MiniLM on BBC News first (README's main command), then the
 # causal-LM demo (SmolLM2 writing BBC headlines).
 DEMO_SESSIONS = ("bbc-minilm.toml", "bbc-headlines-smollm2.toml", "tweets-minilm.toml", "smoke-tiny.toml")
+# Copied too, not queued: there to add from the app (`a`) or `tuneterm queue add`.
+DEMO_EXTRAS = ("bbc-headlines-smollm2-lora.toml",)
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the TUI on a demo workspace with the demo sessions queued",
                        description="Prepare a demo workspace (default ./demo-workspace), copy the example "
                        "sessions into its sessions/, queue them (MiniLM on BBC News first, then SmolLM2 "
-                       "writing BBC headlines) and open the TUI. "
+                       "writing BBC headlines; the LoRA example is copied, not queued: `a` adds it) and "
+                       "open the TUI. "
                        "Run it again to reopen the same workspace; nothing is queued twice.")
     finish(p, cmd_demo, json=False)
     p = sub.add_parser("web", help="serve the TUI to a browser on localhost (needs textual-serve)",
@@ -80,11 +83,12 @@ def prepare_demo(ws: Path) -> list[Path]:
     (ws / "sessions").mkdir(parents=True, exist_ok=True)
     (ws / "runs").mkdir(exist_ok=True)
     out = []
-    for name in DEMO_SESSIONS:
+    for name in DEMO_SESSIONS + DEMO_EXTRAS:
         dst = ws / "sessions" / name
-        if not dst.exists():
+        if not dst.exists() and (src / name).is_file():
             shutil.copyfile(src / name, dst)
-        out.append(dst)
+        if name in DEMO_SESSIONS:
+            out.append(dst)
     return out
 
 
