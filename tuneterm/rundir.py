@@ -366,7 +366,8 @@ def append_rejection(run_dir: str | os.PathLike, request: dict, reason: str, sou
         return False
     if last_end_event(rd) is not None:
         return False
-    step = next((r["step"] for r in reversed(read_tail_rows(rd / METRICS, 4096)) if isinstance(r.get("step"), int)), 0)
+    steps = [r["step"] for r in read_tail_rows(rd / METRICS, 4096) if isinstance(r.get("step"), int)]
+    step = steps[-1] if steps else 0
     row = {"kind": "reject", "step": step, "source": source, "request": request, "reason": reason,
            "time": round(time.time(), 3)}
     fd = os.open(events, os.O_WRONLY | os.O_APPEND)

@@ -69,7 +69,8 @@ def setup_logging(run_dir: Path, to_stderr: bool) -> None:
 
 
 def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resume: bool = False,
-              kernels: str | None = None, device: str | None = None, replay_of: Path | None = None) -> tuple[int, str]:
+              kernels: str | None = None, device: str | None = None,
+              replay_of: Path | None = None) -> tuple[int, str]:
     """Train a run directory to its end. Returns (exit code, end state). ``replay_of``: the
     run this one replays (a LoRA replay refuses another base model than that run's)."""
     from tuneterm.engine.loop import Trainer

@@ -93,7 +93,7 @@ class CausalLMTask:
         self.tokenizer = None
         self.packed = False
         self.want_ckpt = False
-        self.impl: str | None = None  # the trainer's kernels ("triton" | "torch"): the fused loss's
+        self.impl: str | None = None  # the trainer's kernels ("triton" | "torch"), for the fused loss
 
     def mode(self, metric: str) -> str:
         return "max" if metric == "val_token_accuracy" else "min"
@@ -175,8 +175,8 @@ class CausalLMTask:
         if type(head) is torch.nn.Linear and head.bias is None and targets.numel():
             from tuneterm_kernels.linear_ce import linear_cross_entropy
 
-            impl = self.impl if self.impl == "torch" or h.is_cuda else "torch"
-            return linear_cross_entropy(h.to(head.weight.dtype), head.weight, targets, impl=impl)
+            return linear_cross_entropy(h.to(head.weight.dtype), head.weight, targets,
+                                        impl=self.impl if h.is_cuda else "torch")
         logits = head(h).float()  # another head (a bias, an adapter on it): plain logits
         return torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / max(1, targets.numel())
 
