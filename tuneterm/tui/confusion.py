@@ -109,12 +109,12 @@ def add_tab(screen, s: dict) -> None:
     rd = screen.run_dir
     if rd is None or s.get("state") not in TRAINED_STATES or getattr(screen, "_confusion_tab", False):
         return
+    screen._confusion_tab = True  # decided once: later stream rows do not re-read session.toml
     task = (read_toml(rd / "session.toml").get("model") or {}).get("task", "sequence-classification")
     if task != "sequence-classification":
         return
     from textual.widgets import TabbedContent, TabPane
 
-    screen._confusion_tab = True
     widget = ConfusionMatrix(id="confusion")
     screen.query_one(TabbedContent).add_pane(TabPane("Confusion", widget, id="tab-confusion"))
     widget.show_loading()
