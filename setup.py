@@ -11,7 +11,7 @@ setup(
     ext_modules=[
         Extension(
             "tuneterm_kernels._philox",
-            ["kernels/_philox.c"],
+            ["kernels/tuneterm_kernels/_philox.c"],
             extra_compile_args=["-O3"],
             optional=True,
         )

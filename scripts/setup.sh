@@ -11,7 +11,7 @@ fi
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 stamp=.venv/.tuneterm-setup
-want="$(cat pyproject.toml setup.py kernels/_philox.c scripts/constraints-cpu.txt scripts/setup.sh | sha1sum | cut -c1-16)"
+want="$(cat pyproject.toml setup.py kernels/tuneterm_kernels/_philox.c scripts/constraints-cpu.txt scripts/setup.sh | sha1sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
