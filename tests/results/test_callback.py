@@ -122,3 +122,67 @@ def test_once_per_session_end_through_the_daemon(runner, tmp_path):
     wait_for(lambda: (runner.ws / ".tuneterm" / "callback.log").read_text().count("killed after 3.0s") == 2, 30,
              "the hanging callbacks killed")
     assert c.list_sessions()  # the daemon still answers
+
+
+@pytest.mark.parametrize("row, end, result", [
+    ({"state": "cancelled"}, "paused", "cancelled"),  # a cancel pauses the worker at a checkpoint
+    ({"state": "failed", "error": "wall-clock limit reached"}, "paused", "failed"),
+    ({"state": "failed", "error": "the worker crashed 3 times"}, None, "failed"),
+    ({"state": "done", "result": "early_stopped"}, "early_stopped", "early_stopped"),
+    ({"state": "done"}, "done", "done"),
+])
+def test_the_result_says_what_happened(workspace, row, end, result):
+    rd = fake_run(workspace)
+    (rd / "events.jsonl").write_text(json.dumps({"kind": "end", "step": 7, "state": end}) + "\n" if end else "")
+    env = callback.environment({"run_id": "r1", "name": "r1", **row}, rd)
+    assert env["TUNETERM_RESULT"] == result and result in callback.RESULTS
+
+
+def test_the_docs_list_every_state_and_result():
+    doc = (Path(__file__).parents[2] / "docs" / "results.md").read_text()
+    table = {ln.split("|")[1].strip(" `"): ln for ln in doc.splitlines() if ln.startswith("| `TUNETERM_")}
+    assert all(f"`{v}`" in table["TUNETERM_STATE"] for v in callback.END_STATES)
+    assert all(f"`{v}`" in table["TUNETERM_RESULT"] for v in callback.RESULTS)
+
+
+def test_the_output_of_a_callback_is_capped(workspace):
+    log = workspace / ".tuneterm" / "callback.log"
+    cfg = callback.CallbackConfig(f"{sys.executable} -c \"import sys; sys.stdout.write('x' * 5_000_000)\"; echo ok")
+    assert asyncio.run(callback.run_callback(cfg, {"TUNETERM_NAME": "n"}, log)) == 0
+    text = log.read_text()
+    assert len(text) < callback.OUTPUT_CAP + 1000 and "output cut" in text
+    # a log grown past its cap is set aside (one old file), so many sessions stay bounded too
+    log.write_bytes(b"y" * (callback.LOG_CAP + 1))
+    asyncio.run(callback.run_callback(callback.CallbackConfig("echo fresh"), {"TUNETERM_NAME": "n"}, log))
+    assert "fresh" in log.read_text() and log.stat().st_size < 1000
+    assert log.with_name("callback.log.1").stat().st_size == callback.LOG_CAP + 1
+
+
+def test_a_running_callback_dies_with_the_daemon(runner, tmp_path):
+    """`daemon stop` while a callback runs (its timeout far away): the callback's process
+    group is killed, nothing of it outlives the daemon, and callback.log says so."""
+    import os
+    import signal
+
+    from runner_helpers import alive
+
+    runner.use_fake_worker()
+    cfg = (runner.ws / ".tuneterm" / "config.toml").read_text()
+    pids = tmp_path / "pids"
+    configure(runner.ws, f"command = \"sleep 600 & echo $$ $! > {pids}; wait\"\ntimeout_s = 900\n", runner=cfg)
+    c = runner.client()
+    s = c.add(runner.session("ok", steps=3, fake=True), check=False)
+    wait_for(lambda: c.get(s["id"])["state"] == "done", 60, "the session's end")
+    group, sleeper = map(int, wait_for(lambda: pids.exists() and pids.read_text().split(), 30, "the callback"))
+    try:
+        assert alive(sleeper)
+        daemon = runner.daemon_pid()
+        c.shutdown()
+        wait_for(lambda: not alive(daemon), 30, "the daemon to exit")
+        wait_for(lambda: not alive(sleeper), 10, "the callback to die with the daemon")
+        assert "killed: the daemon stopped" in (runner.ws / ".tuneterm" / "callback.log").read_text()
+    finally:
+        try:
+            os.killpg(group, signal.SIGKILL)  # a failed run of this test leaves nothing behind
+        except ProcessLookupError:
+            pass

@@ -8,11 +8,13 @@ night's run ends or fails (no torch, no textual).
     states = ["done", "failed", "cancelled"]                      # the end states it runs for
 
 The command gets the environment of the daemon plus TUNETERM_RUN_ID, TUNETERM_NAME,
-TUNETERM_STATE (done | failed | cancelled), TUNETERM_RESULT (the run's own end: done,
-early_stopped, stopped, failed), TUNETERM_STEPS, TUNETERM_BEST_METRIC and
-TUNETERM_BEST_VALUE (empty when the run never evaluated), TUNETERM_ERROR (failures) and
-TUNETERM_RUN_DIR. Its output and exit status go to WS/.tuneterm/callback.log. A callback
-that fails, hangs or cannot start is logged and changes nothing else: the queue goes on.
+TUNETERM_STATE (done | failed | cancelled), TUNETERM_RESULT (how it ended: done,
+early_stopped or stopped for a done session, else failed or cancelled), TUNETERM_STEPS,
+TUNETERM_BEST_METRIC and TUNETERM_BEST_VALUE (empty when the run never evaluated),
+TUNETERM_ERROR (failures) and TUNETERM_RUN_DIR. Its output (the first OUTPUT_CAP bytes of
+each call) and exit status go to WS/.tuneterm/callback.log. A callback that fails, hangs or
+cannot start is logged and changes nothing else: the queue goes on. None outlives the
+daemon: at its stop, one still running is killed with its process group.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ else:  # pragma: no cover
 log = logging.getLogger("tuneterm.runner")
 
 END_STATES = ("done", "failed", "cancelled")
+FINISHED = ("done", "early_stopped", "stopped")  # how a done session's run ended
+RESULTS = FINISHED + ("failed", "cancelled")  # every TUNETERM_RESULT (docs/results.md lists them)
 KNOWN = {"command", "timeout_s", "states"}
+OUTPUT_CAP = 64 * 1024  # bytes of one call's output kept in callback.log; the rest is dropped
+LOG_CAP = 1 << 20  # callback.log past this size is moved to callback.log.1 (one old file kept)
+STOP_GRACE_S = 3.0  # at the daemon's stop, how long a running callback may still take
 
 
 @dataclass
@@ -96,7 +103,7 @@ def environment(row: dict, run_dir: Path) -> dict:
         "TUNETERM_RUN_ID": str(row.get("run_id") or Path(run_dir).name),
         "TUNETERM_NAME": str(row.get("name") or ""),
         "TUNETERM_STATE": str(row.get("state") or ""),
-        "TUNETERM_RESULT": str(row.get("result") or s.get("state") or ""),
+        "TUNETERM_RESULT": result(row, s),
         "TUNETERM_STEPS": str(s.get("steps") or 0),
         "TUNETERM_BEST_METRIC": str(best.get("metric") or ""),
         "TUNETERM_BEST_VALUE": repr(best["value"]) if best.get("value") is not None else "",
@@ -105,33 +112,80 @@ def environment(row: dict, run_dir: Path) -> dict:
     }
 
 
+def result(row: dict, summary: dict) -> str:
+    """TUNETERM_RESULT: how the session ended. The run's own end row tells a done session's
+    finish apart; a failed or cancelled one is what the queue says (a cancel pauses the
+    worker at a checkpoint, so the run's last row reads paused)."""
+    if row.get("state") != "done":
+        return str(row.get("state") or "")
+    for end in (row.get("result"), summary.get("state")):
+        if end in FINISHED:
+            return end
+    return "done"
+
+
+def _rotate(log_path: Path) -> None:
+    """Keep callback.log bounded across many sessions: past LOG_CAP it becomes callback.log.1."""
+    try:
+        if log_path.stat().st_size > LOG_CAP:
+            os.replace(log_path, log_path.with_name(log_path.name + ".1"))
+    except OSError:
+        pass
+
+
+def _kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell and whatever it started
+    except ProcessLookupError:
+        pass
+
+
+async def _copy_output(proc, out) -> int:
+    """The command's output into the log, its first OUTPUT_CAP bytes; the rest is read and
+    dropped (a chatty command neither blocks on a full pipe nor fills the disk). Returns
+    the exit status once the output has ended and the command has exited."""
+    kept = dropped = 0
+    while chunk := await proc.stdout.read(1 << 16):
+        keep = chunk[:max(0, OUTPUT_CAP - kept)]
+        out.write(keep)
+        kept += len(keep)
+        dropped += len(chunk) - len(keep)
+    if dropped:
+        out.write(f"\n[output cut at {OUTPUT_CAP} bytes: {dropped} more dropped]\n".encode())
+    return await proc.wait()
+
+
 async def run_callback(cfg: CallbackConfig, env: dict, log_path: Path) -> int | None:
-    """Run the command once; its exit status, or None when it timed out or could not start."""
+    """Run the command once; its exit status, or None when it timed out or could not start.
+    Cancelled (the daemon stops), it kills the command's process group first."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    _rotate(log_path)
     name = env.get("TUNETERM_NAME", "")
-    with open(log_path, "ab") as out:
-        out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {env.get('TUNETERM_RUN_ID')} "
-                  f"{env.get('TUNETERM_STATE')}\n".encode())
-        out.flush()
+    with open(log_path, "ab") as fh:
+        fh.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {env.get('TUNETERM_RUN_ID')} "
+                 f"{env.get('TUNETERM_STATE')}\n".encode())
+        fh.flush()
         try:
             proc = await asyncio.create_subprocess_shell(
-                cfg.command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                env={**os.environ, **env}, start_new_session=True)
+                cfg.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True)
         except OSError as e:
             log.warning("callback for %s: cannot start: %s", name, e)
-            out.write(f"cannot start: {e}\n".encode())
+            fh.write(f"cannot start: {e}\n".encode())
             return None
         try:
-            code = await asyncio.wait_for(proc.wait(), cfg.timeout_s)
+            code = await asyncio.wait_for(_copy_output(proc, fh), cfg.timeout_s)
         except asyncio.TimeoutError:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the shell and whatever it started
-            except ProcessLookupError:
-                pass
+            _kill_group(proc)
             await proc.wait()
             log.warning("callback for %s: killed after %ss", name, cfg.timeout_s)
-            out.write(f"killed after {cfg.timeout_s}s\n".encode())
+            fh.write(f"killed after {cfg.timeout_s}s\n".encode())
             return None
+        except asyncio.CancelledError:
+            _kill_group(proc)  # the daemon stops: nothing of the callback outlives it
+            log.warning("callback for %s: killed: the daemon stopped", name)
+            fh.write(b"killed: the daemon stopped\n")
+            raise
     if code != 0:
         log.warning("callback for %s: exit status %s (see %s)", name, code, log_path)
     else:
@@ -166,6 +220,15 @@ def _done(task: asyncio.Task) -> None:
 
 
 async def drain(timeout: float) -> None:
-    """Wait (bounded) for callbacks still running, at the daemon's stop."""
+    """Wait (bounded) for callbacks still running."""
     if _tasks:
         await asyncio.wait(list(_tasks), timeout=timeout)
+
+
+async def stop(grace: float = STOP_GRACE_S) -> None:
+    """At the daemon's stop: callbacks still running get ``grace`` seconds, then each is
+    killed with its process group (its own timeout would never fire once the loop ends)."""
+    await drain(grace)
+    for task in list(_tasks):
+        task.cancel()
+    await drain(5.0)

@@ -340,6 +340,7 @@ class Supervisor:
         alive = sorted(self.runs)
         if alive:
             log.error("%d workers are still alive after SIGKILL: sessions %s", len(alive), alive)
+        await callback.stop()  # before the loop ends: a callback never outlives its daemon
         self.stopped.set()
         return {"paused": [s for s in sids if s not in killed], "killed": killed, "alive": alive}
 
