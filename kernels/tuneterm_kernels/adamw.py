@@ -17,16 +17,15 @@ accesses; the padding stays zero and its update is zero).
 
 Segment table and runs
 ----------------------
-Per parameter (host side, numpy): offset, numel, active, own step count, decay on/off.
-Each step, all active segments advance their step together, so maximal contiguous
-sequences of active segments with equal (decay, step) — *runs* — only change when
-``set_active`` or ``load_state_dict`` change the table. The kernel's work list is a
-device table of tiles ``(start, end, run)`` over the runs, rebuilt only then (a few
-microseconds of host work and one small copy: freezing never re-flattens anything).
-Frozen segments have no tiles, so they cost nothing and are not touched at all.
-Per step the host computes, per run and in float64 like torch, the decay factor
-``1 - lr*wd``, ``-lr / (1 - beta1**step)`` and ``sqrt(1 - beta2**step)``, rounds them
-to fp32 and ships that tiny table with the launch; lr and wd are thus runtime values.
+Per parameter (host side, numpy): offset, numel, active, own step count, decay on/off,
+learning-rate factor (``set_lr_scale``: LoRA+'s B matrices). All active segments step
+together, so maximal contiguous sequences of active segments with equal (step, decay,
+factor) — *runs* — change only with ``set_active``/``set_lr_scale``/``load_state_dict``.
+The kernel's work list, a device table of tiles ``(start, end, run)``, is rebuilt only then
+(microseconds of host work; freezing never re-flattens anything); frozen segments have no
+tiles. Per step the host computes per run, in float64 like torch (lr: the step's x the
+run's factor), ``1 - lr*wd``, ``-lr / (1 - beta1**step)`` and ``sqrt(1 - beta2**step)``,
+rounds them to fp32 and ships that tiny table with the launch (runtime values).
 
 The update (torch.optim.AdamW, ``_single_tensor_adam`` with decoupled decay)::
 
@@ -87,7 +86,7 @@ class _Group:
         self.grad = torch.zeros(n, dtype=dtype, device=device)
         self.exp_avg = torch.zeros(n, dtype=torch.float32, device=device)
         self.exp_avg_sq = torch.zeros(n, dtype=torch.float32, device=device)
-        self.runs: list[tuple[int, int, int, bool]] = []  # (start, end, step, decay)
+        self.runs: list[tuple[int, int, int, bool, float]] = []  # (start, end, step, decay, lr factor)
         self.tiles: torch.Tensor | None = None
         self.block = 0
 
@@ -133,6 +132,7 @@ class FlatAdamW:
         self.decay = np.array(decays, dtype=bool)
         self.active = np.ones(n, dtype=bool)
         self.steps = np.zeros(n, dtype=np.int64)
+        self.lr_scale = np.ones(n, dtype=np.float64)  # lr x this per segment (x 1.0 changes no bit)
 
         # group by dtype; decay-on first, then decay-off, each in the given order
         self.groups: list[_Group] = []
@@ -181,15 +181,15 @@ class FlatAdamW:
                 ne = int(self.numels[k])
                 if not self.active[k] or ne == 0:
                     continue
-                step, decay = int(self.steps[k]), bool(self.decay[k])
-                if runs and runs[-1][1] == off and runs[-1][2] == step and runs[-1][3] == decay:
+                key = [int(self.steps[k]), bool(self.decay[k]), float(self.lr_scale[k])]
+                if runs and runs[-1][1] == off and runs[-1][2:] == key:
                     runs[-1][1] = off + _round_up(ne)
                 else:
-                    runs.append([off, off + _round_up(ne), step, decay])
+                    runs.append([off, off + _round_up(ne), *key])
             grp.runs = [tuple(r) for r in runs]
             grp.block, _ = _launch_config(grp.numel, self._block_size)
             parts = [np.zeros((0, 3), dtype=np.int64)]
-            for r, (s, e, _, _) in enumerate(grp.runs):
+            for r, (s, e, *_) in enumerate(grp.runs):
                 starts = np.arange(s, e, grp.block, dtype=np.int64)
                 ends = np.minimum(starts + grp.block, e)
                 parts.append(np.stack([starts, ends, np.full_like(starts, r)], axis=1))
@@ -283,6 +283,14 @@ class FlatAdamW:
     def is_active(self, item) -> bool:
         return bool(self.active[self._resolve([item])[0]])
 
+    def set_lr_scale(self, items, scale: float) -> None:
+        """From the next step on these parameters (names or objects) learn at lr x ``scale``."""
+        scale = float(scale)
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"lr scale must be a finite number > 0 (got {scale})")
+        self.lr_scale[self._resolve(items)] = scale
+        self._rebuild()
+
     def step_count(self, item) -> int:
         return int(self.steps[self._resolve([item])[0]])
 
@@ -295,14 +303,15 @@ class FlatAdamW:
         self._sync_grads()
         self.steps[self.active] += 1
         for grp in self.groups:
-            grp.runs = [(s, e, step + 1, d) for (s, e, step, d) in grp.runs]
+            grp.runs = [(s, e, step + 1, *rest) for (s, e, step, *rest) in grp.runs]
             if not grp.runs:
                 continue
             scalars = []
-            for (_, _, step, decay) in grp.runs:
-                # float64 exactly as torch.optim computes them; fp32 when used
-                f = 1.0 - lr * weight_decay if (decay and weight_decay != 0) else 1.0
-                step_size = lr / (1.0 - beta1 ** step)
+            for (_, _, step, decay, scale) in grp.runs:
+                # float64 exactly as torch.optim computes them (its group lr: lr x scale); fp32 when used
+                run_lr = lr * scale
+                f = 1.0 - run_lr * weight_decay if (decay and weight_decay != 0) else 1.0
+                step_size = run_lr / (1.0 - beta1 ** step)
                 bc2_sqrt = (1.0 - beta2 ** step) ** 0.5
                 scalars.append((f, step_size, bc2_sqrt))
             if self.impl == "triton":
@@ -312,7 +321,7 @@ class FlatAdamW:
 
     def _step_torch(self, grp: _Group, scalars, beta1, beta2, eps, grad_scale) -> None:
         # torch.optim's _single_tensor_adam, op for op, on each run's slices.
-        for (s, e, _, decay), (f, step_size, bc2_sqrt) in zip(grp.runs, scalars):
+        for (s, e, *_), (f, step_size, bc2_sqrt) in zip(grp.runs, scalars):
             param = grp.master[s:e]
             grad = grp.grad[s:e]
             if grp.dtype != torch.float32 or grad_scale != 1.0:
@@ -330,7 +339,6 @@ class FlatAdamW:
 
     def _step_triton(self, grp: _Group, scalars, beta1, beta2, eps, grad_scale) -> None:
         launch_step(grp, scalars, beta1, beta2, eps, grad_scale, self._num_warps, self._block_size)
-
 
     # ---- checkpoints ---------------------------------------------------------------
 
@@ -388,6 +396,5 @@ class FlatAdamW:
         self._rebuild()
 
     def __repr__(self) -> str:
-        n_active = int(self.active.sum())
-        return (f"FlatAdamW(impl={self.impl}, params={len(self.params)}, active={n_active}, "
+        return (f"FlatAdamW(impl={self.impl}, params={len(self.params)}, active={int(self.active.sum())}, "
                 f"groups={[(_DTYPE_NAME[g.dtype], g.numel, len(g.runs)) for g in self.groups]})")

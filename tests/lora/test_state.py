@@ -69,7 +69,7 @@ def test_fingerprint_is_of_the_base_only(make_session, make_base):
 
 def test_lora_plus_scales_b_learning_rate(make_session, make_base):
     s, model, groups = _lora(make_session, make_base, lr_ratio=4.0)
-    scale = lora.lr_scale(groups, 4.0, "torch", torch.float32)
+    scale = lora.lr_scale(groups, 4.0)
     assert scale and all(".lora_B." in n for n in scale)
     named = [(n, p) for g in groups for n, p in g.params]
     opt = optim.build(named, s.hyperparameters, impl="torch", dtype=torch.float32, lr_scale=scale)
@@ -83,8 +83,44 @@ def test_lora_plus_scales_b_learning_rate(make_session, make_base):
     opt.set_lr_scale(2.0)
     opt.step(1e-3, 0.0)
     assert {g["lr"] for g in opt.opt.param_groups[2:]} == {2e-3}
-    with pytest.raises(UserError, match="lora.lr_ratio"):
-        lora.lr_scale(groups, 4.0, "triton", torch.float32)
+
+
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_flat_adamw_scales_the_learning_rate_per_segment(impl, monkeypatch):
+    """LoRA+ on the flat optimizer (the default on CUDA): a segment's lr x its factor equals
+    torch.optim.AdamW with that segment in a group of lr x factor, live changes included."""
+    if impl == "triton":
+        pytest.importorskip("triton")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from tuneterm_kernels.adamw import FlatAdamW
+
+    g = torch.Generator().manual_seed(0)
+    shapes = {"a": (9, 5), "b": (7, 3), "bias": (11,), "c": (4, 4)}
+    mine = {n: torch.nn.Parameter(torch.randn(s, generator=g)) for n, s in shapes.items()}
+    ref = {n: torch.nn.Parameter(p.detach().clone()) for n, p in mine.items()}
+    flat = FlatAdamW([(n, p, p.dim() >= 2) for n, p in mine.items()], impl=impl)
+    groups = [{"params": [ref["a"], ref["c"]], "weight_decay": 0.1, "scale": 1.0},
+              {"params": [ref["bias"]], "weight_decay": 0.0, "scale": 1.0},
+              {"params": [ref["b"]], "weight_decay": 0.1, "scale": 4.0}]
+    torch_opt = torch.optim.AdamW(groups, lr=0.0, foreach=False)
+    flat.set_lr_scale(["b"], 4.0)
+    for step in range(1, 7):
+        if step == 4:  # a live lora_lr_ratio edit
+            flat.set_lr_scale(["b"], 0.5)
+            groups[2]["scale"] = 0.5
+        grads = {n: torch.randn(s, generator=g) for n, s in shapes.items()}
+        for params in (mine, ref):
+            for n, p in params.items():
+                p.grad = grads[n].clone()
+        lr = 1e-2 * step
+        flat.step(lr=lr, weight_decay=0.1)
+        for grp in torch_opt.param_groups:
+            grp["lr"] = lr * grp["scale"]
+        torch_opt.step()
+        for n in shapes:
+            torch.testing.assert_close(mine[n].detach(), ref[n].detach(), rtol=1.3e-6, atol=1e-6, msg=n)
+    with pytest.raises(ValueError, match="scale"):
+        flat.set_lr_scale(["b"], 0.0)
 
 
 def test_lora_plus_ratio_one_is_the_plain_optimizer(make_session, make_base):
@@ -97,7 +133,7 @@ def test_lora_plus_ratio_one_is_the_plain_optimizer(make_session, make_base):
                 if ".lora_B." in n:
                     p.fill_(0.02)
         named = [(n, p) for g in groups for n, p in g.params]
-        scale = lora.lr_scale(groups, 1.0, "torch", torch.float32) if scaled else None
+        scale = lora.lr_scale(groups, 1.0) if scaled else None
         opt = optim.build(named, s.hyperparameters, impl="torch", dtype=torch.float32, lr_scale=scale)
         x = torch.randint(5, 500, (2, 8), generator=torch.Generator().manual_seed(0))
         for _ in range(3):
@@ -117,7 +153,7 @@ def test_live_edits_through_apply_edit(make_session, make_base):
     t = T()
     t.model, t.groups = model, groups
     t.opt = optim.build([(n, p) for g in groups for n, p in g.params], s.hyperparameters, impl="torch",
-                        dtype=torch.float32, lr_scale=lora.lr_scale(groups, 1.0, "torch", torch.float32))
+                        dtype=torch.float32, lr_scale=lora.lr_scale(groups, 1.0))
     lora.apply_edit(t, "dropout", 0.2)
     assert {m.p for m in model.modules() if getattr(m, "_tt_lora", False)} == {0.2}
     lora.apply_edit(t, "train_base", ["layer.1"])

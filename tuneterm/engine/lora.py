@@ -117,16 +117,11 @@ def set_lora_dropout(model: nn.Module, p: float) -> None:
             mod.p = float(p)
 
 
-def lr_scale(groups: list, ratio: float, impl: str, dtype) -> dict[str, float] | None:
+def lr_scale(groups: list, ratio: float) -> dict[str, float]:
     """LoRA+: {parameter name: learning-rate factor} — ``ratio`` for every B matrix — for
-    ``optim.build``. Given even at ratio 1 (x * 1.0 == x: the same arithmetic), so that a
-    live ``lora_lr_ratio`` has its parameter groups; the flat optimizer has one learning
-    rate per launch, so there only ratio 1 is possible."""
-    if impl == "triton" or dtype != torch.float32:
-        if ratio != 1.0:
-            raise UserError("lora.lr_ratio: a ratio other than 1 needs the torch optimizer "
-                            "(runtime.kernels = \"torch\", model.dtype = \"float32\")")
-        return None
+    ``optim.build`` (either optimizer: torch's parameter groups, the flat one's per-segment
+    factor). Given even at ratio 1 (x * 1.0 == x: the same arithmetic), so that a live
+    ``lora_lr_ratio`` knows its parameters."""
     return {n: float(ratio) for g in groups for n in g.adapter if ".lora_B." in n or ".lora_embedding_B." in n}
 
 
@@ -148,10 +143,6 @@ def apply_edit(trainer, name: str, value) -> None:
     if name == "dropout":
         set_lora_dropout(trainer.model, float(value))
     elif name == "lr_ratio":
-        if not hasattr(trainer.opt, "set_lr_scale"):
-            if float(value) != 1.0:
-                raise UserError("lora_lr_ratio: a ratio other than 1 needs the torch optimizer")
-            return
         trainer.opt.set_lr_scale(float(value))
     elif name == "train_base":
         problem = check_edit(trainer.groups, name, value)

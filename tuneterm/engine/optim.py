@@ -6,7 +6,8 @@ Two implementations behind one small interface:
           state is dropped, so unfreezing starts from zero moments and step 0 — what a
           fresh ``torch.optim.AdamW`` does for a parameter it has never seen.
   flat    tuneterm_kernels' ``FlatAdamW``: flat fp32 buffers, one fused launch per step
-          (Triton on CUDA; its PyTorch path elsewhere), freezing by a segment flag.
+          (Triton on CUDA; its PyTorch path elsewhere), freezing by a segment flag, a
+          learning-rate factor per segment (LoRA+).
 The learning rate and weight decay are passed in each step (the schedule is a pure
 function of the step, computed by the loop).
 """
@@ -112,13 +113,16 @@ class TorchAdamW:
 class FlatAdamWAdapter:
     """tuneterm_kernels.FlatAdamW behind the same interface."""
 
-    def __init__(self, named_params, *, betas, eps, impl: str):
+    def __init__(self, named_params, *, betas, eps, impl: str, lr_scale=None):
         from tuneterm_kernels.adamw import FlatAdamW
 
         self.impl = impl
         self.betas, self.eps = betas, eps
         self.params = {n: p for n, p in named_params}
         self.opt = FlatAdamW([(n, p, p.dim() >= 2) for n, p in named_params], impl=impl)
+        self.scaled = sorted(lr_scale or {})
+        for factor in sorted(set((lr_scale or {}).values())):
+            self.opt.set_lr_scale([n for n in self.scaled if lr_scale[n] == factor], factor)
         decay, no_decay = split_decay(named_params)
         self.n_decay = sum(p.numel() for _, p in decay)
         self.n_no_decay = sum(p.numel() for _, p in no_decay)
@@ -132,6 +136,12 @@ class FlatAdamWAdapter:
     def step(self, lr: float, weight_decay: float, grad_scale: float = 1.0) -> None:
         self.opt.step(lr=lr, weight_decay=weight_decay, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
                       grad_scale=grad_scale)
+
+    def set_lr_scale(self, factor: float) -> None:
+        """LoRA+ live: the factor of the parameters given an ``lr_scale`` at construction."""
+        if not self.scaled:
+            raise ValueError("set_lr_scale: this optimizer was built without lr_scale")
+        self.opt.set_lr_scale(self.scaled, float(factor))
 
     def zero_grad(self) -> None:
         self.opt.zero_grad()
@@ -149,12 +159,9 @@ class FlatAdamWAdapter:
 
 def build(named_params, hp, *, impl: str, dtype: torch.dtype, lr_scale: dict | None = None):
     """``impl`` is the resolved kernel choice ("triton" | "torch"). ``lr_scale``
-    ({parameter name: factor}, LoRA+) gives those parameters lr x factor (torch only)."""
+    ({parameter name: factor}, LoRA+) gives those parameters lr x factor (both optimizers)."""
     betas = (hp.adam_beta1, hp.adam_beta2)
     if impl == "triton" or dtype != torch.float32:
-        if lr_scale:
-            raise ValueError("a per-parameter learning-rate factor (lora.lr_ratio != 1) needs the torch "
-                             "optimizer: kernels = \"torch\" and dtype = \"float32\"")
         # bf16 parameters need fp32 master weights: only the flat optimizer keeps them.
-        return FlatAdamWAdapter(named_params, betas=betas, eps=hp.adam_eps, impl=impl)
+        return FlatAdamWAdapter(named_params, betas=betas, eps=hp.adam_eps, impl=impl, lr_scale=lr_scale)
     return TorchAdamW(named_params, betas=betas, eps=hp.adam_eps, lr_scale=lr_scale)

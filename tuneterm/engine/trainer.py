@@ -107,7 +107,7 @@ class Trainer:
         if unknown:
             raise UserError(f"freeze.layers: unknown layer group {unknown[0]!r}; this model has {', '.join(names)}")
         named = [(n, p) for g in self.groups for n, p in g.params]  # with LoRA: H8 says which the optimizer holds
-        lr_scale = self.lora.lr_scale(self.groups, s.lora.lr_ratio, self.impl, self.dtype) if self.lora else None
+        lr_scale = self.lora.lr_scale(self.groups, s.lora.lr_ratio) if self.lora else None
         self.opt = optim.build(named, s.hyperparameters, impl=self.impl, dtype=self.dtype, lr_scale=lr_scale)
         if self.lora is not None:  # base blocks trained beside the adapters from the start (names checked)
             self.lora.apply_edit(self, "train_base", s.lora.train_base)
