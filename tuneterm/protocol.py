@@ -47,7 +47,6 @@ from typing import Any
 VERSION = 1
 
 CONTROL_TYPES = ("set", "freeze", "unfreeze", "checkpoint", "pause", "stop")
-WORKER_TYPES = ("ack", "reject", "metric", "event")
 MAX_DEPTH = 32
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 MAX_STRING = 1 << 16
@@ -248,20 +247,6 @@ def metric(row: dict) -> dict:
 
 def event(row: dict) -> dict:
     return {"v": VERSION, "type": "event", "data": row}
-
-
-def check_worker_message(msg: dict) -> dict:
-    """A worker's stdout line (already ``decode``d): its type and its fields' types."""
-    t = msg["type"]
-    if t not in WORKER_TYPES:
-        raise ProtocolError(f"unknown worker message {t!r}; expected one of {', '.join(WORKER_TYPES)}")
-    if t in ("metric", "event") and not isinstance(msg.get("data"), dict):
-        raise ProtocolError(f"{t}: 'data' must be an object")
-    if t == "ack" and not _is_int(msg.get("step")):
-        raise ProtocolError("ack: 'step' must be an integer")
-    if t == "reject" and not isinstance(msg.get("reason"), str):
-        raise ProtocolError("reject: 'reason' must be a string")
-    return msg
 
 
 # -- daemon requests --------------------------------------------------------------------------

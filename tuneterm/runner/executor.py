@@ -1,6 +1,6 @@
 """Executors start workers; the daemon only ever talks to a ``WorkerHandle`` (no torch).
 
-The interface is what the cluster executor (cluster/executor.py: one Ray actor per run, the
+The interface is what the Ray executor (ray_executor.py: one Ray actor per attempt, the
 run directory on shared storage) implements as well: start a worker for a run directory, send it
 control lines, receive its protocol lines, signal it, wait for its exit code, and find a
 worker again after a daemon restart. The queue and the protocol never see which executor

@@ -1,6 +1,6 @@
 """The session state machine as pure functions (no I/O, no clock, no torch).
 
-Two kinds of transition, each a table (tests/runner/test_transitions.py walks both whole):
+Three kinds of transition, each a table (tests/runner/test_transitions.py walks them whole):
 
 - ``on_request``: a person asks to pause, resume, cancel or retry a session;
 - ``on_exit``: the worker of a running session exited (``code`` is its exit status, negative

@@ -310,13 +310,6 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def classify_source(source: str) -> str:
-    """'builtin' | 'path' | 'hub' for a model source (data sources are never hub ids)."""
-    if source.startswith("builtin:"):
-        return "builtin"
-    return "hub" if HUB_ID.match(source) else "path"
-
-
 def check_source(path: str, source: str, builtins, workspace: Path | None, *, data: bool,
                  optional: bool = False, suffixes: tuple = DATA_SUFFIXES) -> list[tuple[str, str]]:
     """A model/data source or a validation file: a known builtin, a hub id (models only),

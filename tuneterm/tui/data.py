@@ -131,21 +131,6 @@ def read_layers(run_dir: Path) -> list[dict]:
     return out
 
 
-def tail_lines(path: Path, n: int = 200, max_bytes: int = 64_000) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    if size > max_bytes and lines:
-        lines = lines[1:]  # the first one is probably cut
-    return lines[-n:]
-
-
 # ---------------------------------------------------------------------------- the run
 
 @dataclass
