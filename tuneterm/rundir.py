@@ -3,8 +3,9 @@
 One owner for: the paths inside ``runs/<run-id>/``, reading and tailing its JSON-lines
 files (a torn last line — a writer killed mid-row — is never a row), the "end" event,
 the checkpoint listing, the wall-clock fields, the one rule by which two runs' metrics
-are compared, the session states and what each means, the worker's exit codes, and the
-one atomic write. The engine, the runner, the TUI, sweeps and the benchmarks use this
+are compared, the session states and what each means, how a worker's exit code follows
+from its end event (the codes themselves are ``tuneterm.errors.ExitCode``), and the one
+atomic write. The engine, the runner, the TUI, sweeps and the benchmarks use this
 module; docs/architecture.md ("The run directory") describes the layout.
 """
 
@@ -18,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from tuneterm.errors import ExitCode  # the worker's exit codes are tuneterm's
 
 # -- paths ----------------------------------------------------------------------------------
 
@@ -108,14 +111,6 @@ def is_finished(state: object) -> bool:
 
 
 # -- worker exit codes and end events ----------------------------------------------------------
-
-
-class ExitCode(enum.IntEnum):
-    OK = 0          # finished: done, early-stopped, or stopped by a `stop` message
-    FAILED = 1      # a training error; the reason is in events.jsonl
-    BAD_INPUT = 2   # a bad session or run directory
-    LOCKED = 73     # another worker holds RUN_DIR/.lock
-    PAUSED = 75     # paused at a checkpoint (resumable)
 
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_PAUSED = (int(c) for c in ExitCode)

@@ -29,8 +29,6 @@ SOCKET_PATH_MAX = 107
 class RunnerUnavailable(TunetermError):
     """The runner daemon cannot be reached or started. Exit code 1."""
 
-    exit_code = 1
-
 
 def runtime_dir() -> Path:
     """The per-user runtime folder, created 0700 and checked to be ours and private."""

@@ -11,18 +11,20 @@ import socket
 import sys
 from pathlib import Path
 
+from tuneterm.errors import ExitCode
 from tuneterm.runner.executor import _ROW_PREFIXES, WORKER_MODULE
 
 READ_WAIT_S = 1.0  # how long one read() call waits for the worker's next line
 _METRIC, _EVENT = b"\x00metric", b"\x00event"  # "look now" markers (rows travel by the files)
 
 # The worker's launcher inside the actor: ask the kernel for SIGKILL when the actor (our
-# parent) dies, give up if it already has, then become the worker program.
+# parent) dies, give up if it already has (as a paused worker: resumable), then become the
+# worker program.
 _CHILD = (
     "import ctypes, os, signal, sys\n"
     "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG\n"
     "if os.getppid() != int(os.environ['TUNETERM_ACTOR_PID']):\n"
-    "    os._exit(75)\n"
+    f"    os._exit({int(ExitCode.PAUSED)})\n"
     "os.execvp(sys.argv[1], sys.argv[1:])\n"
 )
 

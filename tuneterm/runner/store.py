@@ -55,7 +55,7 @@ COLUMNS = ("id", "run_id", "name", "model", "data", "state", "position", "create
 
 
 class CorruptQueue(TunetermError):
-    exit_code = 1
+    """The queue database is unusable (exit code 1, as every TunetermError)."""
 
 
 log = logging.getLogger("tuneterm.runner")
