@@ -341,6 +341,7 @@ def test_roundtrip_random(seed: int):
     s.evaluation.metrics = ["loss", *[m for m in s.evaluation.metrics if m != "loss"]]
     if s.hyperparameters.epochs == 0:
         s.hyperparameters.epochs = 1.0
+    s.lora.enabled = s.lora.enabled or any(EDITABLE[k] == "lora" for e in s.edits for k in e.set)  # LoRA knobs
     for e in s.edits:  # edits re-set the (now consistent) session values
         e.set = {k: getattr(getattr(s, EDITABLE[k]), k) for k in e.set}
     assert _roundtrip(s) == s

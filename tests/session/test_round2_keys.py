@@ -69,7 +69,7 @@ def test_lora_live_keys():
     assert editable_path("lora_dropout") == ("lora", "dropout")
     assert editable_path("dropout") == ("hyperparameters", "dropout")
     assert editable_path("r") is None and live_name("lora", "lr_ratio") == "lora_lr_ratio"
-    s = loads_session("")
+    s = loads_session("[lora]\nenabled = true\n")
     assert check_set_values({"lora_dropout": 0.2, "lora_lr_ratio": 16, "train_base": ["head"]}, s) == []
     t = apply_set_values(s, {"lora_dropout": 0.2, "lora_lr_ratio": 16, "train_base": ["head"]})
     assert (t.lora.dropout, t.lora.lr_ratio, t.lora.train_base) == (0.2, 16.0, ["head"])
@@ -86,7 +86,7 @@ def test_lora_live_keys():
 def test_lora_edits_in_the_file_roundtrip():
     from tuneterm.session import dumps_session
 
-    s = loads_session('[[edits]]\nstep = 3\nset = { lora_dropout = 0.1, train_base = ["embeddings"] }\n')
+    s = loads_session('[lora]\nenabled = true\n[[edits]]\nstep = 3\nset = { lora_dropout = 0.1, train_base = ["embeddings"] }\n')
     assert s.edits[0].set == {"lora_dropout": 0.1, "train_base": ["embeddings"]}
     assert loads_session(dumps_session(s)) == s
     with pytest.raises(SessionError, match=r"edits\[0\].set.lora_r: cannot be changed"):
@@ -96,7 +96,39 @@ def test_lora_edits_in_the_file_roundtrip():
 def test_train_base_layer_names_are_checked():
     from tuneterm.session import validate_layer_names
 
-    s = loads_session('[lora]\ntrain_base = ["haed"]\n[[edits]]\nstep = 1\nset = { train_base = ["layer.9"] }\n')
+    s = loads_session('[lora]\nenabled = true\ntrain_base = ["haed"]\n[[edits]]\nstep = 1\nset = { train_base = ["layer.9"] }\n')
     probs = validate_layer_names(s, ["embeddings", "layer.0", "head"])
     assert [p.field for p in probs] == ["lora.train_base", "edits[0].set.train_base"]
     assert "did you mean 'head'" in probs[0].message
+
+
+@pytest.mark.parametrize("key, value", [("lora_dropout", "0.2"), ("lora_lr_ratio", "4.0"),
+                                        ("train_base", '["layer.0"]')])
+def test_lora_knobs_in_the_edit_log_of_a_session_without_lora_are_refused(key, value):
+    """`run` refused them at that step (the run failed); `validate` refuses first, with the line."""
+    text = f'[session]\nname = "x"\n\n[[edits]]\nstep = 2\nset = {{ {key} = {value} }}\n'
+    with pytest.raises(SessionError) as e:
+        loads_session(text, "s.toml")
+    (p,) = e.value.problems
+    assert (p.file, p.line, p.field) == ("s.toml", 6, f"edits[0].set.{key}")
+    assert "this session trains no LoRA adapters" in p.message
+    assert loads_session(text + "\n[lora]\nenabled = true\n").edits[0].set  # with LoRA: fine
+    assert check_set_values({key: 0.2 if key != "train_base" else []}, loads_session("")) == [
+        f"{key}: a LoRA knob, but this session trains no LoRA adapters (lora.enabled = false)"]
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{instruction", "expected '}' before end of string"),
+    ("{instruction}}", "Single '}' encountered"),
+    ("{}: {input}", "a positional field"),
+    ("{0}", "a positional field"),
+    ("{instruction.upper}", "attribute access"),
+])
+def test_a_prompt_template_that_cannot_format_is_refused(template, message):
+    """`run` refused it when it read the first record; `validate` refuses it with its line."""
+    text = f'[model]\ntask = "causal-lm"\n\n[data]\nprompt_template = "{template}"\n'
+    with pytest.raises(SessionError) as e:
+        loads_session(text, "s.toml")
+    (p,) = e.value.problems
+    assert (p.line, p.field) == (5, "data.prompt_template") and message in p.message, p.message
+    assert loads_session('[data]\nprompt_template = "{instruction}\\n\\n{input[0]} {{literal}}"\n')

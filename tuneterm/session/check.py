@@ -19,6 +19,7 @@ from typing import Any
 
 from tuneterm.errors import UserError
 from tuneterm.session import schema
+from tuneterm.session.prompt import template_problem
 from tuneterm.session.schema import EDITABLE, LIVE_KEYS, SECTIONS, editable_path
 
 # section -> field name -> dataclasses.Field, in schema order
@@ -30,6 +31,7 @@ HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DATA_SUFFIXES = (".csv", ".jsonl")
 MAX_STEPS = 10**9  # max_steps above this never finishes: a typo or 2**63-1, not a plan
 LM_DATA_SUFFIXES = (".jsonl", ".json", ".csv")  # task = "causal-lm"
+NO_LORA = "a LoRA knob, but this session trains no LoRA adapters (lora.enabled = false)"
 
 
 def kind(f: dataclasses.Field) -> str:
@@ -124,6 +126,8 @@ def check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
             return None, f"expected a string, got {toml_type(value)} {fmt(value)}"
         if meta.get("nonempty") and not value.strip():
             return None, "must not be empty"
+        if meta.get("format_template") and template_problem(value):
+            return None, template_problem(value)
     elif k == "list" and meta.get("or_string") and isinstance(value, str):
         if not value.strip():
             return None, "must not be empty"
@@ -181,6 +185,8 @@ def check_set_values(values: dict, session: "schema.Session | None" = None) -> l
         if msg:
             out.append(f"{key}: {msg}")
     if not out and session is not None:
+        if not session.lora.enabled:  # the run would refuse it when the edit came due
+            out += [f"{k}: {NO_LORA}" for k in values if editable_path(k)[0] == "lora"]
         trial = apply_set_values(session, values)
         out += [f"{path.rsplit('.', 1)[-1]}: {msg}" for path, msg in cross_checks(trial, edit=True)]
     return out

@@ -43,6 +43,7 @@ from tuneterm.session.check import (  # noqa: F401  (check_set_values & co. re-e
     kind,
     toml_type,
 )
+from tuneterm.session.effective import edit_problems
 from tuneterm.session.locate import Locator
 from tuneterm.session.problems import Problem, SessionError
 from tuneterm.session.schema import (
@@ -171,14 +172,7 @@ def build_session(raw: dict, workspace: Path | None = None) -> tuple[Session, li
     if not out:  # constraints between fields: only meaningful once every field is valid
         out += cross_checks(s)
     if not out:  # ... and after each edit, as the run will see them
-        cur = s
-        for i, e in enumerate(s.edits):
-            if e.set:
-                cur = apply_set_values(cur, e.set)
-                for path, msg in cross_checks(cur, edit=True):
-                    key = path.rsplit(".", 1)[-1]
-                    at = f"edits[{i}].set.{key}" if key in e.set else f"edits[{i}].set"
-                    out.append((at, f"after this edit: {msg}"))
+        out += edit_problems(s)
     return s, out
 
 

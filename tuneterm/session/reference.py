@@ -124,7 +124,9 @@ unfreeze = ["layer.1"]
 Editable keys (also what `tuneterm set RUN key=value` and the TUI may change while a run
 trains): {", ".join(f"`{k}`" for k in LIVE_KEYS)}. Everything else is fixed for a run.
 `lora_dropout` and `lora_lr_ratio` are `[lora]`'s `dropout` and `lr_ratio`; `train_base`
-takes a list of layer groups.
+takes a list of layer groups. These three need `[lora] enabled = true`. An edit that would
+leave nothing to train (every group with adapters or a trained base frozen) is refused:
+live, and by `validate`, which follows the log against the model.
 
 ## `[sweep]`: a hyperparameter search over this session
 

@@ -141,7 +141,7 @@ class DataSpec:
     messages_field: str = _f("messages", "causal-lm messages: key holding a list of {role, content}",
                              nonempty=True)
     prompt_template: str = _f("", "causal-lm: builds the prompt from a record's keys, e.g. "
-                              "'{instruction}\\n\\n{input}' (empty: prompt_field)")
+                              "'{instruction}\\n\\n{input}' (empty: prompt_field)", format_template=True)
     loss_on: str = _f("completion", "causal-lm: completion (the completion / assistant turns and their "
                       "end-of-turn token) | all (every token)", choices=LOSS_ON)
     packing: bool = _f(False, "causal-lm: pack examples into max_length rows (no attention across examples)")
