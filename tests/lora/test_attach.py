@@ -118,3 +118,25 @@ def test_smollm2_trainable_count_equals_peft(make_session):
     per_block = (h + h) + (h + kv) + (h + kv) + (h + h) + (h + i) + (h + i) + (i + h)  # q k v o gate up down
     assert lora.trainable_count(model) == expected == 30 * 16 * per_block  # 4,884,480
     assert len(groups) == 32 and L.tied_note(groups) is not None
+
+
+def test_a_string_target_is_one_module_name(make_session, make_base):
+    """`target_modules = "q_proj"` adapts the q_proj layers (it was split into 'q', '_', ...)."""
+    s = make_session(model="builtin:tiny-llama", targets="q_proj")
+    model, _ = _attach(make_base("builtin:tiny-llama"), s)
+    adapted = {n.split(".lora_A.")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A." in n}
+    assert adapted == {"q_proj"}
+    with pytest.raises(UserError, match=r"no linear layer named 'q_prj' in this model; did you mean 'q_proj'"):
+        _attach(make_base("builtin:tiny-llama"), make_session(model="builtin:tiny-llama", targets="q_prj"))
+
+
+def test_an_adapter_on_a_tied_output_layer_is_refused(make_session, make_base):
+    """GPT-2's lm_head is its token-embedding matrix: an adapter merged into it would change
+    the input embeddings too (`export --merge` gave other logits), so it is refused."""
+    s = make_session(model="builtin:tiny-gpt2", task="causal-lm", targets=["c_attn", "lm_head"])
+    with pytest.raises(UserError) as e:
+        _attach(make_base("builtin:tiny-gpt2", causal=True), s)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("lora.target_modules: 'lm_head'") and "transformer.wte.weight" in msg
+    model, _ = _attach(make_base("builtin:tiny-gpt2", causal=True, tie=False), s)  # untied: fine
+    assert any(".lm_head.lora_A." in n for n, _ in model.named_parameters())

@@ -64,27 +64,53 @@ def _limit_problems(session: Session, config) -> list[tuple[str, str]]:
     return []
 
 
-def _edit_log_problems(session: Session, names: list[str]) -> list[tuple[str, str]]:
-    """Freezing as the edit log replays it: an edit that would leave nothing to train
-    fails the run at that step, so it is refused before the run starts."""
-    frozen = set(session.freeze.layers)
-    out = []
-    for i, e in enumerate(session.edits):
-        frozen = (frozen | set(e.freeze)) - set(e.unfreeze)
-        if e.freeze and names and set(names) <= frozen:
-            out.append((f"edits[{i}].freeze", f"at step {e.step} this freezes every layer group: nothing would train"))
-    return out
+def _training_problems(session: Session, groups: list) -> list[tuple[str, str]]:
+    """Nothing left to train — at the start or after an edit of the log (freezing,
+    ``set train_base``) — crashes the run at its next step, so it is refused before the run
+    starts. Counted on the model's groups (LoRA: adapters and trained bases), not by names."""
+    from tuneterm.engine import layers as L
+    from tuneterm.session.effective import walk
+
+    lora = session.lora.enabled
+    names = L.group_names(groups)
+
+    def why(s: Session) -> str | None:
+        return L.untrained_reason(groups, s.freeze.layers, s.lora.train_base if lora else None)
+
+    first = why(session)
+    if first:
+        return [("freeze.layers" if session.freeze.layers else "lora.target_modules", f"nothing would train: {first}")]
+    for i, e, s in walk(session):
+        reason = why(s)
+        if reason is None:
+            continue
+        if e.freeze and set(names) <= set(s.freeze.layers):
+            return [(f"edits[{i}].freeze", f"at step {e.step} this freezes every layer group: nothing would train")]
+        key = f"edits[{i}].freeze" if e.freeze else f"edits[{i}].set.train_base" if "train_base" in e.set else f"edits[{i}]"
+        return [(key, f"at step {e.step} nothing would be left to train: {reason}")]
+    return []
 
 
 def model_problems(session: Session, workspace: Path | None) -> list[tuple[str, str]]:
-    """What the model shows beyond its layer names, as (key path, message): an edit log
-    whose freezing leaves nothing to train, data.max_length beyond the model's positions,
-    a model folder whose weights are pickles. Raises UserError when the model does not load."""
-    from tuneterm.engine.layers import layer_groups
+    """What the model shows beyond its layer names, as (key path, message): LoRA target
+    modules it lacks or whose weight is tied (lora.check_targets), nothing left to train at
+    the start or after an edit, data.max_length beyond the model's positions, a model folder
+    whose weights are pickles. Raises UserError when the model does not load."""
+    from tuneterm.engine import layers as L
+    from tuneterm.engine.layer_report import meta_model
 
-    model = _meta_model(session, workspace)
-    names = [g.name for g in layer_groups(model)]
-    return _edit_log_problems(session, names) + _limit_problems(session, model.config)
+    model = meta_model(session, workspace)
+    limits = _limit_problems(session, model.config)
+    if session.lora.enabled:
+        from tuneterm.engine import dropout as drop
+        from tuneterm.engine import lora
+
+        try:
+            lora.check_targets(model, session.lora.target_modules)
+        except UserError as e:
+            return [("lora.target_modules", str(e).removeprefix("lora.target_modules:").strip())] + limits
+        model = lora.attach(model, session, drop.DropoutContext(session.session.seed), "torch")
+    return _training_problems(session, L.layer_groups(model)) + limits
 
 
 def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:

@@ -158,14 +158,20 @@ class EditDesk:
                     problem = self.t.lora.check_edit(self.t.groups, name, v)
                     if problem:
                         return problem
-        names = L.group_names(self.t.groups)
+        groups = self.t.groups
+        names = L.group_names(groups)
         for n in [*e.freeze, *e.unfreeze]:
             if n not in names:
                 return f"unknown layer group {n!r}; this model has {', '.join(names)}"
-        if e.freeze:
-            frozen = set(L.frozen_names(self.t.groups)) | set(e.freeze)
+        if e.freeze or "train_base" in e.set:
+            # Counted, not named: refused here, the edit is never applied nor logged (a
+            # logged one would crash the next step of every retry, resume and replay).
+            frozen = (set(L.frozen_names(groups)) | set(e.freeze)) - set(e.unfreeze)
             if all(n in frozen for n in names):
                 return "freezing every layer group would leave nothing to train"
+            why = L.untrained_reason(groups, frozen, e.set.get("train_base"))
+            if why:
+                return f"this edit would leave nothing to train: {why}"
         return None
 
     def apply(self, e: Edit) -> None:

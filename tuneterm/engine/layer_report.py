@@ -9,7 +9,8 @@ from pathlib import Path
 from tuneterm.errors import UserError
 
 
-def _meta_model(session, workspace: Path | None):
+def meta_model(session, workspace: Path | None):
+    """A weightless (meta-device) copy of the session's model, with the head of its task."""
     from tuneterm.engine import models
 
     tok = models.load_tokenizer(session.model.source, workspace)
@@ -24,7 +25,7 @@ def session_groups(session, workspace: Path | None) -> list:
     from tuneterm.engine import dropout as drop
     from tuneterm.engine import layers as L
 
-    model = _meta_model(session, workspace)
+    model = meta_model(session, workspace)
     if session.lora.enabled:
         from tuneterm.engine import lora
 

@@ -126,22 +126,55 @@ def _holders(groups: list[LayerGroup]) -> dict[int, list[LayerGroup]]:
     return held
 
 
-def _apply(groups: list[LayerGroup]) -> tuple[list, list]:
-    """Set every parameter's requires_grad from the switches; return (unfrozen, frozen):
-    the parameters whose state changed each way."""
+def _wanted(groups: list[LayerGroup], frozen=None, train_base=None) -> list[tuple]:
+    """[(parameter, whether it trains)] under these switches: the names of the frozen groups
+    and (LoRA) of the groups training their base; None: each switch as it is now."""
     held = _holders(groups)
-    on, off = [], []
+    lora = is_lora(groups)
+    fz = {g.name: g.frozen if frozen is None else g.name in frozen for g in groups}
+    tb = {g.name: g.train_base if train_base is None or not lora else g.name in train_base for g in groups}
+    out = []
     for g in groups:
         for qname, p in g.params:
             holders = held[id(p)]
-            want = not any(h.frozen for h in holders) and (qname in g.adapter or any(h.train_base for h in holders))
-            if p.requires_grad != want:
-                p.requires_grad_(want)
-                if want:
-                    on.append(p)
-                else:
-                    p.grad = None
-                    off.append(p)
+            out.append((p, not any(fz[h.name] for h in holders)
+                        and (qname in g.adapter or any(tb[h.name] for h in holders))))
+    return out
+
+
+def trainable_numel(groups: list[LayerGroup], frozen=None, train_base=None) -> int:
+    """How many parameters would train with these switches (see ``_wanted``); changes nothing."""
+    return sum(p.numel() for p, want in _wanted(groups, frozen, train_base) if want)
+
+
+def untrained_reason(groups: list[LayerGroup], frozen=None, train_base=None) -> str | None:
+    """None when something would train with these switches; else why nothing would, in
+    words. Counted, not read from group names: a LoRA group without adapters trains nothing
+    while unfrozen (a classifier's embeddings; a language model's head)."""
+    if trainable_numel(groups, frozen, train_base):
+        return None
+    cold = set(frozen_names(groups) if frozen is None else frozen)
+    left = [g.name for g in groups if g.name not in cold]
+    if not left:
+        return "every layer group is frozen"
+    what = ", ".join(left)
+    if is_lora(groups):
+        return f"the unfrozen groups ({what}) hold no adapters and none of them is in lora.train_base"
+    return f"the unfrozen groups ({what}) hold only weights tied to frozen groups"
+
+
+def _apply(groups: list[LayerGroup]) -> tuple[list, list]:
+    """Set every parameter's requires_grad from the switches; return (unfrozen, frozen):
+    the parameters whose state changed each way."""
+    on, off = [], []
+    for p, want in _wanted(groups):
+        if p.requires_grad != want:
+            p.requires_grad_(want)
+            if want:
+                on.append(p)
+            else:
+                p.grad = None
+                off.append(p)
     return on, off
 
 

@@ -42,11 +42,35 @@ def target_names(model: nn.Module) -> list[str]:
     return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and isinstance(m, kinds)})
 
 
+def targets_of(value) -> str | list[str]:
+    """``[lora] target_modules`` as PEFT takes it: ``"all-linear"``, or a list of module
+    names — a string other than "all-linear" is one name, never its characters."""
+    if value == "all-linear":
+        return value
+    return [value] if isinstance(value, str) else list(value)
+
+
+def tied_linears(model: nn.Module) -> dict[str, str]:
+    """{short name of a linear layer: another name of its weight} for the linear layers
+    whose weight is tied to another parameter (GPT-2's lm_head is its token embeddings)."""
+    names: dict[int, list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(n)
+    out = {}
+    for n, m in model.named_modules():
+        weight = getattr(m, "weight", None)
+        if n and isinstance(m, _linear_kinds()) and weight is not None and len(names.get(id(weight), [])) > 1:
+            out.setdefault(n.rsplit(".", 1)[-1], next(x for x in names[id(weight)] if x != f"{n}.weight"))
+    return out
+
+
 def check_targets(model: nn.Module, targets) -> None:
-    """``"all-linear"`` or names of linear layers of this model; else a one-line UserError."""
+    """``"all-linear"`` or names of linear layers of this model whose weight is not tied to
+    another parameter; else a one-line UserError."""
+    targets = targets_of(targets)
     if targets == "all-linear":
-        return
-    if isinstance(targets, str) or not targets:
+        return  # PEFT's choice: every linear layer but the output layer
+    if not targets:
         raise UserError(f"lora.target_modules: {targets!r}: expected \"all-linear\" or a non-empty list of module names")
     known = target_names(model)
     for t in targets:
@@ -55,6 +79,14 @@ def check_targets(model: nn.Module, targets) -> None:
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UserError(f"lora.target_modules: no linear layer named {t!r} in this model; {hint}"
                             f"it has {', '.join(known)}")
+    tied = tied_linears(model)
+    for t in targets:
+        if t in tied:
+            # Merging W + BA into a tied matrix changes the other holder too (the input
+            # embeddings), so a merged export would not be the model that trained.
+            raise UserError(f"lora.target_modules: {t!r} is tied to {tied[t]} (one tensor): an adapter merged "
+                            f"into it would change both; leave {t!r} out (lora.train_base can train the tied "
+                            "matrix fully)")
 
 
 def peft_config(session, model: nn.Module | None = None):
@@ -63,7 +95,7 @@ def peft_config(session, model: nn.Module | None = None):
     from peft import LoraConfig, TaskType
 
     lo = session.lora
-    targets = lo.target_modules if lo.target_modules == "all-linear" else list(lo.target_modules)
+    targets = targets_of(lo.target_modules)
     if model is not None:
         check_targets(model, targets)
     task = TaskType.CAUSAL_LM if session.model.task == "causal-lm" else TaskType.SEQ_CLS
