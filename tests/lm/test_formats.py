@@ -146,3 +146,46 @@ def test_default_chat_template_is_used_without_one(tok):
     assert tok.chat_template == LM.DEFAULT_CHAT_TEMPLATE and tok.eos_token == "[SEP]"
     text = tok.apply_chat_template([U, A], tokenize=False)
     assert text == "<|user|>\nhi[SEP]\n<|assistant|>\nhello[SEP]\n"
+
+
+def test_loss_on_all_truncates_a_long_prompt_and_trains_it(tmp_path, tok):
+    """With loss_on = "all" every token is trained, so a prompt past max_length still leaves
+    max_length - 1 trained positions: the record is cut and kept, in a user file or not."""
+    p = _write(tmp_path, "long.jsonl", ['{"prompt": "short", "completion": "ok"}',
+                                        json.dumps({"prompt": "word " * 40, "completion": "ok"})])
+    _, recs = _load(p)
+    for strict in (True, False):
+        kept, info = LM.encode_all(recs, tok, 16, "all", strict=strict)
+        assert len(kept) == 2 and len(kept[1].ids) == 16 and kept[1].trained == 15
+        assert info == {"no_trained_tokens": 0, "long_prompts_dropped": 0, "truncated": 1}
+    long_chat = LM.Record("c:1", "messages", messages=[{"role": "user", "content": "word " * 40}, A])
+    kept, _ = LM.encode_all([long_chat], tok, 16, "all", strict=True)
+    assert len(kept) == 1 and kept[0].trained == 15
+
+
+def test_what_was_left_out_adds_up_and_names_the_reason(tok):
+    """Each left-out example is counted once, under the reason it was left out for."""
+    recs = [LM.Record(f"x:{i}", "prompt-completion", prompt="word " * n, completion="done")
+            for i, n in enumerate([40, 30, 16, 3])]  # two longer than 16, one of exactly 16, one kept
+    kept, info = LM.encode_all(recs, tok, 16, "completion", strict=False)
+    assert len(kept) == 1 and info["long_prompts_dropped"] == 2 and info["no_trained_tokens"] == 1
+    line = LM.left_out(info, len(recs), 16)
+    assert line == ("3 of 4 examples left out at max_length = 16: 2 with a prompt longer than that, "
+                    "1 with a prompt of exactly 16 tokens (no room left for a trained token)")
+    assert LM.left_out({"no_trained_tokens": 0, "long_prompts_dropped": 0}, 4, 16) is None
+
+
+def test_a_chat_template_that_raises_names_the_record_and_its_message(tmp_path, tok):
+    import copy
+
+    raising = copy.deepcopy(tok)
+    raising.chat_template = "{{ raise_exception('System role not supported') }}"
+    _, recs = _load(FIXTURES / "chat.jsonl")
+    with pytest.raises(UserError) as e:
+        LM.encode_all(recs, raising, 64, "completion", strict=True)
+    msg = str(e.value)
+    assert msg.startswith(f"{FIXTURES / 'chat.jsonl'}:1: messages: the chat template raised ")
+    assert msg.endswith("System role not supported") and "\n" not in msg
+    raising.chat_template = "{% for m in messages %}{{ m['content'] }"  # does not even parse
+    with pytest.raises(UserError, match=r"chat.jsonl:1: messages: the chat template raised TemplateSyntaxError: "):
+        LM.encode_all(recs, raising, 64, "completion", strict=True)

@@ -209,7 +209,9 @@ class Progress:
 
     def event(self, row: dict) -> None:
         kind = row.get("kind")
-        if kind in ("edit", "reject", "early_stop", "error", "checkpoint"):
+        if kind == "warning":
+            self._line(f"warning: {row.get('message')}", final=True)
+        elif kind in ("edit", "reject", "early_stop", "error", "checkpoint"):
             detail = {k: v for k, v in row.items() if k not in ("kind", "time")}
             if kind == "checkpoint" and not self.tty:
                 return

@@ -230,10 +230,18 @@ def prepare_tokenizer(tok) -> None:
         tok.chat_template = DEFAULT_CHAT_TEMPLATE
 
 
-def _chat(tok, messages: list, generation: bool = False) -> str:
+def _chat(tok, messages: list, generation: bool = False, where: str = "") -> str:
+    """The conversation rendered by the tokenizer's chat template. A template may refuse a
+    conversation (Gemma's raises on a system turn) or not parse at all: UserError naming
+    the record ``where`` and the template's own message."""
     if not messages:
         return ""
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+    try:
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+    except Exception as e:  # jinja2's errors, and whatever the template's code raises
+        why = str(e).strip().splitlines()
+        raise UserError(f"{where}: messages: the chat template raised {type(e).__name__}"
+                        + (f": {why[0]}" if why else "")) from None
 
 
 def segments(rec: Record, tok) -> list:
@@ -245,14 +253,14 @@ def segments(rec: Record, tok) -> list:
         return [(rec.prompt, False), (rec.completion + eos, True)]
     out, done = [], ""
     for i, m in enumerate(rec.messages):
-        full = _chat(tok, rec.messages[: i + 1])
+        full = _chat(tok, rec.messages[: i + 1], where=rec.where)
         if not full.startswith(done):
             raise UserError(f"{rec.where}: messages: the chat template does not render turns as a prefix "
                             "of the conversation; use format = 'prompt-completion'")
         if m["role"] != "assistant":
             out.append((full[len(done):], False))
         else:
-            head = _chat(tok, rec.messages[:i], generation=True)
+            head = _chat(tok, rec.messages[:i], generation=True, where=rec.where)
             head = head[len(done):] if head.startswith(done) and full.startswith(head) else ""
             body = full[len(done) + len(head):]
             cut = body.rfind(eos) + len(eos) if eos and eos in body else len(body)
@@ -262,7 +270,9 @@ def segments(rec: Record, tok) -> list:
 
 
 def encode(rec: Record, tok, max_length: int, loss_on: str) -> tuple[Example, bool]:
-    """The example (truncated to ``max_length``) and whether its prompt alone was longer."""
+    """The example (truncated to ``max_length``) and whether its prompt alone was longer
+    while only the completion is trained (with ``loss_on = "all"`` the prompt's own tokens
+    are trained: a long one is cut like any other text)."""
     ids: list = []
     mask: list = []
     prompt_len = None
@@ -272,7 +282,7 @@ def encode(rec: Record, tok, max_length: int, loss_on: str) -> tuple[Example, bo
             prompt_len = len(ids)
         ids += piece
         mask += [trained or loss_on == "all"] * len(piece)
-    too_long = prompt_len is not None and prompt_len > max_length
+    too_long = loss_on != "all" and prompt_len is not None and prompt_len > max_length
     ids, mask = ids[:max_length], mask[:max_length]
     labels = [ids[t + 1] if mask[t + 1] else IGNORE for t in range(len(ids) - 1)] + [IGNORE]
     if rec.fmt == "text":
@@ -283,7 +293,7 @@ def encode(rec: Record, tok, max_length: int, loss_on: str) -> tuple[Example, bo
         prompt_ids, prompt, reference = ids[: prompt_len or len(ids)], rec.prompt, rec.completion
     else:
         last = max(i for i, m in enumerate(rec.messages) if m["role"] == "assistant")
-        head = _chat(tok, rec.messages[:last], generation=True)
+        head = _chat(tok, rec.messages[:last], generation=True, where=rec.where)
         prompt_ids = tok(head, add_special_tokens=False)["input_ids"][:max_length]
         users = [m["content"] for m in rec.messages[:last] if m["role"] == "user"]
         prompt, reference = (users[-1] if users else ""), rec.messages[last]["content"]
@@ -309,6 +319,22 @@ def encode_all(records: list, tok, max_length: int, loss_on: str, *, strict: boo
             continue
         out.append(ex)
     return out, {"no_trained_tokens": untrained, "long_prompts_dropped": long_prompts, "truncated": truncated}
+
+
+def left_out(info: dict, total: int, max_length: int) -> str | None:
+    """One line saying how many of ``total`` examples ``encode_all`` left out and why
+    (``info``: its counts), or None when it kept them all. With ``loss_on = "completion"``
+    an example keeps no trained token exactly when its prompt fills ``max_length``: a longer
+    prompt is counted apart (or refused, in a user's file)."""
+    long_prompts, untrained = info.get("long_prompts_dropped", 0), info["no_trained_tokens"]
+    if not long_prompts + untrained:
+        return None
+    why = []
+    if long_prompts:
+        why.append(f"{long_prompts} with a prompt longer than that")
+    if untrained:
+        why.append(f"{untrained} with a prompt of exactly {max_length} tokens (no room left for a trained token)")
+    return f"{long_prompts + untrained} of {total} examples left out at max_length = {max_length}: {', '.join(why)}"
 
 
 # -- packing and batches ------------------------------------------------------------------

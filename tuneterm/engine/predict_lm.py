@@ -53,7 +53,8 @@ def _prompt(where: str, obj: dict, fmt: str, spec, tok) -> str:
         raise UserError(f"{where}: {spec.messages_field}: expected a non-empty list of {{role, content}}")
     if msgs[-1].get("role") == "assistant":
         msgs = msgs[:-1]  # the reference answer: generate it instead
-    return LM._chat(tok, [{"role": m["role"], "content": str(m.get("content", ""))} for m in msgs], generation=True)
+    return LM._chat(tok, [{"role": m["role"], "content": str(m.get("content", ""))} for m in msgs], generation=True,
+                    where=where)
 
 
 def prompt_format(raw: list, spec) -> str:

@@ -156,6 +156,8 @@ class Trainer:
                    model=s.model.source, task=self.task.name, device=str(self.device), kernels=self.impl,
                    **self.data.info, total_steps=self.state.total_steps, decayed_params=self.opt.n_decay,
                    non_decayed_params=self.opt.n_no_decay, trainable_params=self.trainable_params())
+        for line in self.data.warnings:  # on the terminal and in log.txt, not only in the start event
+            self.event("warning", message=line)
 
     @property
     def hp(self):

@@ -18,6 +18,7 @@ class TaskData:
     train: Any  # a sized dataset; len() = the units an epoch's order permutes
     val: Any
     info: dict = field(default_factory=dict)  # facts for the start event and log.txt (labels=..., ...)
+    warnings: list = field(default_factory=list)  # lines worth a warning at start (examples left out, ...)
 
 
 class Task(Protocol):

@@ -112,12 +112,12 @@ class CausalLMTask:
             val_r = val_r[: spec.max_eval_samples]
         train, t_info = LM.encode_all(train_r, tokenizer, spec.max_length, spec.loss_on, strict=strict)
         val, v_info = LM.encode_all(val_r, tokenizer, spec.max_length, spec.loss_on, strict=strict)
-        if not train:
-            raise UserError(f"data.source: no training example keeps a trained token at max_length = "
-                            f"{spec.max_length} ({t_info['no_trained_tokens']} lost everything to truncation)")
-        if not val:
-            raise UserError("data.validation: no validation example keeps a trained token "
-                            f"at max_length = {spec.max_length}")
+        lost = {what: LM.left_out(i, len(r), spec.max_length)
+                for what, i, r in (("training", t_info, train_r), ("validation", v_info, val_r))}
+        for key, what, kept in (("data.source", "training", train), ("data.validation", "validation", val)):
+            if not kept:
+                raise UserError(f"{key}: no {what} example keeps a trained token at max_length = {spec.max_length} "
+                                f"({lost[what]})")
         lengths = [len(e.ids) for e in train]
         info = {"train_examples": len(train), "val_examples": len(val),
                 "format": train_r[0].fmt, "loss_on": spec.loss_on,
@@ -136,7 +136,8 @@ class CausalLMTask:
         else:
             dataset = LM.Examples(train)
         self.want_ckpt = session.runtime.gradient_checkpointing
-        return TaskData(dataset, LM.Examples(val), info)
+        return TaskData(dataset, LM.Examples(val), info,
+                        warnings=[f"{what} data: {line}" for what, line in lost.items() if line])
 
     def build_model(self, session, workspace, tokenizer, data: TaskData) -> torch.nn.Module:
         model = build_causal_lm(session.model.source, tokenizer=tokenizer, workspace=workspace,
