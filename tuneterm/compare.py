@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from tuneterm.errors import UserError
 from tuneterm.rundir import RunDir, read_jsonl
 
 if sys.version_info >= (3, 11):
@@ -21,11 +22,30 @@ LOWER_IS_BETTER = ("val_loss", "val_perplexity")
 
 
 def read_session(run_dir: Path) -> dict:
+    """The run's session as TOML ({} when it cannot be read: `report` still lists the run)."""
     try:
-        with open(RunDir(run_dir).session, "rb") as fh:
-            return tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError):
+        return session_of(run_dir)
+    except UserError:
         return {}
+
+
+def session_of(run_dir: Path) -> dict:
+    """The run's session.toml, or a UserError naming it when it is not a readable session
+    (`compare` must not show a run it could not read as one with nothing in it)."""
+    path = RunDir(run_dir).session
+    try:
+        with open(path, "rb") as fh:
+            session = tomllib.load(fh)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the run's session ({e.strerror or e})") from None
+    except ValueError as e:  # TOMLDecodeError, UnicodeDecodeError
+        raise UserError(f"{path}: not a session file ({(str(e).splitlines() or [type(e).__name__])[0]})") from None
+    for key, value in session.items():  # every section a table, the edit log a list of them
+        edits = key == "edits"
+        if not (isinstance(value, list) and all(isinstance(e, dict) for e in value) if edits
+                else isinstance(value, dict)):
+            raise UserError(f"{path}: not a session file ({key} is not {'a list of tables' if edits else 'a table'})")
+    return session
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -63,10 +83,10 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def run_summary(run_dir: Path) -> dict:
+def run_summary(run_dir: Path, session: dict | None = None) -> dict:
     """What one run did: its state, steps, best and final metrics, edits, wall time."""
     rd = RunDir(run_dir)
-    session = read_session(rd.path)
+    session = read_session(rd.path) if session is None else session
     metrics, events = read_jsonl(rd.metrics), read_jsonl(rd.events)
     train = [r for r in metrics if r.get("kind") == "train"]
     evals = [r for r in metrics if r.get("kind") == "eval"]
@@ -100,14 +120,15 @@ def run_summary(run_dir: Path) -> dict:
 
 def compare_runs(run_dirs: list[Path]) -> dict:
     """The runs' summaries and the session keys whose values differ between them."""
-    flats = [flatten(read_session(Path(d))) for d in run_dirs]
+    sessions = [session_of(Path(d)) for d in run_dirs]
+    flats = [flatten(s) for s in sessions]
     keys = sorted(set().union(*flats)) if flats else []
     diff = {}
     for k in keys:
         values = [f.get(k) for f in flats]
         if any(v != values[0] for v in values[1:]):
             diff[k] = values
-    return {"runs": [run_summary(Path(d)) for d in run_dirs], "differences": diff}
+    return {"runs": [run_summary(Path(d), s) for d, s in zip(run_dirs, sessions)], "differences": diff}
 
 
 # ---------------------------------------------------------------------------- text

@@ -87,3 +87,16 @@ def test_report_since(run_a, run_b, results_ws, capsys, tmp_path):
         import shutil
 
         shutil.rmtree(failed)
+
+
+def test_compare_names_a_run_whose_session_cannot_be_read(run_a, results_ws, tmp_path, capsys):
+    cases = {"garbage": b"this is = = not toml\n[[[", "latin1": '[session]\nname = "caf\xe9"\n'.encode("latin-1"),
+             "not-a-session": b"session = 3\n"}
+    for name, content in cases.items():
+        bad = tmp_path / name
+        bad.mkdir()
+        (bad / "session.toml").write_bytes(content)
+        code, out, err = run_cli(["-w", str(results_ws), "compare", run_a.name, str(bad)], capsys)
+        assert code == 2, (name, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and out == "", err
+        assert f"{bad}/session.toml" in err, err
