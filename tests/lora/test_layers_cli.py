@@ -63,3 +63,23 @@ def test_unknown_train_base_group_is_one_line(workspace, capsys):
     assert code == 2 and out == ""
     assert err.strip().endswith("lora.train_base: unknown layer group 'layer.7'; this model has embeddings, "
                                 "layer.0, layer.1, head") and len(err.strip().splitlines()) == 1
+
+
+def test_layers_of_a_run_show_its_edit_log_applied(workspace, capsys):
+    """A run's layers are as its edits left them (a live `set train_base` and freezing are
+    only in the edit log); a session file's are as it starts."""
+    edits = ('\n[[edits]]\nstep = 2\nset = { train_base = ["layer.0"] }\n'
+             '\n[[edits]]\nstep = 3\nfreeze = ["layer.1"]\nunfreeze = ["layer.0"]\n')
+    run = workspace / "runs" / "lg-1"
+    run.mkdir()
+    (run / "session.toml").write_text(LORA_GPT2 + edits)
+    code, out, err = run_cli(["layers", str(run), "--json"], capsys)
+    assert code == 0, err
+    by = {r["name"]: r for r in json.loads(out)["layers"]}
+    assert by["layer.0"]["train_base"] and not by["layer.0"]["frozen"] and by["layer.1"]["frozen"]
+    assert not by["layer.1"]["train_base"] and by["layer.0"]["trainable"] == by["layer.0"]["params"]
+    s = workspace / "sessions" / "lg.toml"
+    s.write_text(LORA_GPT2 + edits)
+    code, out, err = run_cli(["layers", str(s), "--json"], capsys)
+    by = {r["name"]: r for r in json.loads(out)["layers"]}
+    assert by["layer.0"]["frozen"] and by["layer.1"]["train_base"]

@@ -35,7 +35,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("layers", help="the freezable layer groups of a session's model",
                        description="List the layer groups (the units of freezing) of the session's model "
-                       "with parameter counts, and which the session freezes.")
+                       "with parameter counts, and which the session freezes (a run directory: as its "
+                       "edit log left them).")
     p.add_argument("session", help="session file (.toml) or a run directory")
     finish(p, cmd_layers)
 
@@ -233,7 +234,12 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from tuneterm.engine.layer_report import layer_report, trains
 
     ws = workspace_of(args)
-    session = _load(args.session, ws)
+    if Path(args.session).is_dir():  # a run: its settings as its edit log left them
+        from tuneterm.session.effective import run_session
+
+        session = run_session(Path(args.session), ws)
+    else:
+        session = _load(args.session, ws)
     report = layer_report(session, ws)
     rows, total, trainable = report["layers"], report["total_params"], report["trainable_params"]
     if args.json:

@@ -103,7 +103,9 @@ def write_adapter(run: LoadedRun, folder: Path) -> None:
 
     src = run.session.model.source
     hub = not src.startswith("builtin:") and not os.path.isabs(resolve_source(src, run.workspace))
-    base_trained = bool(run.session.lora.train_base)
+    # run.session is the effective one (the edit log applied); a base that trained earlier
+    # and was switched off again is in the checkpoint all the same.
+    base_trained = bool(run.session.lora.train_base) or checkpoint_holds_base(run.checkpoint)
     peft_model = run.model
     peft_model.peft_config["default"].base_model_name_or_path = src if hub and not base_trained else "base"
     peft_model.save_pretrained(str(folder))
@@ -113,6 +115,16 @@ def write_adapter(run: LoadedRun, folder: Path) -> None:
         run.model = peft_model.unload()
         write_model(run, folder / "base")
         run.model = peft_model
+
+
+def checkpoint_holds_base(checkpoint: Path) -> bool:
+    """Whether a LoRA checkpoint holds base weights (of a group that trained beside its adapters)."""
+    from safetensors import safe_open
+
+    from tuneterm.engine.layers import is_adapter
+
+    with safe_open(str(checkpoint / "model.safetensors"), "pt") as f:
+        return any(not is_adapter(k) for k in f.keys())
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

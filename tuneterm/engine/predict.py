@@ -108,11 +108,13 @@ def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | 
     from safetensors.torch import load_file
 
     from tuneterm.engine.models import build_causal_lm, build_model, load_tokenizer
-    from tuneterm.session.io import load_session
+    from tuneterm.session.effective import run_session
 
-    session = load_session(run_dir / "session.toml", workspace)
     path = pick_checkpoint(run_dir, which)
     state = ckpt.read_state(path)
+    # The run's settings at that checkpoint: its file with the edits applied by then (a live
+    # `set train_base` lives only in the edit log).
+    session = run_session(run_dir, workspace, state.get("edits_applied"))
     dev = resolve_device(device)
     tok = load_tokenizer(session.model.source, workspace)
     seed = session.session.seed
