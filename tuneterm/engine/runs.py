@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from tuneterm import rundir
-from tuneterm.errors import TrainingError, UserError
+from tuneterm.errors import UserError
 from tuneterm.rundir import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PAUSED, comparable
 from tuneterm.session.io import load_session, save_session
 from tuneterm.session.schema import Session
@@ -61,41 +61,50 @@ class RunLock:
 
 
 def setup_logging(run_dir: Path, to_stderr: bool) -> None:
+    """The run's log.txt (and, ``to_stderr``, tuneterm's own lines on stderr). The
+    libraries' warnings go to log.txt only."""
+    from tuneterm.engine.liblogs import OwnLines, route_library_warnings
+
     handlers: list[logging.Handler] = [logging.FileHandler(rundir.RunDir(run_dir).log, encoding="utf-8")]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
+        handlers[-1].addFilter(OwnLines())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers,
                         force=True)
+    route_library_warnings()
 
 
 def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resume: bool = False,
-              kernels: str | None = None, device: str | None = None,
-              replay_of: Path | None = None) -> tuple[int, str]:
+              kernels: str | None = None, device: str | None = None, replay_of: Path | None = None,
+              lock: RunLock | None = None) -> tuple[int, str]:
     """Train a run directory to its end. Returns (exit code, end state). ``replay_of``: the
-    run this one replays (a LoRA replay refuses another base model than that run's)."""
+    run this one replays (a LoRA replay refuses another base model than that run's).
+    ``lock``: the run's lock, already held by the caller (the worker holds it for its whole
+    life); without one, train_run takes it and lets it go at the end."""
     from tuneterm.engine.loop import Trainer
 
     session = load_session(run_dir / "session.toml", workspace)
-    lock = RunLock(run_dir)
-    if not lock.acquire():
-        raise RunLocked(f"{run_dir.name}: another worker is training this run")
+    own = lock is None
+    if own:
+        lock = RunLock(run_dir)
+        if not lock.acquire():
+            raise RunLocked(f"{run_dir.name}: another worker is training this run")
     trainer = Trainer(session, run_dir, workspace, sinks=sinks, mailbox=mailbox, resume=resume,
                       kernels=kernels, device=device, replay_of=replay_of)
     try:
         trainer.setup()
     except Exception as e:
-        trainer.close()
-        lock.release()
+        trainer.close()  # its rows flushed before the end row below
+        if own:
+            lock.release()
         _end_setup_failure(run_dir, e)
         raise
     try:
         state = trainer.train()
-    except TrainingError:
+    finally:
         trainer.close()
-        lock.release()
-        raise
-    trainer.close()
-    lock.release()
+        if own:
+            lock.release()
     return (EXIT_PAUSED if state == "paused" else EXIT_OK), state
 
 

@@ -36,11 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (run_dir / "session.toml").is_file():
         sys.stderr.write(f"tuneterm-worker: {run_dir}: no session.toml\n")
         return EXIT_BAD_INPUT
-    probe = RunLock(run_dir)
-    if not probe.acquire():
+    # Taken once and held until the process ends (train_run gets it): never a moment in
+    # which a second worker could pass this check too.
+    lock = RunLock(run_dir)
+    if not lock.acquire():
         sys.stderr.write(f"tuneterm-worker: {run_dir.name}: another worker holds the run\n")
         return EXIT_LOCKED
-    probe.release()
     setup_logging(run_dir, to_stderr=True)
 
     mailbox = Mailbox()
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     mailbox.read_stream(sys.stdin)
     try:
         code, _ = train_run(run_dir, workspace, sinks=[out], mailbox=mailbox, resume=args.resume,
-                            kernels=args.kernels, device=args.device)
+                            kernels=args.kernels, device=args.device, lock=lock)
         return code
     except RunLocked as e:
         sys.stderr.write(f"tuneterm-worker: {e}\n")
