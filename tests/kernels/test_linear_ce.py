@@ -28,10 +28,13 @@ TOL = {("torch", torch.float32): (1e-5, 1e-5), ("triton", torch.float32): (1e-5,
        ("torch", torch.bfloat16): (1e-5, 8e-3), ("triton", torch.bfloat16): (2e-2, 3e-2)}
 
 
-def _reference(h, w, y, ignore_index=-100):
+def _reference(h, w, y, ignore_index=-100, logit_scale=1.0, softcap=None):
     h32 = h.detach().float().requires_grad_()
     w32 = w.detach().float().requires_grad_()
-    loss = F.cross_entropy((h32 @ w32.T).reshape(-1, w.shape[0]), y.reshape(-1), ignore_index=ignore_index)
+    logits = (h32 @ w32.T) * logit_scale
+    if softcap is not None:  # as Gemma-2's forward writes it
+        logits = torch.tanh(logits / softcap) * softcap
+    loss = F.cross_entropy(logits.reshape(-1, w.shape[0]), y.reshape(-1), ignore_index=ignore_index)
     loss.backward()
     return loss.detach(), h32.grad, w32.grad
 
@@ -65,6 +68,31 @@ def test_forward_and_gradients_match_the_reference(impl, dtype, shape):
     loss.backward()
     _check(impl, dtype, loss, h, w, ref)
     assert h.grad[:, ::4].abs().max() == 0  # ignored rows get no gradient
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("logit_scale, softcap", [(0.25, None), (1.0, 1.5), (3.0, 2.0)],
+                         ids=["scaled", "capped", "scaled-and-capped"])
+def test_scaled_and_soft_capped_heads(impl, dtype, logit_scale, softcap):
+    """Cohere's logit_scale, Granite's 1 / logits_scaling, Gemma-2's final soft cap: logits of
+    several units (weights * 1.0), where the cap bends them hard and saturates some."""
+    b, t, hd, v = 2, 21, 24, 301
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(b, t, hd, generator=g).to(dtype).requires_grad_()
+    w = torch.randn(v, hd, generator=g).to(dtype).requires_grad_()
+    y = torch.randint(0, v, (b, t), generator=g)
+    y[:, ::3] = -100
+    ref = _reference(h, w, y, logit_scale=logit_scale, softcap=softcap)
+    plain = _reference(h, w, y)[0]
+    assert abs(float(plain) - float(ref[0])) > 0.1  # the head's transform matters here
+    loss = linear_cross_entropy(h, w, y, impl=impl, chunk_rows=16, logit_scale=logit_scale, softcap=softcap)
+    loss.backward()
+    _check(impl, dtype, loss, h, w, ref)
+    with pytest.raises(ValueError, match="softcap must be"):
+        linear_cross_entropy(h, w, y, impl=impl, softcap=0.0)
+    with pytest.raises(ValueError, match="logit_scale must be"):
+        linear_cross_entropy(h, w, y, impl=impl, logit_scale=float("nan"))
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tuneterm.engine import logit_head
 from tuneterm.errors import UserError
 
 DETERMINISTIC_CUBLAS = ":4096:8"  # cuBLAS's documented fixed-workspace setting
@@ -113,14 +114,12 @@ def set_deterministic(acc: Accel) -> None:
 
 def _lm_parts(model):
     """(decoder, output weight) of a causal LM (PEFT-wrapped or not), or None when its head
-    is not a plain bias-free linear map (then the caller computes the logits itself)."""
+    is not a plain bias-free linear map (then the caller computes the logits itself). A
+    logit scale or soft cap after the head is the fused loss's to apply (logit_head)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     decoder = getattr(base, getattr(base, "base_model_prefix", ""), None)
-    cfg = getattr(base, "config", None)
     if head is None or decoder is None or getattr(head, "bias", None) is not None:
-        return None
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
         return None
     weight = getattr(head, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:  # e.g. a LoRA-wrapped head
@@ -157,4 +156,6 @@ def causal_lm_loss(model, batch: dict, impl: str, ignore_index: int = -100, shif
         hidden, labels = hidden[:, :-1], labels[:, 1:]
     if hidden.dtype != weight.dtype:  # autocast keeps the residual stream in fp32
         hidden = hidden.to(weight.dtype)
-    return linear_cross_entropy(hidden, weight, labels, ignore_index=ignore_index, impl=impl)
+    mult, cap = logit_head.transform(model)
+    return linear_cross_entropy(hidden, weight, labels, ignore_index=ignore_index, impl=impl,
+                                logit_scale=mult, softcap=cap)

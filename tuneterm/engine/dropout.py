@@ -8,7 +8,8 @@ masks of the original, and a live edit of ``p`` needs no recompilation.
 
 Attention-probability dropout is functional inside transformers' attention functions, so
 tuneterm registers its own attention implementation: in training with dropout it runs the
-eager formula with the module's ``SeededDropout``; otherwise it calls SDPA.
+eager formula with the module's ``SeededDropout``, and so does a model that soft-caps its
+attention scores (Gemma-2); otherwise it calls SDPA.
 """
 
 from __future__ import annotations
@@ -84,11 +85,14 @@ def _attention_dropout_module(module: nn.Module) -> kdrop.SeededDropout | None:
     return None
 
 
-def tuneterm_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def tuneterm_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None,
+                       **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     drop = _attention_dropout_module(module)
-    if not module.training or drop is None or drop.p == 0.0 or dropout == 0.0:
+    dropping = module.training and drop is not None and drop.p != 0.0 and dropout != 0.0
+    # A cap on the scores (Gemma-2's attn_logit_softcapping) is beyond SDPA: the eager formula
+    if not dropping and softcap is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=0.0,
                                       **kwargs)
     if key.shape[1] != query.shape[1]:  # grouped-query attention
@@ -98,6 +102,8 @@ def tuneterm_attention(module, query, key, value, attention_mask, scaling=None, 
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             attention_mask = torch.zeros_like(attention_mask, dtype=scores.dtype).masked_fill(
@@ -108,7 +114,8 @@ def tuneterm_attention(module, query, key, value, attention_mask, scaling=None, 
         causal = torch.ones(q, k, dtype=torch.bool, device=query.device).tril(k - q)
         scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = drop(weights)
+    if dropping:
+        weights = drop(weights)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()
     return out, weights
 

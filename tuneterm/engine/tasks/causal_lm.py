@@ -8,7 +8,9 @@ over every trained token of its micro-batches, whatever their padding or packing
 the hidden states at trained positions go through the LM head, and in training through
 tuneterm_kernels' fused linear cross-entropy (a bias-free linear head, tied or not): chunks
 of logits, never the [trained tokens x vocab] block and its gradient (the Triton kernel on
-CUDA with `kernels = "triton"`, the chunked PyTorch path otherwise).
+CUDA with `kernels = "triton"`, the chunked PyTorch path otherwise). A logit scale or final
+soft cap the model's forward applies (Cohere, Granite, Gemma-2: logit_head.py) is applied
+there and in the metrics too, so the loss is the model's own.
 
 Built-in data: ``builtin:bbc-news`` gives one conversation per article — the user turn
 asks for a headline for the article's lead paragraph, the assistant turn is its title
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from tuneterm.engine import lm_data as LM
+from tuneterm.engine import logit_head
 from tuneterm.engine.generate import greedy
 from tuneterm.engine.models import build_causal_lm
 from tuneterm.engine.tasks.base import TaskData
@@ -164,21 +167,22 @@ class CausalLMTask:
         return hidden, inner.get_output_embeddings()
 
     def token_logits(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (fp32) at the trained positions, and their targets."""
+        """The model's logits (fp32) at the trained positions, and their targets."""
         hidden, head = self._hidden_and_head(model, batch)
         sel = batch["labels"] != LM.IGNORE
-        return head(hidden[sel]).float(), batch["labels"][sel]
+        return logit_head.apply(head(hidden[sel]).float(), *logit_head.transform(model)), batch["labels"][sel]
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         hidden, head = self._hidden_and_head(model, batch)
         sel = batch["labels"] != LM.IGNORE
         h, targets = hidden[sel], batch["labels"][sel]
+        mult, cap = logit_head.transform(model)  # a scale or soft cap the model's forward applies
         if type(head) is torch.nn.Linear and head.bias is None and targets.numel():
             from tuneterm_kernels.linear_ce import linear_cross_entropy
 
             return linear_cross_entropy(h.to(head.weight.dtype), head.weight, targets,
-                                        impl=self.impl if h.is_cuda else "torch")
-        logits = head(h).float()  # another head (a bias, an adapter on it): plain logits
+                                        impl=self.impl if h.is_cuda else "torch", logit_scale=mult, softcap=cap)
+        logits = logit_head.apply(head(h).float(), mult, cap)  # another head (a bias, an adapter on it)
         return torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / max(1, targets.numel())
 
     @torch.no_grad()
