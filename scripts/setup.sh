@@ -16,7 +16,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 . "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-EXTRAS="triton,test,sweep,cluster,lora,llm,bench,track"
+EXTRAS="triton,test,sweep,cluster,lora,llm,bench,track,data"
 cons=(-c scripts/constraints-cpu.txt)
 if [ "${TUNETERM_DEPS:-tested}" != "latest" ]; then
   cons+=(-c scripts/constraints-tested.txt)

@@ -32,6 +32,7 @@ LOG = "log.txt"               # human-readable log
 CHECKPOINTS = "checkpoints"   # step-NNNNNNNN/ folders
 LAYERS = "layers.json"        # the layer groups with parameter counts and frozen state
 LOCK = ".lock"                # the worker's flock
+TENSORBOARD = "tensorboard"   # [tracking] tensorboard = true: TensorBoard's event files
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_DONE = "state.json"  # written last-but-renamed: its presence marks a complete folder
 
@@ -53,6 +54,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
     layers = property(lambda self: self.path / LAYERS)
     lock = property(lambda self: self.path / LOCK)
+    tensorboard = property(lambda self: self.path / TENSORBOARD)
 
     @property
     def name(self) -> str:

@@ -18,7 +18,8 @@ import sys
 from tuneterm import __version__
 from tuneterm.errors import TunetermError
 
-_VERB_MODULES = ("engine_verbs", "session_verbs", "runner_verbs", "tui_verbs", "sweep_verbs", "result_verbs")
+_VERB_MODULES = ("engine_verbs", "session_verbs", "runner_verbs", "tui_verbs", "sweep_verbs", "result_verbs",
+                "track_verbs")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -73,6 +73,10 @@ def engine_problems(session, workspace: Path, *, model: bool = True, deep: bool 
     origin = getattr(session, "_origin", None)
     file, line_of = (origin[0], origin[1].line) if origin else ("<session>", lambda p: 1)
     problems = [Problem(file, line_of(p), p, msg) for p, msg in machine_checks(session)]
+    if session.tracking.inherit:  # the workspace's [tracking] applies to this run: its lines
+        from tuneterm.session.tracking import workspace_tracking
+
+        problems += workspace_tracking(workspace)[1]
     if problems or not (model or deep or smoke):
         return problems
     try:

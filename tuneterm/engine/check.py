@@ -130,7 +130,7 @@ def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="tuneterm-check-") as tmp:
         rd = Path(tmp)
         save_session(s, rd / "session.toml")
-        trainer = Trainer(s, rd, workspace, sinks=[], mailbox=Mailbox())
+        trainer = Trainer(s, rd, workspace, sinks=[], mailbox=Mailbox(), tracking=False)
         try:
             trainer.setup()
             if smoke:

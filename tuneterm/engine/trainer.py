@@ -40,6 +40,7 @@ from tuneterm.engine.weights import ModelWeights, lora_module
 from tuneterm.errors import TrainingError, UserError
 from tuneterm.rundir import RunDir
 from tuneterm.session.schema import Session
+from tuneterm.tracking import live_sink
 
 log = logging.getLogger("tuneterm.engine")
 
@@ -59,12 +60,13 @@ def resolve_device(requested: str) -> torch.device:
 class Trainer:
     def __init__(self, session: Session, run_dir: Path, workspace: Path, *, sinks: list, mailbox: Mailbox | None = None,
                  resume: bool = False, kernels: str | None = None, device: str | None = None,
-                 replay_of: Path | None = None) -> None:
+                 replay_of: Path | None = None, tracking: bool = True) -> None:
         self.session = session  # the frozen session (original knobs + edit log)
         self.run_dir = run_dir
         self.paths = RunDir(run_dir)
         self.workspace = workspace
         self.extra_sinks = list(sinks)
+        self.tracking = tracking  # [tracking]'s trackers (not for validate's throwaway runs)
         self.out: Outputs | None = None  # made in setup
         self.mailbox = mailbox or Mailbox()
         self.resume = resume
@@ -144,7 +146,8 @@ class Trainer:
             # Rows a killed attempt wrote after its last checkpoint are redone below.
             for path in (self.paths.metrics, self.paths.events, self.paths.samples):
                 truncate_after(path, self.state.step)
-        self.out = Outputs(self.run_dir, self.extra_sinks, lambda: self.state.step)
+        trackers = live_sink(s, self.run_dir, self.workspace, resumed=self.resume) if self.tracking else None
+        self.out = Outputs(self.run_dir, self.extra_sinks + ([trackers] if trackers else []), lambda: self.state.step)
         self.metric, self.event, self.reply = self.out.metric, self.out.event, self.out.reply
         for path, why in skipped:
             moved = ckpt.set_aside(path)

@@ -234,6 +234,26 @@ class RuntimeSpec:
     max_wall_s: float = _f(0.0, "wall-clock limit for the session in seconds (0: none)", min=0.0)
 
 
+# An MLflow tracking URI: empty (off), a scheme MLflow knows, or a path (a file store).
+MLFLOW_URI = r"^$|^(sqlite:///|file:|https?://|databricks|postgresql|mysql|mssql)[^\s]*$|^[^:\s][^:]*$"
+
+
+@dataclass
+class TrackingSpec:
+    """Trackers written live by the process that writes metrics.jsonl (docs/tracking.md).
+    A key left at its default takes the workspace's `[tracking]` (`.tuneterm/config.toml`)
+    unless `inherit = false`. A tracker that fails never stops the run: one warning in log.txt."""
+    tensorboard: bool = _f(False, "write runs/<id>/tensorboard/: train/* and eval/* scalars, the knobs, "
+                           "each edit as text at its step")
+    mlflow: str = _f("", "an MLflow tracking URI: \"sqlite:///mlflow.db\", \"./mlruns\", \"http://host:5000\" "
+                     "(relative paths start at the workspace); empty: off",
+                     pattern=MLFLOW_URI, pattern_help="expected a tracking URI such as \"sqlite:///mlflow.db\", "
+                     "\"./mlruns\" or \"http://host:5000\"")
+    experiment: str = _f("tuneterm", "the MLflow experiment the run is logged in", nonempty=True)
+    inherit: bool = _f(True, "take the keys left at their defaults from the workspace's [tracking] "
+                       "(.tuneterm/config.toml); false: this table alone")
+
+
 @dataclass
 class Edit:
     """One entry of the live-edit log: applied when ``step`` optimizer steps have completed,
@@ -268,6 +288,7 @@ SECTIONS = {
     "freeze": FreezeSpec,
     "lora": LoraSpec,
     "runtime": RuntimeSpec,
+    "tracking": TrackingSpec,
 }
 
 
@@ -283,6 +304,7 @@ class Session:
     freeze: FreezeSpec = field(default_factory=FreezeSpec)
     lora: LoraSpec = field(default_factory=LoraSpec)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
     edits: list = field(default_factory=list)  # list[Edit]
 
     @property
