@@ -92,3 +92,26 @@ def test_preflight_refuses_broken_sessions(runner):
     assert not any((runner.ws / "runs").iterdir())
     good = c.add(runner.session("good"), smoke=True)  # one training step before queueing
     assert good["state"] == "queued" and (Path(good["run_dir"]) / "session.toml").exists()
+
+
+def test_preflight_error_is_the_real_reason_not_a_library_warning(runner):
+    """`queue add --smoke` of a LoRA session (the engine raises a FutureWarning on the way)
+    whose freezing leaves nothing to train: the error line names freeze.layers."""
+    runner.use_fake_worker(slots=0)
+    c = runner.client()
+    s = runner.session("frozen")
+    s.write_text(s.read_text() + '\n[lora]\nenabled = true\n\n[freeze]\nlayers = ["layer.0", "layer.1", "head"]\n')
+    with pytest.raises(UserError) as e:
+        c.add(s, smoke=True)
+    assert "freeze.layers" in str(e.value) and "Warning" not in str(e.value), str(e.value)
+    assert str(e.value).startswith(str(s)) and "\n" not in str(e.value)
+    assert c.list_sessions() == []
+
+
+def test_a_crashed_check_reports_its_own_line():
+    from tuneterm.runner.daemon import check_failure
+
+    warned = b"/lib/x.py:3: FutureWarning: old\n  warnings.warn(\n"
+    assert check_failure(b"", warned + b"tuneterm: error: no such workspace\n", 2) == "no such workspace"
+    assert check_failure(b"", warned + b"Traceback (most recent call last):\nKeyError: 'k'\n", 1) == "KeyError: 'k'"
+    assert check_failure(b"", b"", -9) == "the check exited with -9"

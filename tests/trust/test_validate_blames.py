@@ -73,3 +73,23 @@ def test_a_csv_with_a_byte_order_mark_is_read(workspace, session_file, capsys):
 def test_a_jsonl_with_a_byte_order_mark_is_read(workspace):
     src = _data(workspace, "bom.jsonl", b'\xef\xbb\xbf{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
     assert read_file(workspace / src, "text", "label").labels == ["x", "y"]
+
+
+LORA = "\n[lora]\nenabled = true\nr = 4\nalpha = 8\n"
+
+
+def test_smoke_blames_freeze_layers_when_freezing_leaves_nothing_to_train(workspace, session_file, capsys):
+    # every layer group with adapters frozen (embeddings has none): nothing would train
+    s = session_file(extra=LORA + '\n[freeze]\nlayers = ["layer.0", "layer.1", "head"]\n')
+    code, out, err = run_cli(["validate", "--smoke", str(s)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"{s}:{_line(s, 'layers = ')}: freeze.layers: "), err
+
+
+def test_a_language_model_data_error_names_data_source(workspace, session_file, capsys):
+    src = _data(workspace, "empty.json", "[]")
+    s = session_file(replace={'source = "builtin:tiny-bert"': 'source = "builtin:tiny-llama"\ntask = "causal-lm"',
+                              'source = "builtin:bbc-news"': f'source = "{src}"'})
+    code, _, err = run_cli(["validate", "--smoke", str(s)], capsys)
+    assert code == 2
+    assert err == f"{s}:{_line(s, f'source = {chr(34)}{src}')}: data.source: {workspace / src}: no records\n"

@@ -83,6 +83,9 @@ def engine_problems(session, workspace: Path, *, model: bool = True, deep: bool 
         eng = _engine_check()
         if eng is None:
             return []
+        from tuneterm.engine.liblogs import route_library_warnings
+
+        route_library_warnings()  # the findings are the output: no library warning among them
         if model and hasattr(eng, "model_layer_names"):
             problems = validate_layer_names(session, list(eng.model_layer_names(session, workspace)))
             if problems:
@@ -96,13 +99,25 @@ def engine_problems(session, workspace: Path, *, model: bool = True, deep: bool 
     except TunetermError as e:
         msg = str(e)
         m = None if getattr(e, "field", None) else _KEY.match(msg)
-        field = getattr(e, "field", None) or (m.group(1) if m else "model.source")
+        field = getattr(e, "field", None) or (m.group(1) if m else _blame(session, workspace, msg))
         msg = msg.removeprefix(field + ":").strip()
         return [Problem(file, line_of(field), field, msg)]
     except Exception as e:  # an engine failure is still a finding, never a traceback
         return [Problem(file, line_of("model.source"), "model.source",
                         f"check failed: {type(e).__name__}: {e}".splitlines()[0])]
     return []
+
+
+def _blame(session, workspace: Path, msg: str) -> str:
+    """The key an engine error that names none is about: the data file its message starts
+    with, else the model."""
+    for key in ("data.source", "data.validation"):
+        src = getattr(session.data, key.split(".")[1], None)
+        if src and not src.startswith("builtin:"):
+            path = Path(src) if Path(src).is_absolute() else Path(workspace) / src
+            if msg.startswith((f"{path}:", f"{src}:")):
+                return key
+    return "model.source"
 
 
 def cmd_validate(args) -> int:

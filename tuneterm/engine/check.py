@@ -133,6 +133,8 @@ def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:
         trainer = Trainer(s, rd, workspace, sinks=[], mailbox=Mailbox(), tracking=False)
         try:
             trainer.setup()
+            if trainer.trainable_params() == 0:  # else the step fails deep in autograd, naming nothing
+                raise _nothing_trains(s)
             if smoke:
                 trainer.train_step()
         except TrainingError as e:
@@ -141,3 +143,14 @@ def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:
             raise UserError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         finally:
             trainer.close()
+
+
+def _nothing_trains(session: Session) -> UserError:
+    """The session's freezing (or, without any, its LoRA targets) leaves no parameter to train."""
+    lora = session.lora.enabled
+    if session.freeze.layers:
+        what = "every layer group with LoRA adapters" if lora else "every layer group that has parameters"
+        return UserError(f"freezes {what}: nothing would train", field="freeze.layers")
+    if lora:
+        return UserError("no LoRA adapter in this model: nothing would train", field="lora.target_modules")
+    return UserError("the model has no trainable parameter: nothing would train", field="model.source")

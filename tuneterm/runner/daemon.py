@@ -10,6 +10,7 @@ interleave: a subscriber registered between two loop steps sees every row exactl
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -25,18 +26,34 @@ except ImportError:  # Python 3.10
 
 from tuneterm import protocol
 from tuneterm.errors import UserError
-from tuneterm.rundir import ACTIVE_STATES, SESSION, append_rejection, is_finished, write_atomic
+from tuneterm.rundir import RunDir, append_rejection, write_atomic
 from tuneterm.runner.executor import Executor
 from tuneterm.runner import transitions
-from tuneterm.runner.rebuild import QUEUE_ROW, reconcile, write_queue_row
+from tuneterm.runner.rebuild import reconcile, write_queue_row
 from tuneterm.runner.store import Store
-from tuneterm.runner.supervise import Supervisor
+from tuneterm.runner.supervise import StopReport, Supervisor
 from tuneterm.runner.tail import Tailer
+from tuneterm.states import ACTIVE_STATES, SessionState, is_finished
+from tuneterm.session.problems import Problem
 from tuneterm.workspace import inside, new_run_id, runs_dir
 
 log = logging.getLogger("tuneterm.runner")
 
 MAX_SESSION_BYTES = 1 << 20
+
+
+def check_failure(out: bytes, err: bytes, code: int | None) -> str:
+    """Why `validate --json` refused a session: its first problem. Whatever else it wrote
+    on stderr (a library's warning) is not the reason; a check that crashed is its own
+    `tuneterm: error:` line, else the last line of its stderr (a traceback's exception)."""
+    try:
+        problems = [p for f in json.loads(out)["files"] for p in f["problems"]]
+        return str(Problem(**problems[0]))
+    except (ValueError, KeyError, IndexError, TypeError):
+        pass
+    lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+    own = [ln.removeprefix("tuneterm: error: ") for ln in lines if ln.startswith("tuneterm: ")]
+    return (own or lines or [f"the check exited with {code}"])[-1]
 
 
 class Daemon:
@@ -53,7 +70,7 @@ class Daemon:
         self.subs: dict[int, set[asyncio.Queue]] = defaultdict(set)
         self.started = time.time()
         self.recovery: asyncio.Future | None = None
-        self.last_stop: dict | None = None
+        self.last_stop: StopReport | None = None
         self._runs = str(runs_dir(ws))
         self._blank = Tailer(Path(os.devnull))
         store.on_damage = self._refill
@@ -92,12 +109,12 @@ class Daemon:
                 log.exception("recovery failed")
         await self.sup.scheduler()
 
-    async def shutdown(self, timeout: float | None = None) -> dict:
+    async def shutdown(self, timeout: float | None = None) -> StopReport:
         if self.recovery is not None and not self.recovery.done():
             await asyncio.wait([self.recovery], timeout=30)
         summary = await self.sup.shutdown(**({"grace": timeout} if timeout is not None else {}))
         log.info("daemon stop: paused %s, killed %s, still alive %s",
-                 summary["paused"], summary["killed"], summary["alive"])
+                 summary.paused, summary.killed, summary.alive)
         self.last_stop = summary
         return summary
 
@@ -142,7 +159,7 @@ class Daemon:
             t = self.refresh(row)
         if index is None:
             index = self.store.index_of(row["id"])
-        running = row["state"] == "running"
+        running = row["state"] == SessionState.RUNNING
         return {
             "id": row["id"], "run_id": row["run_id"], "name": row["name"], "model": row["model"],
             "data": row["data"], "state": row["state"], "position": index + 1, "step": t.step,
@@ -204,7 +221,7 @@ class Daemon:
                 continue
         else:
             raise UserError(f"could not find a free run id for {name!r}")
-        write_atomic(rd / SESSION, data)
+        write_atomic(RunDir(rd).session, data)
         row = self.store.add(run_id=run_id, name=name, model=str(doc.get("model", {}).get("source", "")),
                              data=str(doc.get("data", {}).get("source", "")), key=key)
         write_queue_row(rd, row)  # what a rebuild of a lost queue needs
@@ -222,15 +239,13 @@ class Daemon:
         try:
             proc = await asyncio.create_subprocess_exec(
                 self.python, "-m", "tuneterm", "validate", str(tmp), "--workspace", str(self.ws),
-                "--smoke" if smoke else "--deep", stdin=asyncio.subprocess.DEVNULL,
+                "--smoke" if smoke else "--deep", "--json", stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(self.ws))
             out, err = await proc.communicate()
         finally:
             tmp.unlink(missing_ok=True)
         if proc.returncode != 0:
-            lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
-            msg = lines[0] if lines else f"the check exited with {proc.returncode}"
-            raise UserError(msg.replace(str(tmp), str(src)))
+            raise UserError(check_failure(out, err, proc.returncode).replace(str(tmp), str(src)))
 
     def pause(self, ref) -> dict:
         return self._request("pause", ref)
@@ -270,7 +285,7 @@ class Daemon:
         self.store.move(row["id"], index)
         for r in self.store.all():  # the run directories' copies keep the order for a rebuild
             rd = runs_dir(self.ws) / r["run_id"]
-            if (rd / QUEUE_ROW).is_file():
+            if RunDir(rd).queue_row.is_file():
                 write_queue_row(rd, r, durable=False)
         self.sup.wake.set()
         return self.view(self.store.get(row["id"]))
@@ -288,7 +303,7 @@ class Daemon:
         mid = msg.get("id") or protocol.new_id()
         msg = {**msg, "v": protocol.VERSION, "id": mid}
         run = self.runs.get(row["id"])
-        if run is None or run.handle is None or row["state"] != "running":
+        if run is None or run.handle is None or row["state"] != SessionState.RUNNING:
             return self._refuse(row, msg, f"session {row['run_id']} is {row['state']}, not running")
         if run.want in transitions.STOPPING:
             return self._refuse(row, msg, f"session {row['run_id']} is stopping ({run.want})")
