@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tuneterm.engine import tables
 from tuneterm.errors import UserError
 from tuneterm.session.schema import BUILTIN_DATA, DataSpec
 
@@ -79,6 +80,8 @@ def read_file(path: Path, text_field: str, label_field: str, what: str = "data.s
     the session key at fault (``what``, or the text/label field) and the file's line;
     ``what`` may also be a file named on the command line (no session key then)."""
     what = what if what.startswith("data.") else None
+    if tables.is_table(path):  # .parquet, a datasets folder
+        return Split(*tables.labelled(path, text_field, label_field, what))
     if not path.is_file():
         raise UserError(f"no such file {str(path)!r}", field=what)
     try:

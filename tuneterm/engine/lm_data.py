@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from tuneterm.engine.data import json_lines
+from tuneterm.engine import tables
 from tuneterm.errors import UserError
 
 IGNORE = -100
@@ -97,6 +98,8 @@ class Packed:
 def read_records(path: Path, what: str) -> list:
     """(where, object) pairs from a .jsonl (one object a line), .json (an array of
     objects) or .csv (a header row) file; UserError with file:line on a broken line."""
+    if tables.is_table(path):  # .parquet, a datasets folder
+        return tables.records(path, what if what.startswith("data.") else None)[1]
     if not path.is_file():
         raise UserError(f"{what}: no such file {str(path)!r}")
     suffix = path.suffix.lower()

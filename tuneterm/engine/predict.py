@@ -23,6 +23,7 @@ import torch
 
 from tuneterm.engine import checkpoint as ckpt
 from tuneterm.engine import data as D
+from tuneterm.engine import tables
 from tuneterm.errors import UserError
 from tuneterm.session.schema import Session
 
@@ -232,6 +233,10 @@ def validation_confusion(run: LoadedRun) -> dict:
 
 def read_rows_file(path: Path, need: str) -> tuple[list[dict], list[str]]:
     """Rows of a .csv (header) or .jsonl (objects), and the column names in order."""
+    if tables.is_table(path):  # .parquet, a datasets folder
+        columns, rows = tables.records(path)
+        tables.need_columns(path, columns, [(None, need)])
+        return [r for _, r in rows], columns
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     rows: list[dict] = []

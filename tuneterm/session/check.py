@@ -28,9 +28,9 @@ FIELDS: dict[str, dict[str, dataclasses.Field]] = {
 }
 EDIT_KEYS = ("step", "set", "freeze", "unfreeze", "stop")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-DATA_SUFFIXES = (".csv", ".jsonl")
+DATA_SUFFIXES = (".csv", ".jsonl", ".parquet")  # or a datasets save_to_disk folder
 MAX_STEPS = 10**9  # max_steps above this never finishes: a typo or 2**63-1, not a plan
-LM_DATA_SUFFIXES = (".jsonl", ".json", ".csv")  # task = "causal-lm"
+LM_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # task = "causal-lm"
 NO_LORA = "a LoRA knob, but this session trains no LoRA adapters (lora.enabled = false)"
 
 
@@ -339,8 +339,12 @@ def check_source(path: str, source: str, builtins, workspace: Path | None, *, da
         looks_local = looks_local or local.exists()
     if not looks_local and HUB_ID.match(source):
         return []  # a hub id (`org/name`): resolved by the engine when online
-    if data and Path(source).suffix.lower() not in suffixes:
-        return [(path, f"{fmt(source)}: expected a {' or '.join(suffixes)} file")]
+    # A name without a suffix may be a folder written by datasets' save_to_disk (checked below).
+    suffix = Path(source).suffix.lower()
+    if data and suffix not in suffixes and (suffix or (local is not None and not local.is_dir())):
+        text = [s for s in suffixes if s != ".parquet"]
+        return [(path, f"{fmt(source)}: expected a {' or '.join(text)} file, a .parquet file or a datasets "
+                       "save_to_disk folder")]
     if workspace is None:
         return []
     try:
@@ -349,6 +353,11 @@ def check_source(path: str, source: str, builtins, workspace: Path | None, *, da
         return [(path, f"{fmt(source)} is outside the workspace {workspace}")]
     if not full.exists():
         return [(path, f"{fmt(source)} does not exist (relative paths start at the workspace {workspace})")]
+    if data and full.is_dir() and not suffix:
+        from tuneterm.session.datafiles import folder_problem
+
+        problem = folder_problem(full, shown=source)
+        return [(path, problem)] if problem else []
     if data and not full.is_file():
         return [(path, f"{fmt(source)} is not a file")]
     if not data and not full.is_dir():

@@ -71,8 +71,9 @@ its default, commented out.
 - **Sources.** `model.source` is a built-in (`{"`, `".join(BUILTIN_MODELS)}`), a local
   Hugging Face model folder, or a hub id such as `org/name` (used only when the machine is
   online). `data.source` is a built-in (`{"`, `".join(BUILTIN_DATA)}`) or a local
-  {" or ".join(f"`{s}`" for s in DATA_SUFFIXES)} file with the columns/keys named by
-  `text_field` and `label_field`; `data.validation`, when set, is such a file too.
+  {" or ".join(f"`{s}`" for s in DATA_SUFFIXES)} file, or a folder written by `datasets`'
+  `save_to_disk` (one split's folder), with the columns/keys named by `text_field` and
+  `label_field`; `data.validation`, when set, is such a file or folder too.
 - **Paths** are relative to the workspace (`--workspace`, else `$TUNETERM_HOME`, else the
   current folder), not to the session file; they must exist and stay inside the workspace
   (`../` or a symlink that leads out is rejected). A source that starts with `./`, `../`
@@ -87,7 +88,7 @@ its default, commented out.
   `causal-lm`.
 - **Causal LM** (`model.task = "causal-lm"`): the model is a built-in with a language-model
   head (`builtin:tiny-gpt2`, `builtin:tiny-llama`, `builtin:smollm2-135m`) or a causal-LM
-  folder; the data is `.jsonl`, `.json` or `.csv` in the `[data]` `format` (text,
+  folder; the data is `.jsonl`, `.json`, `.csv`, `.parquet` or a `datasets` folder in the `[data]` `format` (text,
   prompt-completion, messages); `builtin:bbc-news` gives article -> headline pairs.
   `docs/causal-lm.md` explains formats, masking, packing and samples.
 - Layer names (`[freeze]`, `[[edits]]`) are the model's layer groups: `embeddings`,

@@ -123,12 +123,13 @@ class ModelSpec:
 @dataclass
 class DataSpec:
     source: str = _f("builtin:bbc-news",
-                     "builtin:bbc-news | builtin:tweet-sentiment | a local .csv or .jsonl file (causal-lm: also "
-                     ".json) (relative to the workspace)",
+                     "builtin:bbc-news | builtin:tweet-sentiment | a local .csv, .jsonl or .parquet file or a "
+                     "datasets save_to_disk folder (causal-lm: also .json) (relative to the workspace)",
                      nonempty=True)
     text_field: str = _f("text", "column/key holding the text (local files; causal-lm format text)", nonempty=True)
     label_field: str = _f("label", "column/key holding the label (local files)", nonempty=True)
-    validation: str = _f("", "a separate validation file (same kind as source); empty: split off validation_split")
+    validation: str = _f("", "a separate validation file or datasets folder (the kinds source takes); empty: split "
+                         "off validation_split")
     validation_split: float = _f(0.2, "share of the data held out for validation", min=0.0, max=1.0,
                                  min_open=True, max_open=True)
     max_length: int = _f(128, "tokens per example after truncation", min=8, max=8192)
