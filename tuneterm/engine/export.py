@@ -186,7 +186,7 @@ def model_card(run: LoadedRun, adapter: bool = False) -> str:
              f"Fine-tuned with tuneterm {__version__} from run `{run.run_dir.name}`, "
              f"checkpoint `{run.checkpoint.name}` (optimizer step {run.step}).", "",
              "## Model", "", f"- base model: `{src}`" + (f" ({base})" if base and base != src else ""),
-             *([f"- LoRA: r = {s.lora.r}, alpha = {s.lora.alpha:g}, target modules {s.lora.target_modules}; "
+             *([f"- {'DoRA' if s.lora.use_dora else 'LoRA'}: r = {s.lora.r}, alpha = {s.lora.alpha:g}, target modules {s.lora.target_modules}; "
                 + ("this folder holds the adapters (base model in `base/` when it is not a hub id)" if adapter
                    else "merged into the weights (--merge)")] if lora else []),
              f"- task: {s.model.task}", f"- dtype: {s.model.dtype}"]

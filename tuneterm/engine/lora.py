@@ -99,8 +99,9 @@ def peft_config(session, model: nn.Module | None = None):
     if model is not None:
         check_targets(model, targets)
     task = TaskType.CAUSAL_LM if session.model.task == "causal-lm" else TaskType.SEQ_CLS
+    # use_dora: PEFT's DoRA (a magnitude vector per adapted layer, an adapter parameter like A and B)
     return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
-                      use_rslora=lo.use_rslora, task_type=task, bias="none")
+                      use_rslora=lo.use_rslora, use_dora=lo.use_dora, task_type=task, bias="none")
 
 
 def attach(model: nn.Module, session, dctx, impl: str) -> nn.Module:

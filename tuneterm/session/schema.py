@@ -216,6 +216,8 @@ class LoraSpec:
     dropout: float = _f(0.05, "dropout on the adapters' input", min=0.0, max=1.0, max_open=True)
     target_modules: list = _f("all-linear", "'all-linear' or a list of module names to adapt", or_string=True)
     use_rslora: bool = _f(False, "rank-stabilised scaling alpha / sqrt(r)")
+    use_dora: bool = _f(False, "DoRA (PEFT's use_dora): a learned magnitude per output beside the low-rank "
+                        "direction; live edits, export and replay as for LoRA")
     train_base: list = _f([], "layer groups trained fully beside the adapters (see `tuneterm layers`)")
     lr_ratio: float = _f(1.0, "LoRA+: the learning rate of B over that of A", min=0.0, max=1e6, min_open=True)
 
