@@ -12,13 +12,15 @@ import pytest
 from engine_helpers import rows, run_cli
 from tiny_sessions import tiny_session_toml
 
-LORA = '\n[lora]\nenabled = true\nr = 4\nalpha = 8\ndropout = 0.1\nlr_ratio = 2.0\n'
+LORA = '\n[lora]\nenabled = true\nr = 4\nalpha = 8\ndropout = 0.0\nlr_ratio = 2.0\n'
 RECORDED = '\n[[edits]]\nstep = 2\nset = { lora_lr_ratio = 4.0 }\n'
 
 
 def _session(workspace: Path, name: str, *, dtype: str = "float32") -> Path:
-    text = tiny_session_toml(name, seed=3, steps=5, eval_interval=5, checkpoint_interval=0)
+    text = tiny_session_toml(name, seed=3, steps=4, eval_interval=4, checkpoint_interval=0)
     text = text.replace('source = "builtin:tiny-bert"', f'source = "builtin:tiny-bert"\ndtype = "{dtype}"')
+    # the interpreter is slow: no dropout kernels (the optimizer is what is tested), few eval rows
+    text = text.replace("max_eval_samples = 32", "max_eval_samples = 8").replace("dropout = 0.1", "dropout = 0.0")
     path = workspace / "sessions" / f"{name}.toml"
     path.write_text(text + LORA + RECORDED)
     return path
@@ -46,7 +48,7 @@ def test_lora_lr_ratio_on_the_triton_optimizer_equals_the_torch_one(workspace, c
     assert code == 0, err
     a = [r for r in rows(_run(session, capsys, "--kernels", "torch")) if r["kind"] == "train"]
     b = [r for r in rows(_run(session, capsys, "--kernels", "triton")) if r["kind"] == "train"]
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):  # fused torch AdamW vs the flat kernel: fp32 rounding only
         assert math.isclose(ra["loss"], rb["loss"], rel_tol=1e-5), (ra["step"], ra["loss"], rb["loss"])
 

@@ -96,3 +96,22 @@ def test_a_live_edit_that_leaves_nothing_to_train_is_refused_and_not_logged(work
     # the log as recorded replays and resumes: nothing in it crashes a step
     code, out, err = run_cli(["replay", str(run_dir), "--check"], capsys)
     assert code == 0, err
+
+
+def test_a_run_whose_log_already_holds_such_an_edit_fails_in_one_line_at_that_step(workspace, capsys):
+    """A log written before these checks (or by hand): resuming it stops at the edit with the
+    reason, rather than crashing in autograd at the next step."""
+    from tuneterm.engine.runs import create_run
+    from tuneterm.session.io import loads_session
+    from tuneterm.session.schema import Edit
+
+    s = _session(workspace, "old", "")
+    session = loads_session(s.read_text(), str(s), workspace)
+    session.edits = [Edit(step=2, freeze=["layer.0", "layer.1", "head"])]
+    run_dir = create_run(workspace, session)
+    code, out, err = run_cli(["run", "--resume", str(run_dir)], capsys)
+    assert code == 1 and "Traceback" not in err, err
+    assert ("edit log: the edit at step 2 cannot apply: this edit would leave nothing to train: the unfrozen "
+            "groups (embeddings) hold no adapters") in err, err
+    end = rows(run_dir, "events.jsonl")[-1]
+    assert end["kind"] == "end" and end["state"] == "failed" and end["step"] == 2
