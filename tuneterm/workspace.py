@@ -55,6 +55,30 @@ def inside(ws: Path, path: str | os.PathLike, what: str = "path") -> Path:
     return full
 
 
+def clash(path: str | os.PathLike, ws: Path, extra: tuple = ()) -> str | None:
+    """How writing a folder at ``path`` would overwrite the workspace ``ws``: "is", "holds"
+    or "lies inside" one of its own folders (runs/, sessions/, .tuneterm/; the workspace
+    itself may only hold other folders), or one of ``extra`` ((what, folder) pairs: a run
+    kept elsewhere). Symbolic links are resolved on both sides. None: no overlap."""
+    p = Path(path).absolute().resolve()
+    w = Path(ws).resolve()
+    if p == w:
+        return f"is the workspace {w}"
+    if w.is_relative_to(p):
+        return f"holds the workspace {w}"
+    own = [("the workspace's runs/ folder", runs_dir(ws)), ("the workspace's sessions/ folder", sessions_dir(ws)),
+           ("the workspace's .tuneterm/ folder", ws / ".tuneterm")]
+    for what, folder in [*extra, *own]:  # the most precise name first: "lies inside the run"
+        f = Path(folder).resolve()
+        if p == f:
+            return f"is {what} ({f})"
+        if f.is_relative_to(p):
+            return f"holds {what} ({f})"
+        if p.is_relative_to(f):
+            return f"lies inside {what} ({f})"
+    return None
+
+
 def find_run(ws: Path, ref: str) -> Path:
     """A run directory from a path, a run id, or a unique prefix of one."""
     p = Path(ref)

@@ -126,3 +126,32 @@ def train_text(ws: Path, name: str, text: str) -> Path:
     assert main(["-w", str(ws), "run", str(path)]) == 0
     (run_dir,) = set((ws / "runs").iterdir()) - before
     return run_dir
+
+
+def copy_workspace(results_ws: Path, run: Path, dest: Path) -> tuple[Path, Path]:
+    """(workspace, run directory): ``run`` and the data copied into a throwaway workspace at
+    ``dest`` with the layout's other folders (sessions/, .tuneterm/) in use, for tests that
+    damage a run or could delete a workspace when they fail."""
+    import shutil
+
+    ws = dest
+    shutil.copytree(results_ws / "data", ws / "data")
+    copy = ws / "runs" / run.name
+    shutil.copytree(run, copy)
+    (ws / "sessions").mkdir()
+    shutil.copyfile(run / "session.toml", ws / "sessions" / f"{run.name}.toml")
+    (ws / ".tuneterm").mkdir()
+    (ws / ".tuneterm" / "queue.db").write_bytes(b"not empty")
+    return ws, copy
+
+
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A folder this process cannot create anything in (root ignores file modes: /sys)."""
+    import os
+
+    if os.geteuid() == 0:
+        return Path("/sys")
+    d = tmp_path / "readonly"
+    d.mkdir()
+    d.chmod(0o555)
+    return d

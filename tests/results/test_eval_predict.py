@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import run_cli
-from results_helpers import LABELS, write_csv
+from results_helpers import LABELS, unwritable_dir, write_csv
 
 
 def _eval_rows(run_dir: Path) -> dict:
@@ -112,3 +112,58 @@ def test_predict_bad_input(run_a, results_ws, tmp_path, capsys):
     code, _, err = run_cli(["-w", str(results_ws), "predict", run_a.name, str(results_ws / "data" / "test.csv"),
                             "--max-new-tokens", "8"], capsys)
     assert code == 2 and "causal-LM" in err
+
+
+def test_a_csv_with_a_duplicated_column_is_refused_by_every_reader(run_a, results_ws, tmp_path, capsys):
+    # csv.DictReader keeps the last of two same-named columns: the first would be lost
+    dup = _bad(tmp_path, "dup.csv", "id,text,label,text\nr1,star moon,astronomy,oven\nr2,goal,football,pan\n")
+    for argv in (["predict", run_a.name, str(dup), "--out", str(tmp_path / "o.csv")],
+                 ["eval", run_a.name, str(dup)]):
+        code, out, err = run_cli(["-w", str(results_ws), *argv], capsys)
+        assert code == 2, (argv[0], err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and out == "", err
+        assert f"{dup}:1: column 'text' appears twice" in err, err
+        assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_causal_lm_csv_with_a_duplicated_column_is_refused(tmp_path):
+    from tuneterm.engine.lm_data import read_records
+    from tuneterm.errors import UserError
+
+    dup = _bad(tmp_path, "dup.csv", "prompt,completion,prompt\nSay red:, red,Say blue:\n")
+    with pytest.raises(UserError, match=r"dup.csv:1: column 'prompt' appears twice"):
+        read_records(dup, "data.source")
+
+
+def test_predict_out_where_it_cannot_write_is_one_line(run_a, results_ws, tmp_path, capsys):
+    folder = tmp_path / "afolder"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    for out, needle in ((folder, "is a folder"), (unwritable_dir(tmp_path) / "o.csv", "cannot write"),
+                        (tmp_path / "absent" / "o.csv", "no such folder")):
+        code, stdout, err = run_cli(["-w", str(results_ws), "predict", run_a.name,
+                                     str(results_ws / "data" / "test.csv"), "--out", str(out)], capsys)
+        assert code == 2, (out, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and needle in err, err
+        assert str(out) in err and stdout == ""
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_causal_lm_csv_keeps_the_line_breaks_inside_a_quoted_field(tmp_path):
+    from tuneterm.engine.lm_data import read_records
+
+    src = _bad(tmp_path, "multi.csv", 'prompt,completion\n"Say:\nred",red\nSay blue:,blue\n')
+    rows = read_records(src, "data.source")
+    assert [r for _, r in rows] == [{"prompt": "Say:\nred", "completion": "red"},
+                                   {"prompt": "Say blue:", "completion": "blue"}]
+    assert [where for where, _ in rows] == [f"{src}:2", f"{src}:4"]  # where each record starts
+
+
+def test_predict_reads_a_csv_with_a_byte_order_mark(run_a, results_ws, tmp_path, capsys):
+    src = tmp_path / "bom.csv"
+    src.write_bytes("\ufefftext,id\nstar moon,1\n".encode("utf-8"))  # what spreadsheet programs write
+    code, out, err = run_cli(["-w", str(results_ws), "predict", run_a.name, str(src)], capsys)
+    assert code == 0, err
+    (row,) = list(csv.DictReader(out.splitlines()))
+    assert row["text"] == "star moon" and row["id"] == "1" and row["prediction"] in LABELS

@@ -9,7 +9,8 @@ from pathlib import Path
 from tuneterm.cli.common import finish, print_json, print_table, workspace_of
 from tuneterm.errors import UserError
 
-CHECKPOINT_HELP = "best (the early-stopping metric's best; default), last, or step-N"
+CHECKPOINT_HELP = ("best (the early-stopping metric's best; default), last (the newest intact one), or step-N; "
+                   "each is checked against its manifest first")
 
 
 def _add_checkpoint(p: argparse.ArgumentParser) -> None:
@@ -27,9 +28,10 @@ def register(sub) -> None:
                        "AutoModelFor*.from_pretrained(OUT) and pipeline(..., model=OUT). OUT is written "
                        "into a temporary folder and renamed: a failed export leaves nothing half-written.")
     p.add_argument("run", help="run directory or run id (a unique prefix)")
-    p.add_argument("out", help="the folder to write (must be absent or empty unless --force)")
+    p.add_argument("out", help="the folder to write (must be absent or empty unless --force; never the "
+                   "workspace, its runs/, sessions/ or .tuneterm/, or a run)")
     p.add_argument("--merge", action="store_true", help="LoRA runs: merge the adapters into the base model")
-    p.add_argument("--force", action="store_true", help="replace a non-empty OUT")
+    p.add_argument("--force", action="store_true", help="replace a non-empty OUT (a symbolic link: the link)")
     _add_checkpoint(p)
     finish(p, cmd_export)
 
@@ -80,12 +82,19 @@ def _run(ws: Path, ref: str) -> Path:
     return find_run(ws, ref)
 
 
+def _say_skipped(skipped: list) -> None:
+    """The damaged newer checkpoints `last` or `best` passed over, as a resume says it."""
+    for name, why in skipped:
+        sys.stderr.write(f"tuneterm: warning: checkpoint {name} skipped: {why}\n")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from tuneterm.engine.export import export_run
 
     ws = workspace_of(args)
     info = export_run(_run(ws, args.run), ws, Path(args.out), which=args.checkpoint, merge=args.merge,
                       force=args.force)
+    _say_skipped(info["skipped"])
     if args.json:
         print_json(info)
     else:
@@ -99,6 +108,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     ws = workspace_of(args)
     run = load_run(_run(ws, args.run), ws, args.checkpoint, args.device)
+    _say_skipped(run.skipped)
     if not run.label_names:  # a causal LM
         from tuneterm.engine.predict_lm import evaluate_lm_file
 
@@ -126,12 +136,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tuneterm.engine.predict import load_run, predict_file
+    from tuneterm.engine.predict import check_out, load_run, predict_file
 
     ws = workspace_of(args)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens: {args.max_new_tokens} must be at least 1")
+    if args.out:
+        check_out(Path(args.out))
     run = load_run(_run(ws, args.run), ws, args.checkpoint, args.device)
+    _say_skipped(run.skipped)
     if args.max_new_tokens is not None and run.label_names:
         raise UserError("--max-new-tokens applies to causal-LM runs only")
     if args.probs and not run.label_names:

@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from tuneterm.errors import UserError
 from tuneterm.rundir import CHECKPOINT_DONE, CHECKPOINT_PREFIX, checkpoint_name, checkpoint_steps
 
 FORMAT = 1
@@ -40,6 +41,7 @@ PREFIX = CHECKPOINT_PREFIX
 MANIFEST = "manifest.json"
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 STATE = CHECKPOINT_DONE
+READ_FILES = ("model.safetensors", STATE)  # what eval, predict and export read (the optimizer is a resume's)
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on a header
 
 
@@ -161,18 +163,20 @@ def _read_json(path: Path) -> tuple[object, str | None]:
         return None, f"{path.name}: cannot read: {e.strerror or e}"
 
 
-def verify(path: Path) -> tuple[str | None, bool]:
+def verify(path: Path, files: tuple = (*TENSOR_FILES, STATE)) -> tuple[str | None, bool]:
     """(why the checkpoint at ``path`` cannot be used or None, whether a manifest vouched
-    for it). Without a manifest (round 1) the shape of every file is checked instead."""
+    for it). Without a manifest (round 1) the shape of every file is checked instead.
+    ``files``: the ones the caller reads (a resume all; eval, predict and export
+    ``READ_FILES``); state.json is always checked."""
     manifest, problem = _read_json(path / MANIFEST)
     if problem and (path / MANIFEST).exists():
         return problem, False
     if manifest is not None:
-        files = manifest.get("files") if isinstance(manifest, dict) else None
-        if not isinstance(files, dict) or any(f not in files for f in (*TENSOR_FILES, STATE)):
+        listed = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(listed, dict) or any(f not in listed for f in (*TENSOR_FILES, STATE)):
             return f"{MANIFEST} does not list {', '.join((*TENSOR_FILES, STATE))}", False
-        for name in (*TENSOR_FILES, STATE):
-            info, f = files[name], path / name
+        for name in dict.fromkeys((*files, STATE)):
+            info, f = listed[name], path / name
             if not isinstance(info, dict) or not isinstance(info.get("size"), int):
                 return f"{MANIFEST}: a malformed entry for {name}", False
             if not f.is_file():
@@ -184,7 +188,7 @@ def verify(path: Path) -> tuple[str | None, bool]:
             if _sha256(f) != info.get("sha256"):
                 return f"{name} does not match its checksum (changed after it was written)", False
     else:
-        for name in TENSOR_FILES:
+        for name in (f for f in TENSOR_FILES if f in files):
             problem = safetensors_problem(path / name)
             if problem:
                 return problem, False
@@ -234,6 +238,54 @@ def unusable_message(skipped: list[tuple[Path, str]]) -> str:
     listed = "; ".join(f"{p.name}: {why}" for p, why in skipped)
     return (f"checkpoints: none of the {len(skipped)} checkpoints can be used ({listed}); "
             f"remove the checkpoints folder to train the run again from step 0")
+
+
+def pick(run_dir: Path, which: str = "best") -> tuple[Path, list[tuple[Path, str]]]:
+    """The checkpoint a reader (eval, predict, export) asked for, verified as a resume
+    verifies (``READ_FILES``), and the damaged newer ones it passed over as (path, reason).
+    ``step-N``, and the best step's checkpoint for ``best``, are refused when damaged: one
+    line naming it. ``last`` is the newest intact checkpoint; ``best`` the best step the
+    newest intact state.json records (that checkpoint when the run never evaluated)."""
+    root = run_dir / "checkpoints"
+    steps = list_steps(root)
+    if not steps:
+        raise UserError(f"{run_dir.name}: the run has no checkpoint yet")
+    have = ", ".join(f"step-{s}" for s in steps)
+    if which.startswith("step-") and which[5:].isdigit():
+        n = int(which[5:])
+        if n not in steps:
+            raise UserError(f"--checkpoint {which}: {run_dir.name} has no checkpoint at step {n} (it has {have})")
+        return _intact(run_dir, root / step_dir_name(n), have), []
+    if which not in ("best", "last"):
+        raise UserError(f"--checkpoint {which!r}: expected best, last or step-N")
+    skipped: list[tuple[Path, str]] = []
+    for step in reversed(steps):
+        path = root / step_dir_name(step)
+        # best needs only the newest trustworthy record of which step was best
+        problem, _ = verify(path, READ_FILES if which == "last" else (STATE,))
+        if problem is None:
+            break
+        skipped.append((path, problem))
+    else:
+        listed = "; ".join(f"{p.name}: {why}" for p, why in skipped)
+        raise UserError(f"{run_dir.name}: none of its {len(skipped)} checkpoints can be used ({listed})")
+    if which == "last":
+        return path, skipped
+    best = (read_state(path).get("early_stopping") or {}).get("best_step")
+    if best is None:
+        return _intact(run_dir, path, have), skipped
+    if best not in steps:
+        raise UserError(f"{run_dir.name}: the best step {best} has no checkpoint (checkpoint.keep_best = false?); "
+                        f"use --checkpoint last or one of {have}")
+    return _intact(run_dir, root / step_dir_name(best), have), skipped
+
+
+def _intact(run_dir: Path, path: Path, have: str) -> Path:
+    problem, _ = verify(path, READ_FILES)
+    if problem:
+        raise UserError(f"{run_dir.name}: checkpoint {path.name} is damaged: {problem}; "
+                        f"choose another with --checkpoint (last, or one of {have})")
+    return path
 
 
 def read_state(path: Path) -> dict:

@@ -99,10 +99,36 @@ def read_file(path: Path, text_field: str, label_field: str, what: str = "data.s
     return split
 
 
+def check_columns(columns, path: Path, field: str | None = None) -> None:
+    """Refuse a CSV header that names a column twice: csv.DictReader keeps only the last of
+    the two, so the other column's values would be lost without a word."""
+    seen = set()
+    for name in columns:
+        if name in seen:
+            raise UserError(f"{path}:1: column {name!r} appears twice (columns: {', '.join(columns)})", field=field)
+        seen.add(name)
+
+
+def csv_rows(fh, path: Path, field: str | None = None):
+    """(line, row) for each row of a CSV file object opened with ``newline=""`` (so that a
+    quoted field keeps its line breaks), ``line`` the one the row starts on; its header is
+    checked by ``check_columns``."""
+    try:
+        reader = csv.DictReader(fh)
+        check_columns(reader.fieldnames or [], path, field)
+        start = reader.line_num + 1
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise UserError(f"{path}: bad CSV: {e}", field=field) from None
+
+
 def _read_csv(fh, path: Path, text_field: str, label_field: str, what: str | None) -> Split:
     reader = csv.DictReader(fh)
     if reader.fieldnames is None:
         raise UserError(f"{path}: empty (no header row)", field=what)
+    check_columns(reader.fieldnames, path, what)
     for key, name in (("data.text_field", text_field), ("data.label_field", label_field)):
         if name not in reader.fieldnames:
             raise UserError(f"{path}:1: no column {name!r} (columns: {', '.join(reader.fieldnames)})", field=key)

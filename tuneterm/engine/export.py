@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tuneterm.engine.predict import LoadedRun, load_run, metrics_at
 from tuneterm.errors import UserError
+from tuneterm.workspace import clash
 
 BASE_HUB_IDS = {"builtin:minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 PIPELINE_TAGS = {"sequence-classification": "text-classification", "causal-lm": "text-generation"}
@@ -38,16 +39,24 @@ def export_run(run_dir: Path, workspace: Path, out: Path, *, which: str = "best"
                force: bool = False) -> dict:
     """Write the folder; returns what was exported (checkpoint, step, files)."""
     out = Path(out).absolute()
+    overlap = clash(out, workspace, (("the run", run_dir),))
+    if overlap:
+        raise UserError(f"{out}: {overlap}; export never writes over or into a workspace's own folders "
+                        "or a run: choose another OUT")
     check_target(out, force)
     t0 = time.perf_counter()
     run = load_run(run_dir, workspace, which)
     lora = is_lora(run)
     if merge and not lora:
         raise UserError("--merge applies to LoRA runs only (this run trains the full model)")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as e:
+        why = "not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror or str(e)
+        raise UserError(f"{out}: cannot write into {out.parent} ({why})") from None
     try:
         if lora and not merge:
             with warnings.catch_warnings():
@@ -64,7 +73,8 @@ def export_run(run_dir: Path, workspace: Path, out: Path, *, which: str = "best"
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"run": run_dir.name, "out": str(out), "checkpoint": run.checkpoint.name, "step": run.step,
-            "files": sorted(p.name for p in out.iterdir()), "seconds": round(time.perf_counter() - t0, 3)}
+            "files": sorted(p.name for p in out.iterdir()), "seconds": round(time.perf_counter() - t0, 3),
+            "skipped": run.skipped}
 
 
 def write_model(run: LoadedRun, folder: Path) -> None:
@@ -128,7 +138,7 @@ def checkpoint_holds_base(checkpoint: Path) -> bool:
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
+    if out.exists() or out.is_symlink():
         trash = out.parent / f".{out.name}.old-{os.getpid()}"
         os.rename(out, trash)
         try:
@@ -136,7 +146,10 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         except BaseException:
             os.rename(trash, out)
             raise
-        shutil.rmtree(trash, ignore_errors=True)
+        if trash.is_symlink():
+            trash.unlink()  # the link is replaced; what it pointed to is not ours to delete
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(tmp, out)
 

@@ -20,7 +20,7 @@ attention mask that is causal inside each example and blocks everything across t
 
 from __future__ import annotations
 
-import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tuneterm.engine.data import json_lines
+from tuneterm.engine.data import csv_rows, json_lines
 from tuneterm.engine import tables
 from tuneterm.errors import UserError
 
@@ -109,11 +109,7 @@ def read_records(path: Path, what: str) -> list:
         raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
     out = []
     if suffix == ".csv":
-        try:
-            rows = list(csv.DictReader(text.splitlines()))
-        except csv.Error as e:
-            raise UserError(f"{path}: bad CSV: {e}") from None
-        out = [(f"{path}:{i + 2}", row) for i, row in enumerate(rows)]
+        out = [(f"{path}:{line}", row) for line, row in csv_rows(io.StringIO(text, newline=""), path)]
     elif suffix == ".json":
         try:
             obj = json.loads(text)

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class LoadedRun:
     state: dict  # the checkpoint's state.json
     device: torch.device
     workspace: Path
+    skipped: list = field(default_factory=list)  # (name, reason) of damaged newer checkpoints passed over
 
     @property
     def step(self) -> int:
@@ -71,32 +72,6 @@ def run_labels(run_dir: Path) -> list:
     return []
 
 
-def pick_checkpoint(run_dir: Path, which: str = "best") -> Path:
-    """``best`` (the early-stopping metric's best step; the last checkpoint when the run
-    never evaluated), ``last``, or ``step-N``."""
-    root = run_dir / "checkpoints"
-    steps = ckpt.list_steps(root)
-    if not steps:
-        raise UserError(f"{run_dir.name}: the run has no checkpoint yet")
-    have = ", ".join(f"step-{s}" for s in steps)
-    if which == "last":
-        return root / ckpt.step_dir_name(steps[-1])
-    if which == "best":
-        best = ckpt.read_state(root / ckpt.step_dir_name(steps[-1])).get("early_stopping", {}).get("best_step")
-        if best is None:
-            return root / ckpt.step_dir_name(steps[-1])
-        if best not in steps:
-            raise UserError(f"{run_dir.name}: the best step {best} has no checkpoint (checkpoint.keep_best = false?); "
-                            f"use --checkpoint last or one of {have}")
-        return root / ckpt.step_dir_name(best)
-    if which.startswith("step-") and which[5:].isdigit():
-        n = int(which[5:])
-        if n not in steps:
-            raise UserError(f"--checkpoint {which}: {run_dir.name} has no checkpoint at step {n} (it has {have})")
-        return root / ckpt.step_dir_name(n)
-    raise UserError(f"--checkpoint {which!r}: expected best, last or step-N")
-
-
 def resolve_device(requested: str | None) -> torch.device:
     from tuneterm.engine.loop import resolve_device as rd
 
@@ -111,7 +86,7 @@ def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | 
     from tuneterm.engine.models import build_causal_lm, build_model, load_tokenizer
     from tuneterm.session.effective import run_session
 
-    path = pick_checkpoint(run_dir, which)
+    path, skipped = ckpt.pick(run_dir, which)
     state = ckpt.read_state(path)
     # The run's settings at that checkpoint: its file with the edits applied by then (a live
     # `set train_base` lives only in the edit log).
@@ -144,7 +119,8 @@ def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | 
     else:
         model.load_state_dict(weights, strict=True)
     model.to(dev).eval()
-    return LoadedRun(run_dir, session, tok, model, labels, path, state, dev, workspace)
+    return LoadedRun(run_dir, session, tok, model, labels, path, state, dev, workspace,
+                     [(p.name, why) for p, why in skipped])
 
 
 def metrics_at(run_dir: Path, step: int) -> dict:
@@ -241,10 +217,11 @@ def read_rows_file(path: Path, need: str) -> tuple[list[dict], list[str]]:
         raise UserError(f"{path}: no such file")
     rows: list[dict] = []
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open(path, encoding="utf-8-sig", newline="") as fh:  # a byte-order mark is not part of a name
             if path.suffix.lower() == ".csv":
                 reader = csv.DictReader(fh)
                 columns = list(reader.fieldnames or [])
+                D.check_columns(columns, path)
                 if need not in columns:
                     raise UserError(f"{path}: no column {need!r} (columns: {', '.join(columns) or 'none'})")
                 rows = [dict(r) for r in reader]
@@ -348,10 +325,23 @@ def predict_file(run: LoadedRun, path: Path, out: Path | None, *, probs: bool = 
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             write_predictions(result, columns, fmt, fh)
         os.replace(tmp, out)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write ({e.strerror or e})") from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return len(result)
+
+
+def check_out(out: Path) -> None:
+    """Before any work: ``--out`` names a file that can be written (not a folder, in a folder
+    that exists and is writable)."""
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder (give a file name)")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: no such folder {out.parent}")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"--out {out}: cannot write into {out.parent} (permission denied)")
 
 
 def fmt_metric(v) -> str:
