@@ -31,6 +31,7 @@ from tuneterm.session import (
 )
 from tuneterm.session.check import FIELDS, check_value, kind
 from tuneterm.session.locate import Locator
+from tuneterm.session.tasks import TASK_TABLE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -342,6 +343,11 @@ def test_roundtrip_random(seed: int):
     if s.hyperparameters.epochs == 0:
         s.hyperparameters.epochs = 1.0
     s.lora.enabled = s.lora.enabled or any(EDITABLE[k] == "lora" for e in s.edits for k in e.set)  # LoRA knobs
+    if any(EDITABLE[k] == "preference" for e in s.edits for k in e.set):  # preference knobs: that task
+        s.model.task = "preference"
+    if s.data.format not in TASK_TABLE[s.model.task].formats:
+        s.data.format = "auto"
+    s.preference.loss, s.preference.reference = "dpo", "precompute"  # a loss and its reference agree
     for e in s.edits:  # edits re-set the (now consistent) session values
         e.set = {k: getattr(getattr(s, EDITABLE[k]), k) for k in e.set}
     assert _roundtrip(s) == s

@@ -20,7 +20,8 @@ from typing import Any
 from tuneterm.errors import UserError
 from tuneterm.session import schema
 from tuneterm.session.prompt import template_problem
-from tuneterm.session.schema import EDITABLE, LIVE_KEYS, SECTIONS, editable_path
+from tuneterm.session.schema import LIVE_KEYS, SECTIONS, editable_path
+from tuneterm.session.task_checks import NO_LORA, set_problems, task_problems  # noqa: F401  (NO_LORA re-exported)
 
 # section -> field name -> dataclasses.Field, in schema order
 FIELDS: dict[str, dict[str, dataclasses.Field]] = {
@@ -31,7 +32,6 @@ HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DATA_SUFFIXES = (".csv", ".jsonl", ".parquet")  # or a datasets save_to_disk folder
 MAX_STEPS = 10**9  # max_steps above this never finishes: a typo or 2**63-1, not a plan
 LM_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # task = "causal-lm"
-NO_LORA = "a LoRA knob, but this session trains no LoRA adapters (lora.enabled = false)"
 
 
 def kind(f: dataclasses.Field) -> str:
@@ -185,8 +185,7 @@ def check_set_values(values: dict, session: "schema.Session | None" = None) -> l
         if msg:
             out.append(f"{key}: {msg}")
     if not out and session is not None:
-        if not session.lora.enabled:  # the run would refuse it when the edit came due
-            out += [f"{k}: {NO_LORA}" for k in values if editable_path(k)[0] == "lora"]
+        out += set_problems(values, session)  # what the run would refuse when the edit came due
         trial = apply_set_values(session, values)
         out += [f"{path.rsplit('.', 1)[-1]}: {msg}" for path, msg in cross_checks(trial, edit=True)]
     return out
@@ -268,6 +267,7 @@ def cross_checks(s: "schema.Session", edit: bool = False) -> list[tuple[str, str
         return out
     if hp.warmup_steps > 0 and hp.warmup_ratio > 0:
         out.append(("hyperparameters.warmup_steps", "set warmup_steps or warmup_ratio, not both"))
+    out += task_problems(s)
     if hp.warmup_ratio >= 1:
         out.append(("hyperparameters.warmup_ratio", f"{fmt(hp.warmup_ratio)} leaves no steps after warmup; use < 1"))
     es = s.early_stopping

@@ -46,6 +46,7 @@ from tuneterm.session.check import (  # noqa: F401  (check_set_values & co. re-e
 from tuneterm.session.effective import edit_problems
 from tuneterm.session.locate import Locator
 from tuneterm.session.problems import Problem, SessionError
+from tuneterm.session.tasks import task_spec
 from tuneterm.session.schema import (
     BUILTIN_DATA,
     BUILTIN_MODELS,
@@ -160,8 +161,7 @@ def build_session(raw: dict, workspace: Path | None = None) -> tuple[Session, li
     # Sources: only where the value itself was fine.
     if "model.source" in valid:
         out += check_source("model.source", s.model.source, BUILTIN_MODELS, workspace, data=False)
-    lm = s.model.task == "causal-lm"
-    suffixes = LM_DATA_SUFFIXES if lm else DATA_SUFFIXES
+    suffixes = LM_DATA_SUFFIXES if task_spec(s.model.task).records else DATA_SUFFIXES
     # (a causal-lm session on an encoder built-in is refused by the engine when it loads
     # the model: a saved session lists every key, so it cannot be told apart here)
     if "data.source" in valid:

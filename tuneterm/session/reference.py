@@ -15,11 +15,17 @@ from pathlib import Path
 from tuneterm.session.check import DATA_SUFFIXES, FIELDS, kind, range_text
 from tuneterm.session.io import _value
 from tuneterm.session.schema import BUILTIN_DATA, BUILTIN_MODELS, LIVE_KEYS, SECTIONS, live_name
+from tuneterm.session.tasks import TASK_TABLE
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "session.toml"
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "session.md"
 
 _TYPE = {"int": "integer", "float": "number", "bool": "boolean", "str": "string", "list": "list of strings"}
+
+_METRICS = "\n".join(
+    f"  | `{name}` | " + ", ".join(f"`{m}` ({mode})" for m, mode in spec.metrics.items()) + " |"
+    for name, spec in TASK_TABLE.items())
+_METRICS = "  | task | metrics (which way each improves) |\n  |---|---|\n" + _METRICS
 
 _INTRO = f"""\
 # Session files
@@ -81,16 +87,20 @@ its default, commented out.
 - `epochs` and `max_steps` cannot both be 0; when `max_steps > 0` it decides the length
   of the run and `epochs` is ignored.
 - Give `warmup_ratio` or `warmup_steps`, not both; warmup must leave steps to train.
-- `early_stopping.mode` must fit the metric (`min` for `val_loss` and `val_perplexity`,
-  `max` for accuracy, F1 and token accuracy; empty picks it), and the metric must be one
-  the task reports: `val_loss`, `val_accuracy`, `val_f1` (among `evaluation.metrics`) for
-  `sequence-classification`; `val_loss`, `val_perplexity`, `val_token_accuracy` for
-  `causal-lm`.
+- `early_stopping.mode` must fit the metric (empty picks it), and the metric must be one
+  the task reports (for `sequence-classification`, among `evaluation.metrics` too):
+
+{_METRICS}
 - **Causal LM** (`model.task = "causal-lm"`): the model is a built-in with a language-model
   head (`builtin:tiny-gpt2`, `builtin:tiny-llama`, `builtin:smollm2-135m`) or a causal-LM
   folder; the data is `.jsonl`, `.json`, `.csv`, `.parquet` or a `datasets` folder in the `[data]` `format` (text,
   prompt-completion, messages); `builtin:bbc-news` gives article -> headline pairs.
   `docs/causal-lm.md` explains formats, masking, packing and samples.
+- **Preference** (`model.task = "preference"`): a causal-LM model as above, trained on
+  pairs of completions (`prompt`/`chosen`/`rejected`, strings or message lists, or
+  `chosen`/`rejected` alone) with the loss and reference model of `[preference]`;
+  `builtin:bbc-news` prefers each article's real headline to another article's.
+  `docs/preference.md` explains formats, losses, the reference model and truncation.
 - Layer names (`[freeze]`, `[[edits]]`) are the model's layer groups: `embeddings`,
   `layer.0` … `layer.N-1`, `head`; `tuneterm layers SESSION` lists them.
 """
@@ -125,7 +135,8 @@ unfreeze = ["layer.1"]
 Editable keys (also what `tuneterm set RUN key=value` and the TUI may change while a run
 trains): {", ".join(f"`{k}`" for k in LIVE_KEYS)}. Everything else is fixed for a run.
 `lora_dropout` and `lora_lr_ratio` are `[lora]`'s `dropout` and `lr_ratio`; `train_base`
-takes a list of layer groups. These three need `[lora] enabled = true`. An edit that would
+takes a list of layer groups. These three need `[lora] enabled = true`; `beta` and
+`sft_weight` (`[preference]`'s) need `model.task = "preference"`. An edit that would
 leave nothing to train (every group with adapters or a trained base frozen) is refused:
 live, and by `validate`, which follows the log against the model.
 

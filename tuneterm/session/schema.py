@@ -16,17 +16,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneterm.session.tasks import FORMATS, METRIC_MODES, TASK_KNOBS, TASK_TABLE, TASKS
+
 SCHEDULES = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt")
-TASKS = ("sequence-classification", "causal-lm")
-# The metrics each task reports, and which way is better (early stopping, sweeps).
-TASK_METRICS = {
-    "sequence-classification": ("val_loss", "val_accuracy", "val_f1"),
-    "causal-lm": ("val_loss", "val_perplexity", "val_token_accuracy"),
-}
-METRIC_MODES = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max",
-                "val_perplexity": "min", "val_token_accuracy": "max"}
+# The tasks, their metrics and which way each improves: one row per task in session/tasks.py.
+TASK_METRICS = {name: tuple(spec.metrics) for name, spec in TASK_TABLE.items()}
 METRICS = tuple(METRIC_MODES)
-LM_FORMATS = ("auto", "text", "prompt-completion", "messages")
+LM_FORMATS = FORMATS  # every task's `[data] format` values (check.py holds a session to its task's)
+PREFERENCE_LOSSES = ("dpo", "ipo", "hinge", "simpo", "orpo")
+REFERENCES = ("auto", "precompute", "none")
 LOSS_ON = ("completion", "all")
 PRECISIONS = ("auto", "fp32", "bf16")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -57,6 +55,7 @@ EDITABLE = {
     "grad_clip": "hyperparameters",
     "patience": "early_stopping",
     "train_base": "lora",
+    **{key: section for key, (section, _) in TASK_KNOBS.items()},  # a task's own (preference: beta, sft_weight)
 }
 # Live-editable keys whose name differs from their field: key -> (section, field).
 EDITABLE_ALIASES = {
@@ -114,8 +113,8 @@ class ModelSpec:
                      "builtin:smollm2-135m | "
                      "a local Hugging Face model folder (relative to the workspace) | a hub id (online only)",
                      nonempty=True)
-    task: str = _f("sequence-classification", "what the model is trained to do (causal-lm: see docs/causal-lm.md)",
-                   choices=TASKS)
+    task: str = _f("sequence-classification", "what the model is trained to do (causal-lm: see docs/causal-lm.md; "
+                   "preference: docs/preference.md)", choices=TASKS)
     dtype: str = _f("float32", "parameter dtype; bfloat16 keeps fp32 master weights in the optimizer",
                     choices=DTYPES)
 
@@ -135,12 +134,15 @@ class DataSpec:
     max_length: int = _f(128, "tokens per example after truncation", min=8, max=8192)
     max_samples: int = _f(0, "cap on training examples (0: all) — start small", min=0)
     max_eval_samples: int = _f(0, "cap on validation examples (0: all)", min=0)
-    format: str = _f("auto", "causal-lm: text | prompt-completion | messages | auto (from the first record's keys)",
-                     choices=LM_FORMATS)
-    prompt_field: str = _f("prompt", "causal-lm prompt-completion: key holding the prompt", nonempty=True)
+    format: str = _f("auto", "causal-lm: text | prompt-completion | messages; preference: prompt-chosen-rejected | "
+                     "chosen-rejected (the prompt implicit); auto: from the first record's keys", choices=LM_FORMATS)
+    prompt_field: str = _f("prompt", "causal-lm prompt-completion, preference: key holding the prompt", nonempty=True)
     completion_field: str = _f("completion", "causal-lm prompt-completion: key holding the completion", nonempty=True)
     messages_field: str = _f("messages", "causal-lm messages: key holding a list of {role, content}",
                              nonempty=True)
+    chosen_field: str = _f("chosen", "preference: key holding the preferred completion (a string or a list of "
+                           "{role, content})", nonempty=True)
+    rejected_field: str = _f("rejected", "preference: key holding the other completion", nonempty=True)
     prompt_template: str = _f("", "causal-lm: builds the prompt from a record's keys, e.g. "
                               "'{instruction}\\n\\n{input}' (empty: prompt_field)", format_template=True)
     loss_on: str = _f("completion", "causal-lm: completion (the completion / assistant turns and their "
@@ -223,6 +225,24 @@ class LoraSpec:
 
 
 @dataclass
+class PreferenceSpec:
+    """Preference tuning (`model.task = "preference"`, docs/preference.md); other tasks ignore this table."""
+    loss: str = _f("dpo", "dpo (sigmoid) | ipo | hinge | simpo | orpo (simpo and orpo use no reference model)",
+                   choices=PREFERENCE_LOSSES)
+    beta: float = _f(0.1, "how far the policy may move from the reference (dpo, hinge: the reward scale; "
+                     "ipo: 1/(2 beta) is the target margin; orpo: the odds-ratio term's weight)",
+                     min=0.0, max=100.0, min_open=True)
+    label_smoothing: float = _f(0.0, "dpo, simpo: the share of pairs taken to be flipped (conservative DPO)",
+                                min=0.0, max=0.5, max_open=True)
+    sft_weight: float = _f(0.0, "weight of an SFT term, the chosen completion's mean token NLL (RPO); orpo "
+                           "adds its own at weight 1", min=0.0, max=100.0)
+    reference: str = _f("auto", "auto (under LoRA the base with the adapters off, else a frozen copy) | precompute "
+                        "(reference log-probs computed once before step 1, kept in the run directory) | none "
+                        "(simpo, orpo)", choices=REFERENCES)
+    simpo_gamma: float = _f(0.5, "simpo: the target reward margin over beta (gamma / beta)", min=0.0, max=100.0)
+
+
+@dataclass
 class RuntimeSpec:
     device: str = _f("auto", "auto | cpu | cuda", choices=DEVICES)
     kernels: str = _f("auto", "auto (Triton on CUDA) | triton | torch", choices=KERNELS)
@@ -280,21 +300,6 @@ class Edit:
         return d
 
 
-SECTIONS = {
-    "session": SessionMeta,
-    "model": ModelSpec,
-    "data": DataSpec,
-    "hyperparameters": Hyperparameters,
-    "evaluation": EvaluationSpec,
-    "early_stopping": EarlyStopping,
-    "checkpoint": CheckpointSpec,
-    "freeze": FreezeSpec,
-    "lora": LoraSpec,
-    "runtime": RuntimeSpec,
-    "tracking": TrackingSpec,
-}
-
-
 @dataclass
 class Session:
     session: SessionMeta = field(default_factory=SessionMeta)
@@ -306,6 +311,7 @@ class Session:
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
     freeze: FreezeSpec = field(default_factory=FreezeSpec)
     lora: LoraSpec = field(default_factory=LoraSpec)
+    preference: PreferenceSpec = field(default_factory=PreferenceSpec)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
     edits: list = field(default_factory=list)  # list[Edit]
@@ -325,3 +331,7 @@ class Session:
 
     def copy(self) -> "Session":
         return copy.deepcopy(self)
+
+
+# Each table of a session file: its name -> its dataclass (from Session's fields, listed once).
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Session) if f.name != "edits"}

@@ -1,16 +1,15 @@
-"""The registry of tasks, by ``[model] task`` (see tasks/base.py for the seam)."""
+"""The engine's tasks, by ``[model] task`` (see tasks/base.py for the seam). Which module
+holds a task is its row of the task table (tuneterm/session/tasks.py)."""
 
 from __future__ import annotations
 
 import importlib
 
 from tuneterm.errors import UserError
+from tuneterm.session.tasks import TASK_TABLE
 
 # name -> (module, class); modules are imported only when their task is used.
-REGISTRY = {
-    "sequence-classification": ("tuneterm.engine.tasks.classification", "SequenceClassificationTask"),
-    "causal-lm": ("tuneterm.engine.tasks.causal_lm", "CausalLMTask"),
-}
+REGISTRY = {name: spec.engine for name, spec in TASK_TABLE.items()}
 
 
 def get_task(session):
