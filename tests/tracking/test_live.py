@@ -96,7 +96,24 @@ def test_track_refuses_what_it_cannot_write(workspace, capsys):
     assert code == 2 and "not a tracking URI" in err
     code, _, err = run_cli(["track", "no-such-run", "--mlflow", "mlruns"], capsys)
     assert code == 2 and "no run 'no-such-run'" in err
+    import fcntl
+    import os
+
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT)  # a worker holds the run
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        code, _, err = run_cli(["track", run_dir.name, "--mlflow", "mlruns"], capsys)
+    finally:
+        os.close(fd)
+    assert code == 2 and "still training" in err
     assert not Path(workspace / "mlruns").exists()
+
+
+def test_validate_smoke_writes_no_tracker(workspace, capsys):
+    session = session_file(workspace, "smoke", 'tensorboard = true\nmlflow = "mlruns"\n', steps=3)
+    code, out, err = run_cli(["validate", "--smoke", str(session)], capsys)
+    assert code == 0, err
+    assert not (workspace / "mlruns").exists() and not list((workspace / "runs").iterdir())
 
 
 @pytest.mark.slow
