@@ -235,7 +235,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     ws = workspace_of(args)
     if Path(args.session).is_dir():  # a run: its settings as its edit log left them
-        from tuneterm.session.effective import run_session
+        from tuneterm.session.io import run_session
 
         session = run_session(Path(args.session), ws)
     else:

@@ -84,7 +84,7 @@ def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | 
     from safetensors.torch import load_file
 
     from tuneterm.engine.models import build_causal_lm, build_model, load_tokenizer
-    from tuneterm.session.effective import run_session
+    from tuneterm.session.io import run_session
 
     path, skipped = ckpt.pick(run_dir, which)
     state = ckpt.read_state(path)

@@ -2,20 +2,17 @@
 
 A run directory's session.toml is the session as written *plus* its ``[[edits]]``: a live
 ``set train_base=[...]`` or ``freeze`` lives only in the log. Whatever reads a run's
-settings (export, eval, predict, layers) reads them through ``run_session`` /
-``effective``, never the file's tables alone; the checks that follow a session through its
-log (``edit_problems``, the engine's nothing-to-train check) step with ``walk``.
+settings (export, eval, predict, layers) reads them through ``io.run_session`` (which
+applies ``effective``), never the file's tables alone; the checks that follow a session
+through its log (``edit_problems``, the engine's nothing-to-train check) step with ``walk``.
 
     apply_edit(session, edit) -> Session        one edit's knobs and freezing applied (a copy)
     walk(session) -> [(i, edit, Session)]       the session after each edit, in log order
     effective(session, applied=None) -> Session the first ``applied`` edits applied (None: all)
-    run_session(run_dir, workspace, applied=None) -> Session    the same, read from a run
     edit_problems(session) -> [(key path, message)]  what an [[edits]] entry cannot do
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from tuneterm.session.check import NO_LORA, apply_set_values, cross_checks
 from tuneterm.session.schema import Edit, Session, editable_path
@@ -50,15 +47,6 @@ def effective(session: Session, applied: int | None = None) -> Session:
     if origin is not None:
         object.__setattr__(cur, "_origin", origin)
     return cur
-
-
-def run_session(run_dir: Path, workspace: Path | None = None, applied: int | None = None) -> Session:
-    """A run's effective session: its session.toml with the edit log applied (the first
-    ``applied`` edits: a checkpoint's ``edits_applied``). Raises SessionError."""
-    from tuneterm.rundir import RunDir
-    from tuneterm.session.io import load_session
-
-    return effective(load_session(RunDir(run_dir).session, workspace), applied)
 
 
 def edit_problems(session: Session) -> list[tuple[str, str]]:

@@ -1,6 +1,8 @@
 """Session files: TOML in (checked, every problem with its line), TOML out (atomic).
 
     load_session(path, workspace=None) -> Session        raises SessionError
+    run_session(run_dir, workspace=None, applied=None) -> Session   a run's settings: its
+        session.toml with the edit log applied (what export, eval, predict, layers read)
     loads_session(text, filename="<string>", workspace=None) -> Session
     check_session_file(path, workspace=None) -> (Session | None, [Problem])   never raises
     dumps_session(session) -> str;  save_session(session, path)
@@ -43,7 +45,7 @@ from tuneterm.session.check import (  # noqa: F401  (check_set_values & co. re-e
     kind,
     toml_type,
 )
-from tuneterm.session.effective import edit_problems
+from tuneterm.session.effective import edit_problems, effective
 from tuneterm.session.locate import Locator
 from tuneterm.session.problems import Problem, SessionError
 from tuneterm.session.tasks import task_spec
@@ -75,6 +77,15 @@ def load_session(path: str | os.PathLike, workspace: Path | None = None) -> Sess
     if problems:
         raise SessionError(problems)
     return session
+
+
+def run_session(run_dir: str | os.PathLike, workspace: Path | None = None, applied: int | None = None) -> Session:
+    """A run's settings: its session.toml with the edit log applied — the first ``applied``
+    edits (a checkpoint's ``edits_applied``), or all. A live ``set train_base`` lives only in
+    the log, so every reader of a run's settings goes through here. Raises SessionError."""
+    from tuneterm.rundir import RunDir
+
+    return effective(load_session(RunDir(Path(run_dir)).session, workspace), applied)
 
 
 def check_session_file(path: str | os.PathLike, workspace: Path | None = None
