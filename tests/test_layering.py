@@ -47,7 +47,7 @@ def test_import_linter_contracts_hold():
 
 
 HEADLESS = ["tuneterm.session", "tuneterm.runner", "tuneterm.sweep", "tuneterm.protocol", "tuneterm.workspace",
-            "tuneterm.errors", "tuneterm.rundir"]
+            "tuneterm.errors", "tuneterm.rundir", "tuneterm.files", "tuneterm.states"]
 
 
 def test_headless_layers_load_neither_torch_nor_textual_nor_numpy_nor_optuna():

@@ -35,6 +35,19 @@ def test_tail_follows_complete_lines_and_notices_a_rewrite(tmp_path):
     assert t.read_new() == (True, b'{"step":1}\n')
 
 
+def test_a_limited_tail_reads_only_the_newest_lines_of_a_long_file(tmp_path):
+    # the TUI's Log tab follows log.txt with the same tail as the runner follows metrics
+    p = tmp_path / "log.txt"
+    p.write_bytes(b"".join(b"line %03d\n" % i for i in range(100)))  # 9 bytes a line
+    t = rundir.JsonlTail(p, limit=40)
+    assert t.read_new() == (False, b"line 096\nline 097\nline 098\nline 099\n")  # the cut line 095 dropped
+    with open(p, "ab") as fh:
+        fh.write(b"line 100\nline 1")
+    assert t.read_new() == (False, b"line 100\n")
+    p.write_bytes(b"new\n")  # shorter: rewritten, read from the start
+    assert t.read_new() == (True, b"new\n")
+
+
 def test_end_event_is_the_last_row_only(tmp_path):
     rd = tmp_path
     (rd / "events.jsonl").write_text(json.dumps({"kind": "end", "state": "paused", "step": 3}) + "\n")

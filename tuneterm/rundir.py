@@ -1,26 +1,33 @@
 """The run directory and the facts about it that every process shares (no torch, no textual).
 
-One owner for: the paths inside ``runs/<run-id>/``, reading and tailing its JSON-lines
-files (a torn last line — a writer killed mid-row — is never a row), the "end" event,
-the checkpoint listing, the wall-clock fields, the one rule by which two runs' metrics
-are compared, the session states and what each means, how a worker's exit code follows
-from its end event (the codes themselves are ``tuneterm.errors.ExitCode``), and the one
-atomic write. The engine, the runner, the TUI, sweeps and the benchmarks use this
-module; docs/architecture.md ("The run directory") describes the layout.
+One owner for: the names of the files inside ``runs/<run-id>/`` (``RunDir``), the "end"
+event, the checkpoint listing, the wall-clock fields, the one rule by which two runs'
+metrics are compared, and a refusal logged from outside the worker. Reading its JSON-lines
+files and replacing a file whole are ``tuneterm.files``'; the session and run-end states
+``tuneterm.states``'; the exit codes ``tuneterm.errors.ExitCode`` — re-exported here, where
+the engine, the runner, the TUI, sweeps and the benchmarks look for them.
+docs/architecture.md ("The run directory") describes the layout.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from tuneterm.errors import ExitCode  # the worker's exit codes are tuneterm's
+# Re-exported: the JSON-lines reading and the atomic write (tuneterm.files), the session and
+# run-end states (tuneterm.states) and the exit codes (tuneterm.errors) are reached here by the
+# engine, the runner, the TUI and the tests as facts of the run directory.
+from tuneterm.errors import ExitCode
+from tuneterm.files import (JsonlTail, complete, fsync_dir, parse_rows, read_jsonl,  # noqa: F401
+                            read_tail_rows, write_atomic)
+from tuneterm.states import (ACTIVE_STATES, FINISHED_STATES, RUN_ENDS, STATES, RunEnd,  # noqa: F401
+                             SessionState, exit_code_for_end, is_finished)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_PAUSED = (int(c) for c in ExitCode)
 
 # -- paths ----------------------------------------------------------------------------------
 
@@ -32,9 +39,15 @@ LOG = "log.txt"               # human-readable log
 CHECKPOINTS = "checkpoints"   # step-NNNNNNNN/ folders
 LAYERS = "layers.json"        # the layer groups with parameter counts and frozen state
 LOCK = ".lock"                # the worker's flock
-TENSORBOARD = "tensorboard"   # [tracking] tensorboard = true: TensorBoard's event files
+QUEUE_ROW = "queue.json"      # the runner's copy of the session's queue row (a lost queue is rebuilt from it)
+WORKER_STDERR = "worker.stderr"  # the worker's stderr, appended by the executor (a crash's traceback)
+CONFUSION = "confusion.json"  # a finished classification run's confusion matrix (engine/predict.py)
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_DONE = "state.json"  # written last-but-renamed: its presence marks a complete folder
+# Every name above: a string constant equal to one of them outside this module is a second
+# spelling (tests/test_one_owner.py).
+FILE_NAMES = (SESSION, METRICS, EVENTS, SAMPLES, LOG, CHECKPOINTS, LAYERS, LOCK, QUEUE_ROW, WORKER_STDERR,
+              CONFUSION, CHECKPOINT_DONE)
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,9 @@ class RunDir:
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
     layers = property(lambda self: self.path / LAYERS)
     lock = property(lambda self: self.path / LOCK)
-    tensorboard = property(lambda self: self.path / TENSORBOARD)
+    queue_row = property(lambda self: self.path / QUEUE_ROW)
+    worker_stderr = property(lambda self: self.path / WORKER_STDERR)
+    confusion = property(lambda self: self.path / CONFUSION)
 
     @property
     def name(self) -> str:
@@ -64,161 +79,7 @@ class RunDir:
         return self.checkpoints / checkpoint_name(step)
 
 
-# -- session states ---------------------------------------------------------------------------
-
-
-class SessionState(str, enum.Enum):
-    """A queued session's state (the runner's queue column). ``finished`` means the runner
-    will never start a worker for it again on its own; ``resumable`` that its run directory
-    continues from its newest checkpoint when it runs again."""
-
-    QUEUED = "queued"            # waiting for a slot (fresh, or resumed and waiting)
-    RUNNING = "running"          # a worker trains it now
-    PAUSED = "paused"            # stopped on request at a checkpoint; `resume` continues it
-    INTERRUPTED = "interrupted"  # the daemon or its worker went away mid-run; resumes by itself
-    DONE = "done"                # trained to its end (done, early-stopped or stopped)
-    FAILED = "failed"            # ended with an error; `retry` runs it again
-    CANCELLED = "cancelled"      # cancelled by the user; `retry` runs it again
-
-    @property
-    def finished(self) -> bool:
-        return self in _FINISHED
-
-    @property
-    def resumable(self) -> bool:
-        return self in (SessionState.PAUSED, SessionState.INTERRUPTED)
-
-    @property
-    def active(self) -> bool:
-        return not self.finished
-
-    @classmethod
-    def of(cls, value: object) -> "SessionState | None":
-        try:
-            return cls(value)
-        except ValueError:
-            return None
-
-
-_FINISHED = frozenset({SessionState.DONE, SessionState.FAILED, SessionState.CANCELLED})
-STATES = tuple(s.value for s in SessionState)
-FINISHED_STATES = tuple(s.value for s in SessionState if s.finished)
-ACTIVE_STATES = tuple(s.value for s in SessionState if s.active)
-
-
-def is_finished(state: object) -> bool:
-    """True only for a state the runner never leaves on its own (done, failed, cancelled)."""
-    s = SessionState.of(state)
-    return s is not None and s.finished
-
-
-# -- worker exit codes and end events ----------------------------------------------------------
-
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_PAUSED = (int(c) for c in ExitCode)
-
-END_STATES = ("done", "early_stopped", "stopped", "paused", "failed")
-
-
-def exit_code_for_end(state: str | None) -> int | None:
-    """The exit code a worker whose last end event says ``state`` exited with (None: no
-    end event, the attempt died)."""
-    return {"done": EXIT_OK, "early_stopped": EXIT_OK, "stopped": EXIT_OK, "paused": EXIT_PAUSED,
-            "failed": EXIT_FAILED}.get(state or "")
-
-
-# -- JSON lines -----------------------------------------------------------------------------
-
-
-def parse_rows(data: bytes | str) -> Iterator[tuple[bytes | str, dict]]:
-    """(line, row) for each complete JSON object line of ``data``; a torn or garbled line
-    is skipped. ``data`` should end at a line end (see ``complete``)."""
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            yield line, row
-
-
-def complete(data: bytes) -> bytes:
-    """``data`` up to and including its last newline (a row being written is not a row)."""
-    return data[: data.rfind(b"\n") + 1]
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All complete rows of a JSON-lines file ([] when it does not exist)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        return []
-    return [row for _, row in parse_rows(complete(data))]
-
-
-def read_tail_rows(path: str | os.PathLike, max_bytes: int = 65536) -> list[dict]:
-    """The complete rows in the last ``max_bytes`` of a JSON-lines file (the first one
-    read may be cut, and is then skipped as garbled)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except OSError:
-        return []
-    if size > max_bytes:
-        data = data[data.find(b"\n") + 1:]
-    return [row for _, row in parse_rows(complete(data))]
-
-
-class JsonlTail:
-    """Follows one JSON-lines file by offset: each ``read_new`` returns the bytes of the
-    complete lines written since the last one, and says whether the file was rewritten
-    (a new inode or a shorter file: a resumed attempt truncated it) — then from 0."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.ino: int | None = None
-        self.offset = 0
-
-    def read_new(self) -> tuple[bool, bytes]:
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return False, b""
-        try:
-            st = os.fstat(fd)
-            rewritten = self.ino is not None and (st.st_ino != self.ino or st.st_size < self.offset)
-            if rewritten:
-                self.offset = 0
-            self.ino = st.st_ino
-            if st.st_size <= self.offset:
-                return rewritten, b""
-            data = os.pread(fd, st.st_size - self.offset, self.offset)
-        finally:
-            os.close(fd)
-        data = complete(data)
-        self.offset += len(data)
-        return rewritten, data
-
-    def read_upto_offset(self) -> bytes | None:
-        """The bytes [0, offset) of the file followed so far; None when it changed under
-        the tail (the caller reads the new part and asks again)."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return b"" if self.ino is None else None
-        try:
-            st = os.fstat(fd)
-            if st.st_ino != self.ino or st.st_size < self.offset:
-                return None
-            return os.pread(fd, self.offset, 0) if self.offset else b""
-        finally:
-            os.close(fd)
+# -- the end of an attempt ------------------------------------------------------------------
 
 
 def last_end_event(run_dir: str | os.PathLike) -> dict | None:
@@ -309,45 +170,6 @@ def compare_metrics(original: Iterable[dict], replay: Iterable[dict]) -> Compari
                                                   f"original {ra.get(f)!r}, replay {rb.get(f)!r}", step)
     return Comparison(True, len(ka), f"all {len(ka)} metric rows identical")
 
-
-# -- writing --------------------------------------------------------------------------------
-
-
-def write_atomic(path: str | os.PathLike, data: bytes | str, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that a reader (or a crash) sees the old file or
-    the new one, never half of one: a temporary file in the same folder, fsync, rename,
-    fsync the folder (``durable=False`` skips the fsyncs, for files that only need to be
-    whole, not on disk)."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if durable:
-        fsync_dir(path.parent)
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    try:
-        dfd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def append_rejection(run_dir: str | os.PathLike, request: dict, reason: str, source: str) -> bool:

@@ -1,6 +1,9 @@
 """The workspace layout of DESIGN.md (no torch, no textual).
 
-    sessions/*.toml   runs/<run-id>/   .tuneterm/
+    sessions/*.toml   runs/<run-id>/   .tuneterm/ (the runner's: queue, daemon, config)
+
+A command resolves its workspace once, into a ``Workspace`` that carries these paths, and
+passes it down; nothing below resolves it again.
 """
 
 from __future__ import annotations
@@ -9,30 +12,71 @@ import os
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tuneterm.errors import UserError
+from tuneterm.rundir import RunDir
+
+RUNS, SESSIONS, STATE = "runs", "sessions", ".tuneterm"
 
 
-def resolve_workspace(arg: str | os.PathLike | None = None) -> Path:
-    """--workspace DIR, else $TUNETERM_HOME, else the current directory."""
-    raw = arg or os.environ.get("TUNETERM_HOME") or os.getcwd()
-    return Path(raw).expanduser().resolve()
+@dataclass(frozen=True)
+class Workspace:
+    """A resolved workspace: its root (absolute, links resolved) and the paths of its
+    layout. ``os.fspath(ws)`` and ``str(ws)`` are the root."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, arg: "str | os.PathLike | Workspace | None" = None) -> "Workspace":
+        """--workspace DIR, else $TUNETERM_HOME, else the current directory. A Workspace is
+        resolved already: it comes back as it is."""
+        if isinstance(arg, Workspace):
+            return arg
+        raw = arg or os.environ.get("TUNETERM_HOME") or os.getcwd()
+        return cls(Path(raw).expanduser().resolve())
+
+    runs = property(lambda self: self.root / RUNS)
+    sessions = property(lambda self: self.root / SESSIONS)
+    # .tuneterm/: the runner's files (docs/runner.md, "Files")
+    state = property(lambda self: self.root / STATE)
+    queue_db = property(lambda self: self.state / "queue.db")          # the queue (SQLite, WAL)
+    daemon_pid = property(lambda self: self.state / "daemon.pid")      # the running daemon's pid
+    daemon_lock = property(lambda self: self.state / "daemon.lock")    # flock held by the daemon (one per workspace)
+    daemon_log = property(lambda self: self.state / "daemon.log")
+    daemon_sock = property(lambda self: self.state / "daemon.sock")    # the socket the daemon bound (its path)
+    config = property(lambda self: self.state / "config.toml")         # [runner], [callback]
+    callback_log = property(lambda self: self.state / "callback.log")
+    ray_head = property(lambda self: self.state / "ray-head.json")     # the workspace's single-node Ray
+    tmp = property(lambda self: self.state / "tmp")                    # the pre-flight check's copies
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+    def made(self) -> "Workspace":
+        """The workspace with its .tuneterm/ folder created."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def __str__(self) -> str:
+        return str(self.root)
 
 
-def runs_dir(ws: Path) -> Path:
-    return ws / "runs"
+def resolve_workspace(arg: "str | os.PathLike | Workspace | None" = None) -> Path:
+    """The root of ``Workspace.resolve(arg)``, for code that wants a plain path."""
+    return Workspace.resolve(arg).root
 
 
-def sessions_dir(ws: Path) -> Path:
-    return ws / "sessions"
+def runs_dir(ws: os.PathLike) -> Path:
+    return Path(ws) / RUNS
 
 
-def state_dir(ws: Path) -> Path:
-    """.tuneterm/: the queue database, the daemon's pid and log."""
-    d = ws / ".tuneterm"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def sessions_dir(ws: os.PathLike) -> Path:
+    return Path(ws) / SESSIONS
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -44,9 +88,9 @@ def new_run_id(name: str) -> str:
     return f"{stem[:48]}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
-def inside(ws: Path, path: str | os.PathLike, what: str = "path") -> Path:
+def inside(ws: os.PathLike, path: str | os.PathLike, what: str = "path") -> Path:
     """Resolve ``path`` relative to the workspace and refuse anything that escapes it."""
-    p = Path(path)
+    ws, p = Path(ws), Path(path)
     full = (p if p.is_absolute() else ws / p).resolve()
     try:
         full.relative_to(ws.resolve())
@@ -79,16 +123,16 @@ def clash(path: str | os.PathLike, ws: Path, extra: tuple = ()) -> str | None:
     return None
 
 
-def find_run(ws: Path, ref: str) -> Path:
+def find_run(ws: os.PathLike, ref: str) -> Path:
     """A run directory from a path, a run id, or a unique prefix of one."""
     p = Path(ref)
-    if p.is_dir() and (p / "session.toml").exists():
+    if p.is_dir() and RunDir(p).session.exists():
         return p.resolve()
     rd = runs_dir(ws)
-    if (rd / ref / "session.toml").exists():
+    if RunDir(rd / ref).session.exists():
         return (rd / ref).resolve()
     if rd.is_dir() and "/" not in ref:
-        hits = sorted(d for d in rd.iterdir() if d.name.startswith(ref) and (d / "session.toml").exists())
+        hits = sorted(d for d in rd.iterdir() if d.name.startswith(ref) and RunDir(d).session.exists())
         if len(hits) == 1:
             return hits[0].resolve()
         if len(hits) > 1:

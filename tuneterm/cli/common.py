@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tuneterm.errors import UserError
-from tuneterm.workspace import resolve_workspace
+from tuneterm.workspace import Workspace
 
 
 def add_workspace(p: argparse.ArgumentParser) -> None:
@@ -40,8 +40,18 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="stop after N optimizer steps (overrides the session)")
 
 
-def workspace_of(args: argparse.Namespace):
-    return resolve_workspace(getattr(args, "workspace", None))
+def workspace(args: argparse.Namespace) -> Workspace:
+    """The command's workspace, resolved once: the first call resolves --workspace (else
+    $TUNETERM_HOME, else the current directory) and keeps the value on ``args``."""
+    ws = vars(args).get("_workspace")
+    if ws is None:
+        ws = args._workspace = Workspace.resolve(getattr(args, "workspace", None))
+    return ws
+
+
+def workspace_of(args: argparse.Namespace) -> Path:
+    """The root of the command's workspace, for verbs that want a plain path."""
+    return workspace(args).root
 
 
 def print_json(obj) -> None:
@@ -59,25 +69,25 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 # -- refusals of live edits, logged where the run's history is ----------------------------
 
-def _run_dir_of(ws: Path, ref) -> Path | None:
+def _run_dir_of(ws: Workspace, ref) -> Path | None:
     """The run directory a `set RUN` / `freeze RUN` reference means, resolved as the queue
     resolves it (without starting a daemon), else as a run id; None when there is none."""
-    from tuneterm.workspace import find_run, runs_dir
+    from tuneterm.workspace import find_run
 
     try:
         from tuneterm.runner.readonly import read_session
 
-        return runs_dir(ws) / read_session(ws, ref)["run_id"]
+        return ws.run_dir(read_session(ws, ref)["run_id"])
     except Exception:  # noqa: BLE001 - no queue, no such session, a damaged database: try the run id
         pass
     try:
         rd = find_run(ws, str(ref))
     except UserError:
         return None
-    return rd if rd.parent == runs_dir(ws).resolve() else None
+    return rd if rd.parent == ws.runs.resolve() else None
 
 
-def record_rejection(ws: Path, ref, request: dict, reason: str) -> Path | None:
+def record_rejection(ws: Workspace, ref, request: dict, reason: str) -> Path | None:
     """Append a refusal made before the edit reached the run (by the CLI's own checks) to
     the run's events.jsonl (``rundir.append_rejection``, ``"source": "cli"``). Returns the run
     directory written to, or None."""
@@ -95,7 +105,7 @@ def logged_rejection(args: argparse.Namespace, ref, request: dict):
         yield
     except UserError as e:
         try:
-            record_rejection(workspace_of(args), ref, request, str(e))
+            record_rejection(workspace(args), ref, request, str(e))
         except OSError:
             pass  # the refusal still reaches the user; the log is best effort
         raise

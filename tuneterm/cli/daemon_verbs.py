@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from tuneterm.cli.common import finish, print_json, workspace_of
+from tuneterm.cli.common import finish, print_json, workspace
+from tuneterm.states import SessionState
 
 
 def register(sub) -> None:
@@ -35,18 +36,19 @@ def register(sub) -> None:
 def _client(args):
     from tuneterm.runner.client import RunnerClient
 
-    return RunnerClient.connect(workspace_of(args), start=False)
+    return RunnerClient.connect(workspace(args), start=False)
 
 
 def cmd_daemon_start(args) -> int:
     from tuneterm.runner.client import RunnerClient, start_daemon
     from tuneterm.runner.transitions import STOPPED_BY_DAEMON
 
-    info = start_daemon(workspace_of(args), slots=args.slots, timeout=20.0)
+    ws = workspace(args)
+    info = start_daemon(ws, slots=args.slots, timeout=20.0)
     # Starting the daemon on purpose continues what `daemon stop` paused (and only that).
-    with RunnerClient.connect(workspace_of(args), start=False) as c:
+    with RunnerClient.connect(ws, start=False) as c:
         resumed = [c.resume(s["id"])["run_id"] for s in c.list_sessions()
-                   if s["state"] == "paused" and s.get("want") == STOPPED_BY_DAEMON]
+                   if s["state"] == SessionState.PAUSED and s.get("want") == STOPPED_BY_DAEMON]
     info["resumed"] = resumed
     if args.json:
         print_json(info)
@@ -64,7 +66,7 @@ def cmd_daemon_stop(args) -> int:
     from tuneterm.runner.client import RunnerUnavailable
     from tuneterm.runner.paths import lock_holder
 
-    ws = workspace_of(args)
+    ws = workspace(args)
     try:
         c = _client(args)
     except RunnerUnavailable as e:
@@ -87,7 +89,7 @@ def cmd_daemon_stop(args) -> int:
     else:
         with c:
             pid = c.daemon.get("pid")
-            before = [s for s in c.list_sessions() if s["state"] == "running"]
+            before = [s for s in c.list_sessions() if s["state"] == SessionState.RUNNING]
             c.shutdown(timeout=STOP_WAIT_S + 30)
     deadline = time.monotonic() + STOP_WAIT_S
     while pid and time.monotonic() < deadline and _alive(pid):
@@ -121,7 +123,7 @@ def cmd_daemon_stop(args) -> int:
                              f"daemon stopped (pid {pid}), but some workers are still alive\n")
         else:
             sys.stdout.write(f"the daemon (pid {pid}) has not exited after {STOP_WAIT_S:.0f}s; see "
-                             f"{ws / '.tuneterm' / 'daemon.log'}\n")
+                             f"{ws.daemon_log}\n")
     return 0 if ok else 1
 
 
@@ -148,10 +150,10 @@ def cmd_daemon_status(args) -> int:
         with _client(args) as c:
             st = c.status()
     except RunnerUnavailable as e:
-        pid = lock_holder(workspace_of(args))
+        pid = lock_holder(workspace(args))
         if pid is not None:
             try:
-                where = socket_record_path(workspace_of(args)).read_text().strip()
+                where = socket_record_path(workspace(args)).read_text().strip()
             except OSError:
                 where = "unknown"
             if args.json:

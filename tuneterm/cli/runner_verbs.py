@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from tuneterm.cli import daemon_verbs
-from tuneterm.cli.common import finish, logged_rejection, print_json, print_table, workspace_of
-from tuneterm.errors import UserError
+from tuneterm.cli.common import finish, logged_rejection, print_json, print_table, workspace
+from tuneterm.errors import ExitCode, UserError
+from tuneterm.rundir import RunDir
+from tuneterm.states import SessionState
 
 
 def register(sub) -> None:
@@ -84,9 +85,10 @@ def register(sub) -> None:
 
 
 def _client(args, start: bool = False):
+    """The daemon's client for the command's workspace (resolved once: ``workspace``)."""
     from tuneterm.runner.client import RunnerClient
 
-    return RunnerClient.connect(workspace_of(args), start=start)
+    return RunnerClient.connect(workspace(args), start=start)
 
 
 def _ref(text: str):
@@ -152,7 +154,7 @@ def cmd_queue_ls(args) -> int:
     if c is None:
         from tuneterm.runner.readonly import read_sessions
 
-        sessions = read_sessions(workspace_of(args))
+        sessions = read_sessions(workspace(args))
         sys.stderr.write("(no daemon running: the queue as it is on disk; `tuneterm daemon start` runs it)\n")
     else:
         with c:
@@ -199,12 +201,12 @@ def cmd_queue_logs(args) -> int:
     if c is None:
         from tuneterm.runner.readonly import read_session
 
-        s = read_session(workspace_of(args), _ref(args.ref))
+        s = read_session(workspace(args), _ref(args.ref))
     else:
         with c:
             s = c.get(_ref(args.ref))
-    path = Path(s["run_dir"]) / "log.txt"
-    stderr = Path(s["run_dir"]) / "worker.stderr"
+    rd = RunDir(s["run_dir"])
+    path, stderr = rd.log, rd.worker_stderr
     if (not path.exists() or path.stat().st_size == 0) and stderr.exists() and stderr.stat().st_size:
         path = stderr  # a worker that died before logging: its traceback is there
     if not path.exists():
@@ -294,4 +296,4 @@ def cmd_watch(args) -> int:
                 sys.stdout.flush()
         final = c.get(_ref(args.ref))
     sys.stdout.write(f"{final['run_id']}: {final['state']}\n")
-    return 0 if final["state"] == "done" else 1
+    return ExitCode.OK if final["state"] == SessionState.DONE else ExitCode.FAILED

@@ -28,6 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuneterm.states import COMPLETED_ENDS, FINISHED_STATES, RunEnd, SessionState
+from tuneterm.workspace import Workspace
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -35,9 +38,10 @@ else:  # pragma: no cover
 
 log = logging.getLogger("tuneterm.runner")
 
-END_STATES = ("done", "failed", "cancelled")
-FINISHED = ("done", "early_stopped", "stopped")  # how a done session's run ended
-RESULTS = FINISHED + ("failed", "cancelled")  # every TUNETERM_RESULT (docs/results.md lists them)
+END_STATES = FINISHED_STATES  # the session states a callback may run at: done, failed, cancelled
+FINISHED = COMPLETED_ENDS  # how a done session's run ended
+# every TUNETERM_RESULT (docs/results.md lists them)
+RESULTS = FINISHED + (SessionState.FAILED.value, SessionState.CANCELLED.value)
 KNOWN = {"command", "timeout_s", "states"}
 OUTPUT_CAP = 64 * 1024  # bytes of one call's output kept in callback.log; the rest is dropped
 LOG_CAP = 1 << 20  # callback.log past this size is moved to callback.log.1 (one old file kept)
@@ -72,7 +76,7 @@ def config_problem(table: object, where: str) -> str | None:
 def load_config(ws: Path) -> CallbackConfig | None:
     """The [callback] table of WS/.tuneterm/config.toml, None when there is none. A broken
     table is logged (and ignored) rather than stopping the daemon: the callback is a notice."""
-    path = Path(ws) / ".tuneterm" / "config.toml"
+    path = Workspace.resolve(ws).config
     try:
         table = tomllib.loads(path.read_text()).get("callback")
     except FileNotFoundError:
@@ -116,12 +120,12 @@ def result(row: dict, summary: dict) -> str:
     """TUNETERM_RESULT: how the session ended. The run's own end row tells a done session's
     finish apart; a failed or cancelled one is what the queue says (a cancel pauses the
     worker at a checkpoint, so the run's last row reads paused)."""
-    if row.get("state") != "done":
+    if row.get("state") != SessionState.DONE:
         return str(row.get("state") or "")
     for end in (row.get("result"), summary.get("state")):
         if end in FINISHED:
             return end
-    return "done"
+    return RunEnd.DONE.value
 
 
 def _rotate(log_path: Path) -> None:
@@ -205,8 +209,8 @@ def fire(ws: Path, row: dict, run_dir: Path) -> None:
         cfg = load_config(ws)
         if cfg is None or row.get("state") not in cfg.states:
             return
-        task = asyncio.ensure_future(run_callback(cfg, environment(row, run_dir), Path(ws) / ".tuneterm" /
-                                                  "callback.log"))
+        log_path = Workspace.resolve(ws).callback_log
+        task = asyncio.ensure_future(run_callback(cfg, environment(row, run_dir), log_path))
         _tasks.add(task)  # keep a reference until it ends
         task.add_done_callback(_done)
     except Exception:  # noqa: BLE001

@@ -28,8 +28,9 @@ from typing import Any, Iterator
 
 from tuneterm import protocol
 from tuneterm.errors import UserError
-from tuneterm.runner.paths import RunnerUnavailable, config_path, daemon_socket, log_path, read_pid
-from tuneterm.workspace import resolve_workspace
+from tuneterm.runner.paths import (READY_ERROR, READY_OK, READY_RUNNING, RunnerUnavailable, config_path,
+                                   daemon_socket, log_path, read_pid)
+from tuneterm.workspace import Workspace
 
 __all__ = ["RunnerClient", "RunnerUnavailable", "start_daemon", "daemon_running"]
 
@@ -73,9 +74,9 @@ class _Conn:
         self.sock.close()
 
 
-def daemon_running(workspace: Path) -> bool:
+def daemon_running(workspace: Workspace | Path) -> bool:
     try:
-        c = _Conn(daemon_socket(resolve_workspace(workspace)), 2.0)
+        c = _Conn(daemon_socket(workspace), 2.0)
     except OSError:
         return False
     c.close()
@@ -85,7 +86,7 @@ def daemon_running(workspace: Path) -> bool:
 RAY_START_S = 180.0
 
 
-def _uses_ray(ws: Path) -> bool:
+def _uses_ray(ws: Workspace) -> bool:
     try:
         with open(config_path(ws), "rb") as fh:
             runner = tomllib.load(fh).get("runner", {})
@@ -94,14 +95,14 @@ def _uses_ray(ws: Path) -> bool:
     return isinstance(runner, dict) and (runner.get("executor") == "ray" or "ray" in runner)
 
 
-def start_daemon(workspace: Path, *, timeout: float = 10.0, slots: int | None = None) -> dict:
+def start_daemon(workspace: Workspace | Path, *, timeout: float = 10.0, slots: int | None = None) -> dict:
     """Start the detached daemon for ``workspace`` and wait until it serves (or says why not).
 
     Returns {"pid": N, "started": bool}; ``started`` is False when one was already running.
     Raises RunnerUnavailable with the daemon's own one-line reason when it refuses to start
     (a corrupt queue database, an unusable runtime folder, ...).
     """
-    ws = resolve_workspace(workspace)
+    ws = Workspace.resolve(workspace)
     if _uses_ray(ws):
         timeout = max(timeout, RAY_START_S)  # connecting to Ray, perhaps starting a local head
     rfd, wfd = os.pipe()
@@ -138,19 +139,19 @@ def start_daemon(workspace: Path, *, timeout: float = 10.0, slots: int | None = 
     except subprocess.TimeoutExpired:
         pass
     line = data.decode(errors="replace").strip()
-    if line.startswith("ok"):
+    if line.startswith(READY_OK):
         return {"pid": int(line.split()[1]), "started": True}
-    if line.startswith("running"):
+    if line.startswith(READY_RUNNING):
         return {"pid": int(line.split()[1]), "started": False}
-    if line.startswith("error"):
-        raise RunnerUnavailable(line[len("error"):].strip())
+    if line.startswith(READY_ERROR):
+        raise RunnerUnavailable(line[len(READY_ERROR):].strip())
     raise RunnerUnavailable(f"the runner daemon did not start within {timeout:.0f}s; see {log_path(ws)}")
 
 
 class RunnerClient:
     """A connection to the workspace's runner daemon."""
 
-    def __init__(self, workspace: Path, conn: "_Conn", hello: dict, timeout: float):
+    def __init__(self, workspace: Workspace, conn: "_Conn", hello: dict, timeout: float):
         self.workspace = workspace
         self.daemon = hello
         self._idle: list[_Conn] = [conn]  # connections not in use by a request
@@ -163,10 +164,11 @@ class RunnerClient:
     # -- connecting ---------------------------------------------------------------------
 
     @classmethod
-    def connect(cls, workspace: Path, *, start: bool = True, timeout: float = 10.0) -> "RunnerClient":
-        """Connect to the daemon of ``workspace``, starting it first when none runs and
-        ``start`` is true. Raises RunnerUnavailable when that is not possible."""
-        ws = resolve_workspace(workspace)
+    def connect(cls, workspace: Workspace | Path, *, start: bool = True, timeout: float = 10.0) -> "RunnerClient":
+        """Connect to the daemon of ``workspace`` (a path is resolved here, once; a
+        Workspace is used as it is), starting it first when none runs and ``start`` is
+        true. Raises RunnerUnavailable when that is not possible."""
+        ws = Workspace.resolve(workspace)
         path = daemon_socket(ws)
         for attempt in range(3):
             try:
@@ -195,7 +197,7 @@ class RunnerClient:
         raise RunnerUnavailable(f"cannot reach the runner daemon at {path}")
 
     @staticmethod
-    def _handshake(conn: "_Conn", ws: Path, timeout: float) -> dict:
+    def _handshake(conn: "_Conn", ws: Workspace, timeout: float) -> dict:
         try:
             conn.send({"type": "hello", "id": "0", "workspace": str(ws)})
             msg = conn.recv(timeout)

@@ -29,13 +29,14 @@ from tuneterm.errors import UserError
 from tuneterm.rundir import RunDir, append_rejection, write_atomic
 from tuneterm.runner.executor import Executor
 from tuneterm.runner import transitions
+from tuneterm.runner.queries import Queue
 from tuneterm.runner.rebuild import reconcile, write_queue_row
 from tuneterm.runner.store import Store
 from tuneterm.runner.supervise import StopReport, Supervisor
 from tuneterm.runner.tail import Tailer
-from tuneterm.states import ACTIVE_STATES, SessionState, is_finished
 from tuneterm.session.problems import Problem
-from tuneterm.workspace import inside, new_run_id, runs_dir
+from tuneterm.states import ACTIVE_STATES, SessionState, is_finished
+from tuneterm.workspace import Workspace, inside, new_run_id
 
 log = logging.getLogger("tuneterm.runner")
 
@@ -59,9 +60,9 @@ def check_failure(out: bytes, err: bytes, code: int | None) -> str:
 class Daemon:
     """Queue requests and session views; workers are the Supervisor's (``self.sup``)."""
 
-    def __init__(self, ws: Path, store: Store, executor: Executor, *, slots: int = 1, max_crashes: int = 3,
+    def __init__(self, ws: Workspace, store: Store, executor: Executor, *, slots: int = 1, max_crashes: int = 3,
                  python: str = sys.executable):
-        self.ws = ws
+        self.ws = Workspace.resolve(ws)
         self.store = store
         self.executor = executor
         self.python = python
@@ -71,8 +72,7 @@ class Daemon:
         self.started = time.time()
         self.recovery: asyncio.Future | None = None
         self.last_stop: StopReport | None = None
-        self._runs = str(runs_dir(ws))
-        self._blank = Tailer(Path(os.devnull))
+        self.queue = Queue(store, self.ws.runs, self._live_tail)
         store.on_damage = self._refill
 
     def _refill(self, store: Store, reason: str, aside: Path | None) -> None:
@@ -80,7 +80,7 @@ class Daemon:
         the run directories and the workers this daemon supervises."""
         live = {r.run_dir.name: {"pid": r.handle.pid, "pid_start": r.handle.pid_start}
                 for r in self.sup.runs.values() if r.handle is not None}
-        reconcile(store, runs_dir(self.ws), live, starting=False,
+        reconcile(store, self.ws.runs, live, starting=False,
                   why=f"the database was damaged under the running daemon ({reason}); the damaged file is "
                       f"{aside.name if aside else 'gone'}")
 
@@ -97,7 +97,7 @@ class Daemon:
     def recover(self) -> None:
         """Give back their rows to run directories the database lost, then start
         re-adopting the workers of a previous daemon (the scheduler waits for it)."""
-        reconcile(self.store, runs_dir(self.ws), why="the queue database did not have them (a 0-byte or "
+        reconcile(self.store, self.ws.runs, why="the queue database did not have them (a 0-byte or "
                   "lost file, a lost -wal, or one moved aside as corrupt)")
         self.recovery = asyncio.ensure_future(self.sup.recover())
 
@@ -121,22 +121,24 @@ class Daemon:
     # -- lookups and views ---------------------------------------------------------------
 
     def resolve(self, ref) -> dict:
-        if ref is None or ref == "":
-            raise UserError("no session given")
-        if isinstance(ref, str) and ("/" in ref or ref.endswith(".toml")):
-            ref = Path(ref.rstrip("/")).name if "/" in ref else ref
-        hits = self.store.find(ref)
-        if not hits:
-            raise UserError(f"no session {ref!r} in the queue")
-        if len(hits) > 1:
-            raise UserError(f"session {ref!r} is ambiguous: " + ", ".join(h["run_id"] for h in hits[:5]))
-        return hits[0]
+        return self.queue.resolve(ref)
+
+    def view(self, row: dict, index: int | None = None) -> dict:
+        return self.queue.view(row, index)
+
+    def list(self) -> list[dict]:
+        return self.queue.list()
+
+    def _live_tail(self, row: dict) -> Tailer | None:
+        """A view's figures: the session's live tail, refreshed (and what it gained sent to
+        its subscribers); None for one never started, which has no files to look at."""
+        sid = row["id"]
+        if row["attempts"] == 0 and sid not in self.runs and sid not in self.subs:
+            return None
+        return self.refresh(row)
 
     def run_dir(self, row: dict) -> Path:
-        return runs_dir(self.ws) / row["run_id"]
-
-    def _run_dir_str(self, row: dict) -> str:
-        return f"{self._runs}{os.sep}{row['run_id']}"  # no pathlib: `queue ls` of 1,000 rows
+        return self.ws.run_dir(row["run_id"])
 
     def follow(self, row: dict) -> Tailer:
         t = self.tails.get(row["id"])
@@ -150,29 +152,6 @@ class Daemon:
         for kind, data in t.refresh():
             self._broadcast(row["id"], {"v": protocol.VERSION, "type": kind, "data": data})
         return t
-
-    def view(self, row: dict, index: int | None = None) -> dict:
-        sid = row["id"]
-        if row["attempts"] == 0 and sid not in self.runs and sid not in self.subs:
-            t = self._blank  # never started: no files to look at
-        else:
-            t = self.refresh(row)
-        if index is None:
-            index = self.store.index_of(row["id"])
-        running = row["state"] == SessionState.RUNNING
-        return {
-            "id": row["id"], "run_id": row["run_id"], "name": row["name"], "model": row["model"],
-            "data": row["data"], "state": row["state"], "position": index + 1, "step": t.step,
-            "total_steps": t.total_steps, "epoch": t.epoch, "loss": t.loss,
-            "best_metric": dict(t.best) if t.best else None, "eta_s": t.eta_s() if running else None,
-            "run_dir": self._run_dir_str(row), "created": row["created"], "started": row["started"],
-            "finished": row["finished"], "attempts": row["attempts"], "crashes": row["crashes"],
-            "error": row["error"], "result": row["result"], "want": row["want"],
-            "pid": row["pid"] if running else None,
-        }
-
-    def list(self) -> list[dict]:
-        return [self.view(r, i) for i, r in enumerate(self.store.all())]
 
     def set_state(self, sid: int, **fields) -> dict:
         row = self.store.update(sid, **fields)
@@ -213,7 +192,7 @@ class Daemon:
             return self.view(row)
         for _ in range(100):  # run ids carry a second and 16 random bits: collisions happen
             run_id = new_run_id(name)
-            rd = runs_dir(self.ws) / run_id
+            rd = self.ws.run_dir(run_id)
             try:
                 rd.mkdir(parents=True)
                 break
@@ -232,7 +211,7 @@ class Daemon:
     async def _preflight(self, src: Path, data: bytes, smoke: bool) -> None:
         """`tuneterm validate` in a subprocess (the daemon never imports the engine) on
         the exact bytes that will be queued."""
-        tmpdir = self.ws / ".tuneterm" / "tmp"
+        tmpdir = self.ws.tmp
         tmpdir.mkdir(parents=True, exist_ok=True)
         tmp = tmpdir / f"check-{os.getpid()}-{protocol.new_id()}.toml"
         tmp.write_bytes(data)
@@ -284,7 +263,7 @@ class Daemon:
         index = (to - 1) if to is not None else self.store.index_of(row["id"]) + by
         self.store.move(row["id"], index)
         for r in self.store.all():  # the run directories' copies keep the order for a rebuild
-            rd = runs_dir(self.ws) / r["run_id"]
+            rd = self.ws.run_dir(r["run_id"])
             if RunDir(rd).queue_row.is_file():
                 write_queue_row(rd, r, durable=False)
         self.sup.wake.set()
@@ -339,7 +318,7 @@ class Daemon:
         if msg["type"] in ("set", "freeze", "unfreeze"):
             request = {k: v for k, v in msg.items() if k != "v"}
             try:
-                append_rejection(runs_dir(self.ws) / row["run_id"], request, reason, "daemon")
+                append_rejection(self.ws.run_dir(row["run_id"]), request, reason, "daemon")
             except OSError:
                 log.warning("could not log the refusal of %s in %s", msg.get("id"), row["run_id"])
         return protocol.reject(msg["id"], reason)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from tuneterm import protocol
+from tuneterm.rundir import RunDir
 
 WORKER_MODULE = "tuneterm.engine.worker"
 # How protocol.encode starts a row message (compact separators, "v" first).
@@ -195,7 +196,7 @@ class LocalExecutor(Executor):
         env = dict(os.environ)
         if self.gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)  # one slot per device
-        err = open(Path(run_dir) / "worker.stderr", "ab")
+        err = open(RunDir(run_dir).worker_stderr, "ab")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneterm.rundir import SESSION
+from tuneterm.rundir import RunDir
 
 try:
     import tomllib
@@ -33,7 +33,7 @@ def read_limits(run_dir: Path) -> Limits:
     """The limits of the run; bad or missing values fall back to the defaults (the
     session's schema checks them before it is queued)."""
     try:
-        with open(Path(run_dir) / SESSION, "rb") as fh:
+        with open(RunDir(run_dir).session, "rb") as fh:
             rt = tomllib.load(fh).get("runtime", {})
     except (OSError, tomllib.TOMLDecodeError):
         return Limits()

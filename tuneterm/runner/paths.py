@@ -1,10 +1,7 @@
-"""Where the runner keeps its files (no torch, no textual).
+"""Where the runner keeps its files, and finding the workspace's daemon (no torch, no textual).
 
-    WS/.tuneterm/queue.db        the queue (SQLite, WAL)
-    WS/.tuneterm/daemon.pid      pid of the running daemon
-    WS/.tuneterm/daemon.lock     flock held by the daemon for its lifetime (one per workspace)
-    WS/.tuneterm/daemon.log      the daemon's log
-    WS/.tuneterm/config.toml     [runner] settings (slots, max_crashes, worker command)
+    WS/.tuneterm/...             the queue, the daemon's pid, lock, log and socket record, the
+                                 configuration: ``tuneterm.workspace.Workspace`` names them
     RUNTIME/<hash>.sock          the socket: RUNTIME is an owner-only (0700) per-user folder,
                                  $TUNETERM_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tuneterm,
                                  else /tmp/tuneterm-<uid>
@@ -22,8 +19,12 @@ from pathlib import Path
 
 from tuneterm.errors import TunetermError
 from tuneterm.rundir import write_atomic
+from tuneterm.workspace import Workspace
 
 SOCKET_PATH_MAX = 107
+# The one line a starting daemon writes to its --ready-fd: "ok PID" (it serves), "running PID"
+# (another daemon already serves the workspace) or "error MESSAGE" (it cannot start).
+READY_OK, READY_RUNNING, READY_ERROR = "ok", "running", "error"
 
 
 class RunnerUnavailable(TunetermError):
@@ -52,8 +53,8 @@ def runtime_dir() -> Path:
     return d
 
 
-def socket_path(ws: Path) -> Path:
-    digest = hashlib.sha256(str(Path(ws).resolve()).encode()).hexdigest()[:20]
+def socket_path(ws: Workspace | Path) -> Path:
+    digest = hashlib.sha256(str(Workspace.resolve(ws).root).encode()).hexdigest()[:20]
     p = runtime_dir() / f"{digest}.sock"
     if len(str(p)) > SOCKET_PATH_MAX:
         raise RunnerUnavailable(f"socket path {p} is longer than {SOCKET_PATH_MAX} bytes; "
@@ -61,54 +62,52 @@ def socket_path(ws: Path) -> Path:
     return p
 
 
-def tuneterm_dir(ws: Path) -> Path:
-    d = Path(ws) / ".tuneterm"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+# The runner's files under WS/.tuneterm/, that folder made when missing (a Path is resolved
+# first; a Workspace is resolved already).
+
+def db_path(ws: Workspace | Path) -> Path:
+    return Workspace.resolve(ws).made().queue_db
 
 
-def db_path(ws: Path) -> Path:
-    return tuneterm_dir(ws) / "queue.db"
+def pid_path(ws: Workspace | Path) -> Path:
+    return Workspace.resolve(ws).made().daemon_pid
 
 
-def pid_path(ws: Path) -> Path:
-    return tuneterm_dir(ws) / "daemon.pid"
+def lock_path(ws: Workspace | Path) -> Path:
+    return Workspace.resolve(ws).made().daemon_lock
 
 
-def lock_path(ws: Path) -> Path:
-    return tuneterm_dir(ws) / "daemon.lock"
+def log_path(ws: Workspace | Path) -> Path:
+    return Workspace.resolve(ws).made().daemon_log
 
 
-def log_path(ws: Path) -> Path:
-    return tuneterm_dir(ws) / "daemon.log"
+def config_path(ws: Workspace | Path) -> Path:
+    return Workspace.resolve(ws).made().config
 
 
-def config_path(ws: Path) -> Path:
-    return tuneterm_dir(ws) / "config.toml"
-
-
-def read_pid(ws: Path) -> int | None:
+def read_pid(ws: Workspace | Path) -> int | None:
     try:
         return int(pid_path(ws).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def socket_record_path(ws: Path) -> Path:
-    return tuneterm_dir(ws) / "daemon.sock"
+def socket_record_path(ws: Workspace | Path) -> Path:
+    return Workspace.resolve(ws).made().daemon_sock
 
 
-def record_socket(ws: Path, sock: Path) -> None:
+def record_socket(ws: Workspace | Path, sock: Path) -> None:
     """Written by the daemon once it serves: the socket it bound, so that a shell with
     another TUNETERM_RUNTIME_DIR / XDG_RUNTIME_DIR still finds it from the workspace."""
     write_atomic(socket_record_path(ws), f"{sock}\n", durable=False)
 
 
-def lock_holder(ws: Path) -> int | None:
+def lock_holder(ws: Workspace | Path) -> int | None:
     """The pid holding the workspace's daemon lock, read from /proc/locks (taking the lock
     to test it would race a daemon that is starting); None when nobody holds it."""
+    ws = Workspace.resolve(ws)
     try:
-        st = os.stat(Path(ws) / ".tuneterm" / "daemon.lock")
+        st = os.stat(ws.daemon_lock)
         text = Path("/proc/locks").read_text()
     except OSError:
         return None
@@ -126,9 +125,10 @@ def lock_holder(ws: Path) -> int | None:
     return None
 
 
-def daemon_socket(ws: Path) -> Path:
+def daemon_socket(ws: Workspace | Path) -> Path:
     """Where clients find the workspace's daemon: the socket it recorded when a daemon
     holds the workspace lock, else where this shell's runtime folder puts it."""
+    ws = Workspace.resolve(ws)
     if lock_holder(ws):
         try:
             recorded = Path(socket_record_path(ws).read_text().strip())

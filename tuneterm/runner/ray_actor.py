@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from tuneterm.errors import ExitCode
+from tuneterm.rundir import RunDir
 from tuneterm.runner.executor import _ROW_PREFIXES, WORKER_MODULE
 
 READ_WAIT_S = 1.0  # how long one read() call waits for the worker's next line
@@ -46,13 +47,13 @@ class WorkerActor:
 
     async def start(self, resume: bool) -> dict:
         rd = Path(self.run_dir)
-        if not (rd / "session.toml").is_file():
+        if not RunDir(rd).session.is_file():
             return {"error": f"run directory {rd} is not visible on Ray node {self.node}: the workspace must be "
                              "on a filesystem every node mounts at the same path (docs/cluster.md)"}
         self.more, self.eof = asyncio.Event(), asyncio.Event()
         env = {**os.environ, "TUNETERM_ACTOR_PID": str(os.getpid())}
         argv = [*self.command, str(rd), *(["--resume"] if resume else []), *self.extra_args]
-        err = open(rd / "worker.stderr", "ab")
+        err = open(RunDir(rd).worker_stderr, "ab")
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", _CHILD, *argv, stdin=asyncio.subprocess.PIPE,

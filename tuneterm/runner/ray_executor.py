@@ -46,6 +46,7 @@ except ModuleNotFoundError:  # Python < 3.11
 
 from tuneterm import protocol
 from tuneterm.errors import UserError
+from tuneterm.rundir import RunDir
 from tuneterm.runner.ray_actor import _EVENT, _METRIC, READ_WAIT_S, WorkerActor
 from tuneterm.runner.ray_config import NAMESPACE, RAY_KEYS, RayConfig, parse_ray_config, workspace_tag  # noqa: F401
 from tuneterm.runner.ray_head import _pids_under, start_local_head, stop_local_head  # noqa: F401
@@ -183,7 +184,7 @@ class RayExecutor(Executor):
     def gpus_for(self, run_dir: Path) -> float:
         """A session that trains on the CPU (``[runtime] device = "cpu"``) asks for no GPU."""
         try:
-            with open(Path(run_dir) / "session.toml", "rb") as fh:
+            with open(RunDir(run_dir).session, "rb") as fh:
                 device = tomllib.load(fh).get("runtime", {}).get("device", "auto")
         except (OSError, tomllib.TOMLDecodeError, AttributeError):
             device = "auto"

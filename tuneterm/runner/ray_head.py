@@ -16,12 +16,13 @@ from pathlib import Path
 from tuneterm.errors import UserError
 from tuneterm.rundir import write_atomic
 from tuneterm.runner.ray_config import RayConfig, workspace_tag
+from tuneterm.workspace import Workspace
 
 log = logging.getLogger("tuneterm.runner")
 
 
 def _head_state_path(ws: Path) -> Path:
-    return Path(ws) / ".tuneterm" / "ray-head.json"
+    return Workspace.resolve(ws).ray_head
 
 
 def _pids_under(temp_dir: str, *, head_only: bool = False) -> list[int]:

@@ -26,19 +26,20 @@ import logging
 import time
 from pathlib import Path
 
-from tuneterm.rundir import EVENTS, SESSION, last_end_event, latest_checkpoint_step, write_atomic
+from tuneterm.rundir import RunDir, last_end_event, latest_checkpoint_step, write_atomic
 from tuneterm.runner.store import Store
+from tuneterm.states import RunEnd
+from tuneterm.states import SessionState as S
 
 log = logging.getLogger("tuneterm.runner")
 
-QUEUE_ROW = "queue.json"
 _COPIED = ("id", "name", "model", "data", "created", "client_key", "position")
 
 
 def write_queue_row(run_dir: Path, row: dict, *, durable: bool = True) -> None:
     """The run directory's copy of its queue row (what a rebuild needs; rewritten, not
     durably, when `queue move` changes its position)."""
-    write_atomic(run_dir / QUEUE_ROW, json.dumps({k: row.get(k) for k in _COPIED} | {"run_id": row["run_id"]}) + "\n",
+    write_atomic(RunDir(run_dir).queue_row, json.dumps({k: row.get(k) for k in _COPIED} | {"run_id": row["run_id"]}) + "\n",
                  durable=durable)
 
 
@@ -46,43 +47,44 @@ def recovered_row(run_dir: Path, live: dict | None = None, starting: bool = True
     """The row to rebuild for ``run_dir`` (None: not a queued run). ``live``: the worker the
     running daemon supervises for it ({"pid", "pid_start"}), when it has one; ``starting``:
     the daemon is starting (its recovery looks for the workers of rows left running)."""
+    rd = RunDir(run_dir)
     try:
-        saved = json.loads((run_dir / QUEUE_ROW).read_text())
+        saved = json.loads(rd.queue_row.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(saved, dict) or not (run_dir / SESSION).is_file():
+    if not isinstance(saved, dict) or not rd.session.is_file():
         return None
     row = {k: saved.get(k) for k in _COPIED}
     row["run_id"] = run_dir.name
     row["name"] = str(row.get("name") or run_dir.name)
     row["model"], row["data"] = str(row.get("model") or ""), str(row.get("data") or "")
     if not isinstance(row.get("created"), (int, float)):
-        row["created"] = (run_dir / SESSION).stat().st_mtime
+        row["created"] = rd.session.stat().st_mtime
     if not isinstance(row.get("id"), int):
         row["id"] = None
     if not isinstance(row.get("position"), int) or isinstance(row.get("position"), bool):
         row.pop("position")  # older queue.json: the store appends it
-    events = run_dir / EVENTS
-    started = events.exists() and events.stat().st_size > 0
+    started = rd.events.exists() and rd.events.stat().st_size > 0
     end = last_end_event(run_dir) or {}
     st = end.get("state")
+    ended = RunEnd.of(st)
     row.update(attempts=1 if started else 0, crashes=0, ckpt_step=latest_checkpoint_step(run_dir),
                error="rebuilt from its run directory (the queue database had lost it)")
     if live:
-        row.update(state="running", pid=live.get("pid"), pid_start=live.get("pid_start"))
-    elif st in ("done", "early_stopped", "stopped"):
-        row.update(state="done", result=st, finished=end.get("time"), error=None)
-    elif st == "failed":
-        row.update(state="failed", finished=end.get("time"),
+        row.update(state=S.RUNNING, pid=live.get("pid"), pid_start=live.get("pid_start"))
+    elif ended is not None and ended.completed:
+        row.update(state=S.DONE, result=st, finished=end.get("time"), error=None)
+    elif ended is RunEnd.FAILED:
+        row.update(state=S.FAILED, finished=end.get("time"),
                    error=f"training failed: {end.get('reason') or ''}".rstrip(": "))
-    elif st == "paused":
-        row["state"] = "paused"
+    elif ended is RunEnd.PAUSED:
+        row["state"] = S.PAUSED
     elif started:
         # Starting: the recovery decides (adopt its worker or resume). A live daemon
         # supervises every worker it has: this one is not among them.
-        row["state"] = "running" if starting else "interrupted"
+        row["state"] = S.RUNNING if starting else S.INTERRUPTED
     else:
-        row["state"] = "queued"
+        row["state"] = S.QUEUED
     return row
 
 

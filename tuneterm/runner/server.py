@@ -29,10 +29,10 @@ from tuneterm import __version__, protocol
 from tuneterm.errors import TunetermError, UserError
 from tuneterm.rundir import is_finished, write_atomic
 from tuneterm.runner.executor import LocalExecutor, gpu_count
-from tuneterm.runner.paths import (RunnerUnavailable, config_path, db_path, lock_path, log_path, pid_path,
-                                   read_pid, record_socket, socket_path)
+from tuneterm.runner.paths import (READY_ERROR, READY_OK, READY_RUNNING, RunnerUnavailable, config_path, db_path,
+                                   lock_path, log_path, pid_path, read_pid, record_socket, socket_path)
 from tuneterm.runner.store import CorruptQueue, open_store
-from tuneterm.workspace import resolve_workspace
+from tuneterm.workspace import Workspace
 
 log = logging.getLogger("tuneterm.runner")
 
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--foreground", action="store_true")
     ap.add_argument("--ready-fd", type=int)
     args = ap.parse_args(argv)
-    ws = resolve_workspace(args.workspace)
+    ws = Workspace.resolve(args.workspace)
     ready = args.ready_fd
     if not args.foreground:
         _detach()
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         pid = read_pid(ws)
-        _ready(ready, f"running {pid or 0}")
+        _ready(ready, f"{READY_RUNNING} {pid or 0}")
         return 0
     try:
         cfg = load_config(ws)
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         record_socket(ws, sock_path)  # found from the workspace by shells with another runtime dir
     except (CorruptQueue, RunnerUnavailable, UserError) as e:
         log.error("not starting: %s", e)
-        _ready(ready, f"error {e}")
+        _ready(ready, f"{READY_ERROR} {e}")
         return 1
     write_atomic(pid_path(ws), f"{os.getpid()}\n", durable=False)
 
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         executor, default_slots = make_executor(ws, cfg)  # Ray: connects (starting a local head)
     except UserError as e:
         log.error("not starting: %s", e)
-        _ready(ready, f"error {e}")
+        _ready(ready, f"{READY_ERROR} {e}")
         pid_path(ws).unlink(missing_ok=True)
         sock_path.unlink(missing_ok=True)
         return 1
@@ -378,7 +378,7 @@ async def _serve(ws, store, executor, slots, max_crashes, sock, sock_path, ready
     daemon.recover()
     await server.start(sock)
     sched = asyncio.ensure_future(daemon.scheduler())
-    _ready(ready, f"ok {os.getpid()}")
+    _ready(ready, f"{READY_OK} {os.getpid()}")
     await daemon.stopped.wait()
     server.server.close()
     sched.cancel()

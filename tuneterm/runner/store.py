@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from tuneterm.errors import TunetermError
-from tuneterm.rundir import STATES
+from tuneterm.states import STATES, WAITING_STATES, SessionState
 
 SCHEMA_VERSION = 1
 
@@ -184,8 +184,9 @@ class Store:
     @_healing
     def schedulable(self) -> list[dict]:
         """Sessions waiting for a worker, in queue order."""
+        marks = ", ".join("?" * len(WAITING_STATES))
         return [dict(r) for r in self.db.execute(
-            "SELECT * FROM sessions WHERE state IN ('queued', 'interrupted') ORDER BY position, id")]
+            f"SELECT * FROM sessions WHERE state IN ({marks}) ORDER BY position, id", WAITING_STATES)]
 
     # -- writing (each call is one committed transaction) ---------------------------------
 
@@ -196,7 +197,8 @@ class Store:
             pos = self.db.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM sessions").fetchone()[0]
             cur = self.db.execute(
                 "INSERT INTO sessions (run_id, name, model, data, state, position, created, client_key)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)", (run_id, name, model, data, pos, time.time(), key))
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, name, model, data, SessionState.QUEUED.value, pos, time.time(), key))
         return self.get(cur.lastrowid)
 
     @_healing
@@ -275,7 +277,8 @@ def _check(db: sqlite3.Connection) -> str | None:
         cols = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
         if not set(COLUMNS) <= cols:
             return "the sessions table lacks columns " + ", ".join(sorted(set(COLUMNS) - cols))
-        bad = db.execute(f"SELECT COUNT(*) FROM sessions WHERE state NOT IN {STATES}").fetchone()[0]
+        marks = ", ".join("?" * len(STATES))
+        bad = db.execute(f"SELECT COUNT(*) FROM sessions WHERE state NOT IN ({marks})", STATES).fetchone()[0]
         if bad:
             return f"{bad} sessions have an unknown state"
     except sqlite3.DatabaseError as e:

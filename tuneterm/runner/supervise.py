@@ -23,7 +23,9 @@ from tuneterm.runner import transitions as tr
 from tuneterm.runner.executor import WorkerHandle, proc_state
 from tuneterm.runner.limits import Limits, read_limits
 from tuneterm.runner.store import Store
-from tuneterm.rundir import EVENTS, LOG, METRICS, last_end_event, latest_checkpoint_step
+from tuneterm.rundir import RunDir, last_end_event, latest_checkpoint_step
+from tuneterm.states import RunEnd
+from tuneterm.states import SessionState as S
 
 log = logging.getLogger("tuneterm.runner")
 
@@ -32,7 +34,6 @@ STOP_GRACE_S = 60.0  # `daemon stop`: how long running workers get to checkpoint
 STOPPED_KILL_S = 2.0  # `daemon stop`: a worker stopped by SIGSTOP (state T) cannot checkpoint
 REFRESH_BATCH_S = 0.02  # streamed rows are at most this much later than the worker's line
 WATCH_EVERY_S = 1.0
-_LIFE_FILES = (METRICS, EVENTS, LOG)
 
 
 class Sessions(Protocol):
@@ -184,11 +185,11 @@ class Supervisor:
                         handle.signal(signal.SIGTERM)
                 else:
                     self.sessions.follow(row)  # follow the files from before the worker writes
-                    resume = (run.run_dir / EVENTS).exists() or ckpt is not None
+                    resume = RunDir(run.run_dir).events.exists() or ckpt is not None
                     try:
                         handle = await self.executor.start(run.run_dir, resume=resume, slot=run.slot)
                     except OSError as e:
-                        self.sessions.set_state(sid, state="failed", error=f"cannot start a worker: {e}",
+                        self.sessions.set_state(sid, state=S.FAILED, error=f"cannot start a worker: {e}",
                                                 finished=time.time())
                         return
                     self.store.update(sid, attempts=row["attempts"] + 1, pid=handle.pid, pid_start=handle.pid_start,
@@ -196,8 +197,8 @@ class Supervisor:
                     log.info("session %s: worker pid %s started%s", sid, handle.pid, " (resume)" if resume else "")
                 run.handle = handle
                 run.began = run.life = time.monotonic()
-                if row["state"] != "running":
-                    self.sessions.set_state(sid, state="running", error=None)
+                if row["state"] != S.RUNNING:
+                    self.sessions.set_state(sid, state=S.RUNNING, error=None)
                 if run.want in ("pause", "cancel", "shutdown") and not handle.adopted:
                     self.stop_worker(sid, run.want)  # asked while the worker was starting
                 for msg in run.outbox:
@@ -216,7 +217,7 @@ class Supervisor:
                     adopted = nxt
         except Exception:
             log.exception("session %s: supervision failed", sid)
-            self.sessions.set_state(sid, state="interrupted", error="internal error in the runner; see daemon.log")
+            self.sessions.set_state(sid, state=S.INTERRUPTED, error="internal error in the runner; see daemon.log")
         finally:
             for _, fut in run.pending.values():
                 if not fut.done():
@@ -286,7 +287,7 @@ class Supervisor:
             if mid in queued:
                 continue
             if not fut.done():
-                if msg["type"] == "pause" and end and end.get("state") == "paused":
+                if msg["type"] == "pause" and end and end.get("state") == RunEnd.PAUSED:
                     fut.set_result(protocol.ack(mid, int(end.get("step", 0))))
                 else:
                     fut.set_result(protocol.reject(mid, "the worker exited before answering"))
@@ -297,7 +298,7 @@ class Supervisor:
     async def recover(self) -> None:
         """After a start (perhaps after a crash of the previous daemon): re-adopt workers
         that still run, settle sessions whose worker ended meanwhile."""
-        for row in self.store.by_state("running"):
+        for row in self.store.by_state(S.RUNNING):
             rd = self.sessions.run_dir(row)
             handle = await self.executor.adopt(rd, row["pid"], row["pid_start"])
             if handle is not None:
@@ -307,7 +308,7 @@ class Supervisor:
             out = tr.on_recover(row["want"], end.get("state"), end.get("reason"))
             self.sessions.set_state(row["id"], **out.fields(time.time()))
 
-    async def shutdown(self, grace: float = STOP_GRACE_S) -> dict:
+    async def shutdown(self, grace: float = STOP_GRACE_S) -> "StopReport":
         """Pause every running worker at a checkpoint; kill the ones that have not exited
         after ``grace`` seconds (at once for a worker stopped by SIGSTOP, which cannot). The
         sessions end ``paused`` (marked for `daemon start`). Says which were killed and
@@ -342,7 +343,15 @@ class Supervisor:
             log.error("%d workers are still alive after SIGKILL: sessions %s", len(alive), alive)
         await callback.stop()  # before the loop ends: a callback never outlives its daemon
         self.stopped.set()
-        return {"paused": [s for s in sids if s not in killed], "killed": killed, "alive": alive}
+        return StopReport(paused=[s for s in sids if s not in killed], killed=killed, alive=alive)
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """What `daemon stop` did to the sessions that were running (their ids)."""
+    paused: list  # checkpointed and exited
+    killed: list  # did not stop in time (or could not: SIGSTOP)
+    alive: list  # still alive after SIGKILL
 
 
 def _is_stopped(handle: WorkerHandle) -> bool:
@@ -354,9 +363,10 @@ def _files_life(run_dir: Path, now: float) -> float:
     """The monotonic time of the newest write to the run's files (0 when none)."""
     wall = time.time()
     newest = 0.0
-    for name in _LIFE_FILES:
+    rd = RunDir(run_dir)
+    for path in (rd.metrics, rd.events, rd.log):
         try:
-            newest = max(newest, (run_dir / name).stat().st_mtime)
+            newest = max(newest, path.stat().st_mtime)
         except OSError:
             pass
     return now - (wall - newest) if newest else 0.0

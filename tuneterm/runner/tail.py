@@ -22,12 +22,9 @@ except ImportError:  # Python 3.10
 from collections import deque
 from pathlib import Path
 
-from tuneterm.rundir import (EVENTS, METRICS, SESSION, JsonlTail, last_end_event, latest_checkpoint_step,
-                             parse_rows)
+from tuneterm.rundir import JsonlTail, RunDir, last_end_event, latest_checkpoint_step, parse_rows
 
 __all__ = ["Tailer", "last_end_event", "latest_checkpoint_step"]
-
-FILES = (("metric", METRICS), ("event", EVENTS))
 
 
 class Tailer:
@@ -35,7 +32,8 @@ class Tailer:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.files = {kind: JsonlTail(self.run_dir / name) for kind, name in FILES}
+        rd = RunDir(run_dir)
+        self.files = {"metric": JsonlTail(rd.metrics), "event": JsonlTail(rd.events)}
         self.max_step: dict[str, int] = {}  # newest step forwarded per metrics kind
         self.seen_events: set[int] = set()
         self.metric: str | None = None  # the early-stopping metric, read on the first eval row
@@ -114,7 +112,7 @@ class Tailer:
     def _read_metric(self) -> None:
         metric, mode = "val_loss", ""
         try:
-            with open(self.run_dir / SESSION, "rb") as fh:
+            with open(RunDir(self.run_dir).session, "rb") as fh:
                 es = tomllib.load(fh).get("early_stopping", {})
             metric, mode = str(es.get("metric") or metric), str(es.get("mode") or "")
         except (OSError, tomllib.TOMLDecodeError):

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from tuneterm.errors import UserError
 from tuneterm.rundir import EXIT_BAD_INPUT as EXIT_BAD  # the worker exit codes are the run directory's
 from tuneterm.rundir import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PAUSED, exit_code_for_end
+from tuneterm.states import RunEnd
+from tuneterm.states import SessionState as S
 
 STOPPING = ("pause", "cancel", "shutdown", "wall", "hung")  # wants that end a worker
-FINISHED_ENDS = ("done", "early_stopped", "stopped")
 # The mark on a session paused by `daemon stop`: `daemon start` resumes exactly these.
 STOPPED_BY_DAEMON = "restart"
 
@@ -33,7 +34,7 @@ _KEEP = object()
 
 @dataclass(frozen=True)
 class Outcome:
-    state: str | None = None         # the new state; None: unchanged
+    state: S | None = None           # the new state; None: unchanged
     want: object = _KEEP             # the new `want` column; _KEEP: unchanged
     error: object = _KEEP
     result: object = _KEEP
@@ -74,32 +75,32 @@ def on_request(verb: str, state: str, want: str | None, supervised: bool) -> Out
     """What ``verb`` does to a session in ``state``; ``supervised``: the daemon has (or is
     starting) a worker for it. Raises UserError for what a person may not do."""
     if verb == "pause":
-        if supervised or state == "running":
+        if supervised or state == S.RUNNING:
             return Outcome(want="pause", action="stop")
-        if state in ("queued", "interrupted"):
-            return Outcome(state="paused")
-        if state == "paused":
+        if state in (S.QUEUED, S.INTERRUPTED):
+            return Outcome(state=S.PAUSED)
+        if state == S.PAUSED:
             return Outcome()
         raise UserError(f"is {state}; only queued or running sessions pause")
     if verb == "resume":
-        if state in ("paused", "interrupted"):
-            return Outcome(state="queued", want=None, crashes=0, error=None)
-        if state == "running" and want == "pause":
+        if state in (S.PAUSED, S.INTERRUPTED):
+            return Outcome(state=S.QUEUED, want=None, crashes=0, error=None)
+        if state == S.RUNNING and want == "pause":
             raise UserError("is pausing; resume it once it is paused")
-        if state in ("queued", "running"):
+        if state in (S.QUEUED, S.RUNNING):
             return Outcome()
         raise UserError(f"is {state}; use `queue retry` to run it again")
     if verb == "cancel":
-        if supervised or state == "running":
+        if supervised or state == S.RUNNING:
             return Outcome(want="cancel", action="stop")
-        if state in ("queued", "paused", "interrupted"):
-            return Outcome(state="cancelled", want=None, finished=True)
-        if state == "cancelled":
+        if state in (S.QUEUED, S.PAUSED, S.INTERRUPTED):
+            return Outcome(state=S.CANCELLED, want=None, finished=True)
+        if state == S.CANCELLED:
             return Outcome()
         raise UserError(f"is already {state}")
     if verb == "retry":
-        if state in ("failed", "cancelled", "interrupted"):
-            return Outcome(state="queued", want=None, crashes=0, error=None, result=None)
+        if state in (S.FAILED, S.CANCELLED, S.INTERRUPTED):
+            return Outcome(state=S.QUEUED, want=None, crashes=0, error=None, result=None)
         raise UserError(f"is {state}; only failed, cancelled or interrupted sessions can be retried")
     raise UserError(f"unknown request {verb!r}")
 
@@ -124,7 +125,7 @@ def on_exit(*, code: int | None, want: str | None, end_state: str | None, reason
             code = -signal.SIGKILL
     done = dict(want=None, clear_pid=True, finished=True)
     if code == EXIT_OK:
-        return Outcome(state="done", result=end_state or "done", crashes=0, **done)
+        return Outcome(state=S.DONE, result=end_state or RunEnd.DONE, crashes=0, **done)
     stopped = code == EXIT_PAUSED or (code < 0 and want in STOPPING)
     if want == "bounce" and code == EXIT_PAUSED:
         return Outcome(want=None, action="restart")
@@ -134,47 +135,48 @@ def on_exit(*, code: int | None, want: str | None, end_state: str | None, reason
     if stopped:
         forced = f" (did not stop in time: killed by {signame(code)})" if code < 0 else ""
         if want == "cancel":
-            return Outcome(state="cancelled", **done)
+            return Outcome(state=S.CANCELLED, **done)
         if want == "shutdown":
-            return Outcome(state="paused", want=STOPPED_BY_DAEMON, clear_pid=True, crashes=0,
+            return Outcome(state=S.PAUSED, want=STOPPED_BY_DAEMON, clear_pid=True, crashes=0,
                            error="stopped by `tuneterm daemon stop`" + forced +
                                  "; `queue resume` or `daemon start` continues it")
         if want == "wall":
-            return Outcome(state="failed", error=(detail or "wall-clock limit reached") + forced +
+            return Outcome(state=S.FAILED, error=(detail or "wall-clock limit reached") + forced +
                            "; checkpointed: `queue retry` continues it", **done)
-        return Outcome(state="paused", want=None, clear_pid=True, crashes=0)
+        return Outcome(state=S.PAUSED, want=None, clear_pid=True, crashes=0)
     if code == EXIT_LOCKED:
         # Another worker holds the run: one a dead daemon started whose pid was never
         # recorded. The caller follows it when it can find it, else waits and tries again.
-        return Outcome(state="interrupted", clear_pid=True, action="find_holder", backoff_s=5.0,
+        return Outcome(state=S.INTERRUPTED, clear_pid=True, action="find_holder", backoff_s=5.0,
                        error="another worker holds the run; retrying")
     if code in (EXIT_FAILED, EXIT_BAD):
         what = "training failed" if code == EXIT_FAILED else "bad session or run directory"
-        return Outcome(state="failed", error=f"{what}: {reason}" if reason else what, **done)
+        return Outcome(state=S.FAILED, error=f"{what}: {reason}" if reason else what, **done)
     if want == "cancel":
-        return Outcome(state="cancelled", **done)
+        return Outcome(state=S.CANCELLED, **done)
     how = f"killed by {signame(code)}" if code < 0 else f"exit code {code}"
     return _crash(code, 1 if progress else crashes + 1, max_crashes, how)
 
 
 def _crash(code: int, crashes: int, max_crashes: int, how: str) -> Outcome:
     if crashes >= max_crashes:
-        return Outcome(state="failed", crashes=crashes, want=None, clear_pid=True, finished=True,
+        return Outcome(state=S.FAILED, crashes=crashes, want=None, clear_pid=True, finished=True,
                        error=f"the worker crashed {crashes} times in a row (last: {how})")
-    return Outcome(state="interrupted", crashes=crashes, want=None, clear_pid=True, action="backoff",
+    return Outcome(state=S.INTERRUPTED, crashes=crashes, want=None, clear_pid=True, action="backoff",
                    backoff_s=0.5, error=f"the worker crashed ({how}); resuming from the last checkpoint")
 
 
 def on_recover(want: str | None, end_state: str | None, reason: str | None = None) -> Outcome:
     """A row ``running`` whose worker ended while no daemon ran."""
     done = dict(want=None, clear_pid=True, finished=True)
-    if end_state in FINISHED_ENDS:
-        return Outcome(state="done", result=end_state, **done)
-    if end_state == "failed":
-        return Outcome(state="failed", error=f"training failed: {reason or ''}".rstrip(": "), **done)
+    end = RunEnd.of(end_state)
+    if end is not None and end.completed:
+        return Outcome(state=S.DONE, result=end_state, **done)
+    if end is RunEnd.FAILED:
+        return Outcome(state=S.FAILED, error=f"training failed: {reason or ''}".rstrip(": "), **done)
     if want == "cancel":
-        return Outcome(state="cancelled", **done)
-    if end_state == "paused" and want == "pause":
-        return Outcome(state="paused", want=None, clear_pid=True)
-    return Outcome(state="interrupted", clear_pid=True,
+        return Outcome(state=S.CANCELLED, **done)
+    if end is RunEnd.PAUSED and want == "pause":
+        return Outcome(state=S.PAUSED, want=None, clear_pid=True)
+    return Outcome(state=S.INTERRUPTED, clear_pid=True,
                    error="the worker ended while no daemon ran; resuming from the last checkpoint")

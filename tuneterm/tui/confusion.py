@@ -18,13 +18,14 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-CONFUSION = "confusion.json"  # the engine's tuneterm.engine.predict.CONFUSION
+from tuneterm.rundir import RunDir
+from tuneterm.states import RunEnd, SessionState
 COMPUTE_TIMEOUT_S = 600.0
 
 
 def read_confusion(run_dir: Path) -> dict | None:
     try:
-        data = json.loads((run_dir / CONFUSION).read_text(encoding="utf-8"))
+        data = json.loads(RunDir(run_dir).confusion.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     ok = isinstance(data, dict) and isinstance(data.get("labels"), list) and isinstance(data.get("matrix"), list)
@@ -97,7 +98,9 @@ class ConfusionMatrix(Static):
         self._show(Text(f"no confusion matrix: {message}", style="red"))
 
 
-TRAINED_STATES = ("done", "early_stopped")  # finished with a model worth a matrix
+# finished with a model worth a matrix: the queue's done, or (on the session screen, from the
+# run's end row) a run that stopped early
+TRAINED_STATES = (SessionState.DONE, RunEnd.EARLY_STOPPED)
 
 
 def add_tab(screen, s: dict) -> None:
@@ -110,7 +113,7 @@ def add_tab(screen, s: dict) -> None:
     if rd is None or s.get("state") not in TRAINED_STATES or getattr(screen, "_confusion_tab", False):
         return
     screen._confusion_tab = True  # decided once: later stream rows do not re-read session.toml
-    task = (read_toml(rd / "session.toml").get("model") or {}).get("task", "sequence-classification")
+    task = (read_toml(RunDir(rd).session).get("model") or {}).get("task", "sequence-classification")
     if task != "sequence-classification":
         return
     from textual.widgets import TabbedContent, TabPane

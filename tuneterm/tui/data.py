@@ -20,8 +20,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from tuneterm.rundir import (ACTIVE_STATES, FINISHED_STATES, LAYERS, WALL_CLOCK_FIELDS, Comparison, compare_metrics,
-                             is_finished, read_jsonl)
+from tuneterm.rundir import (ACTIVE_STATES, FINISHED_STATES, WALL_CLOCK_FIELDS, Comparison, RunDir, SessionState,
+                             compare_metrics, is_finished, read_jsonl)
 from tuneterm.tui.series import MinMaxSeries
 
 # The seven knobs of DESIGN.md as the hyperparameter panel shows them (freezing has its own
@@ -94,9 +94,9 @@ def fmt_progress(s: dict, epoch: bool = True) -> str:
     step, total = s.get("step") or 0, s.get("total_steps")
     text = f"{step}/{total}" if total else str(step)
     ep = s.get("epoch")
-    if epoch and isinstance(ep, (int, float)) and s.get("state") != "queued":
+    if epoch and isinstance(ep, (int, float)) and s.get("state") != SessionState.QUEUED:
         text += f" ep {ep:.1f}" if isinstance(ep, float) else f" ep {ep}"
-    eta = fmt_eta(s.get("eta_s")) if s.get("state") == "running" else ""
+    eta = fmt_eta(s.get("eta_s")) if s.get("state") == SessionState.RUNNING else ""
     if eta:
         text += f" {eta}"
     return text
@@ -120,7 +120,7 @@ def read_toml(path: Path) -> dict:
 
 def read_layers(run_dir: Path) -> list[dict]:
     try:
-        data = json.loads((run_dir / LAYERS).read_text(encoding="utf-8"))
+        data = json.loads(RunDir(run_dir).layers.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return []
     out = []

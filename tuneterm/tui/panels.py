@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from tuneterm.states import SessionState
 from tuneterm.tui.data import KNOBS, RunView, fmt_best, fmt_eta, fmt_num, fmt_params
 from tuneterm.tui.knobs import knob_help
 
@@ -235,7 +236,7 @@ def status_line(v: RunView, s: dict, width: int) -> Text:
     state = s.get("state") or v.state
     step = max(v.step, s.get("step") or 0)
     total = s.get("total_steps")
-    parts = [Text(str(s.get("name", "")), style="bold"), Text(str(state), style="green" if state == "running" else "")]
+    parts = [Text(str(s.get("name", "")), style="bold"), Text(str(state), style="green" if state == SessionState.RUNNING else "")]
     parts.append(Text(f"step {step}/{total}" if total else f"step {step}"))
     epoch = v.epoch if v.epoch is not None else s.get("epoch")
     if epoch is not None:
@@ -245,7 +246,7 @@ def status_line(v: RunView, s: dict, width: int) -> Text:
         parts.append(Text(f"loss {fmt_num(loss)}"))
     if s.get("best_metric"):
         parts.append(Text(f"best {fmt_best(s['best_metric'])}"))
-    if state == "running" and fmt_eta(s.get("eta_s")):
+    if state == SessionState.RUNNING and fmt_eta(s.get("eta_s")):
         parts.append(Text(f"ETA {fmt_eta(s.get('eta_s'))}"))
     if s.get("error"):
         parts.append(Text(str(s["error"]), style="red"))

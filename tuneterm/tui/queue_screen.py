@@ -11,12 +11,14 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tuneterm.rundir import RunDir
+from tuneterm.states import SessionState as S
 from tuneterm.tui.compare_screen import with_marks
 from tuneterm.tui.data import fmt_best, fmt_num, fmt_progress, short_source
 
 STATE_STYLE = {
-    "running": "bold green", "queued": "", "paused": "yellow", "done": "blue",
-    "failed": "bold red", "cancelled": "dim", "interrupted": "magenta",
+    S.RUNNING: "bold green", S.QUEUED: "", S.PAUSED: "yellow", S.DONE: "blue",
+    S.FAILED: "bold red", S.CANCELLED: "dim", S.INTERRUPTED: "magenta",
 }
 COLUMNS = (("name", "name"), ("model", "model"), ("data", "data"), ("state", "status"),
            ("progress", "progress"), ("loss", "loss"), ("best", "best"))
@@ -131,7 +133,7 @@ class QueueScreen(Screen):
         counts: dict[str, int] = {}
         for s in sessions:
             counts[s.get("state", "?")] = counts.get(s.get("state", "?"), 0) + 1
-        order = ("running", "queued", "paused", "done", "failed", "cancelled", "interrupted")
+        order = (S.RUNNING, S.QUEUED, S.PAUSED, S.DONE, S.FAILED, S.CANCELLED, S.INTERRUPTED)
         parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
         text = f"{len(sessions)} sessions · " + " · ".join(parts)
         if text != self._summary_text:
@@ -238,7 +240,7 @@ class QueueScreen(Screen):
         from tuneterm.tui.new_session import NewSessionScreen
 
         rd = self.app.run_dir_of(s)
-        data = read_toml(rd / "session.toml") if rd else {}
+        data = read_toml(RunDir(rd).session) if rd else {}
         if not data:
             self.notify("this session has no session.toml yet; starting from the template", severity="warning")
         data.pop("edits", None)

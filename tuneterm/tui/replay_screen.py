@@ -12,6 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tuneterm.rundir import RunDir
+from tuneterm.states import SessionState
 from tuneterm.tui.chart import Line, LineChart
 from tuneterm.tui.data import compare_metrics, fmt_num, is_finished, read_jsonl, read_toml
 from tuneterm.tui.series import MinMaxSeries
@@ -71,8 +73,8 @@ class ReplayScreen(Screen):
     def on_mount(self) -> None:
         s = self.app.session_by_id(self.session_id) if self.session_id is not None else None
         rd = self.app.run_dir_of(s) if s else None
-        if rd is not None and (rd / "session.toml").exists():
-            self._load(rd / "session.toml", rd, s)
+        if rd is not None and RunDir(rd).session.exists():
+            self._load(RunDir(rd).session, rd, s)
         else:
             self.query_one("#replay-what", Static).update(
                 "No finished run selected: press f to pick a session file.")
@@ -92,7 +94,7 @@ class ReplayScreen(Screen):
         self.query_one("#replay-what", Static).update(
             Text.assemble((str(name), "bold"), f" · {where}{state} · {len(edits)} recorded edits"))
         if run_dir is not None:
-            self.app.run_in_thread("read metrics", lambda: read_jsonl(run_dir / "metrics.jsonl"),
+            self.app.run_in_thread("read metrics", lambda: read_jsonl(RunDir(run_dir).metrics),
                                    then=self._original_loaded)
 
     def _original_loaded(self, rows: list[dict]) -> None:
@@ -107,7 +109,7 @@ class ReplayScreen(Screen):
             self.notify("pick a run or a session file first", severity="warning")
             return
         # the run's own session file passed the pre-flight check when it was first queued
-        path, check = str(self.source), self.source.name != "session.toml"
+        path, check = str(self.source), self.source != RunDir(self.source.parent).session
         self.app.request("replay", lambda c: c.add(path, check=check), then=self._queued)
 
     def _queued(self, result: Any) -> None:
@@ -125,7 +127,7 @@ class ReplayScreen(Screen):
             return
         self._busy = True
         state = s.get("state")
-        self.app.run_in_thread("read replay", lambda: read_jsonl(rd / "metrics.jsonl"),
+        self.app.run_in_thread("read replay", lambda: read_jsonl(RunDir(rd).metrics),
                                then=lambda rows: self._replay_rows(rows, state, s))
 
     def _replay_rows(self, rows: list[dict], state: str, s: dict) -> None:
@@ -139,10 +141,10 @@ class ReplayScreen(Screen):
         if not is_finished(state):
             # queued, running, paused, or interrupted (the runner resumes it): not ended yet,
             # so keep following it — comparing half a replay would report a false mismatch
-            resumes = " (resumes from its checkpoint)" if state == "interrupted" else ""
+            resumes = " (resumes from its checkpoint)" if state == SessionState.INTERRUPTED else ""
             box.update(f"replaying: {state}{resumes}, step {s.get('step') or 0}/{s.get('total_steps') or '?'}")
             return
-        if state != "done":
+        if state != SessionState.DONE:
             why = f": {s['error']}" if s.get("error") else ""
             box.update(Text(f"replay {state}{why}; not compared", style="bold red"))
             self.result = state
@@ -163,14 +165,14 @@ class ReplayScreen(Screen):
                 return
             name = read_toml(path).get("session", {}).get("name")
             # the newest finished run of the same session is what a replay should match
-            runs = [s for s in self.app.sessions if s.get("name") == name and s.get("state") == "done"]
+            runs = [s for s in self.app.sessions if s.get("name") == name and s.get("state") == SessionState.DONE]
             s = runs[-1] if runs else None
             self.original.__init__()
             self.original_rows = []
             self._load(path, None, None)
             if s is not None and self.app.run_dir_of(s):
                 rd = self.app.run_dir_of(s)
-                self.app.run_in_thread("read metrics", lambda: read_jsonl(rd / "metrics.jsonl"),
+                self.app.run_in_thread("read metrics", lambda: read_jsonl(RunDir(rd).metrics),
                                        then=self._original_loaded)
 
         self.app.push_screen(PickSession(self.app.workspace, "Replay a session file"), picked)

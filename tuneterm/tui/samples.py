@@ -16,17 +16,15 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from tuneterm import rundir
-from tuneterm.rundir import read_jsonl
+from tuneterm.rundir import RunDir, read_jsonl
 
-SAMPLES = rundir.SAMPLES
 POLL_S = 2.0
 PROMPT_CHARS = 240
 
 
 def read_samples(run_dir: Path) -> list:
     """Every well-formed row of samples.jsonl (a half-written last line is skipped)."""
-    return [r for r in read_jsonl(run_dir / SAMPLES) if isinstance(r.get("step"), int) and "output" in r]
+    return [r for r in read_jsonl(RunDir(run_dir).samples) if isinstance(r.get("step"), int) and "output" in r]
 
 
 def latest_two(rows: list) -> tuple[int | None, int | None, list]:
@@ -89,7 +87,7 @@ def add_tab(screen, s: dict) -> None:
     rd = screen.run_dir
     if rd is None or screen.query("#tab-samples"):
         return
-    if (read_toml(rd / "session.toml").get("model") or {}).get("task") != "causal-lm":
+    if (read_toml(RunDir(rd).session).get("model") or {}).get("task") != "causal-lm":
         return
     from textual.widgets import TabbedContent, TabPane
 

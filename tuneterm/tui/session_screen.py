@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 
 from tuneterm import protocol
+from tuneterm.rundir import JsonlTail, RunDir
 from tuneterm.tui.chart import Line, LineChart
 from tuneterm.tui.confusion import TRAINED_STATES, add_tab as add_confusion_tab
 from tuneterm.tui.data import GUIDANCE, RunView, fmt_num, is_finished, read_layers, read_toml
@@ -23,11 +24,12 @@ from tuneterm.tui.knobs import check_knob, knob_help
 from tuneterm.tui.messages import LogLines, StreamEnded, StreamPending
 from tuneterm.tui.panels import KnobsPanel, LayersPanel, TimelinePanel, status_line
 from tuneterm.tui.samples import add_tab as add_samples_tab
-from tuneterm.tui.stream import Stream, read_from
+from tuneterm.tui.stream import Stream
 
 TRAIN, VAL, ACC, LR = "#5fafff", "#ffaf5f", "#87d787", "#d787d7"
 DRAIN_LIMIT = 20_000  # rows folded per UI turn: a long history loads without freezing keys
 PAINT_INTERVAL = 0.1  # at most 10 repaints a second, however fast the run streams
+LOG_TAIL_BYTES, LOG_LINES = 256_000, 500  # the Log tab reads no more of a long log.txt than it shows
 
 
 class SessionScreen(Screen):
@@ -51,7 +53,7 @@ class SessionScreen(Screen):
         self.view = RunView()
         self.stream: Stream | None = None
         self.run_dir: Path | None = None
-        self._log_offset = 0
+        self._log: JsonlTail | None = None
         self._log_busy = False
         self._advice: str | None = None
         self._advice_key: tuple | None = None
@@ -110,7 +112,7 @@ class SessionScreen(Screen):
         self.sub_title = str(s.get("name", ""))
         self.run_dir = self.app.run_dir_of(s)
         if self.run_dir is not None:
-            self.view.load_session_toml(read_toml(self.run_dir / "session.toml"))
+            self.view.load_session_toml(read_toml(RunDir(self.run_dir).session))
             self.view.set_layers(read_layers(self.run_dir))
             if self.view.accuracy_key != "val_accuracy":  # causal LM: "token accuracy"
                 self.query_one("#chart-acc", LineChart).set_title(self.view.accuracy_key[4:].replace("_", " "))
@@ -203,7 +205,7 @@ class SessionScreen(Screen):
             return
         self.view.clear()
         if self.run_dir is not None:
-            self.view.load_session_toml(read_toml(self.run_dir / "session.toml"))
+            self.view.load_session_toml(read_toml(RunDir(self.run_dir).session))
             self.view.set_layers(read_layers(self.run_dir))
         self.query_one(TimelinePanel).show(self.view)  # notices the shorter timeline
         self._subscribe()
@@ -251,15 +253,16 @@ class SessionScreen(Screen):
         if self.run_dir is None or self._log_busy:
             return
         self._log_busy = True
-        path, offset = self.run_dir / "log.txt", self._log_offset
-        self.app.run_in_thread("log", lambda: read_from(path, offset), then=self._log_read)
+        path = RunDir(self.run_dir).log
+        if self._log is None or self._log.path != path:
+            self._log = JsonlTail(path, limit=LOG_TAIL_BYTES)
+        self.app.run_in_thread("log", self._log.read_new, then=self._log_read)
 
-    def _log_read(self, result) -> None:
+    def _log_read(self, result: tuple[bool, bytes]) -> None:
         self._log_busy = False
-        if result is None:
-            return
-        self.post_message(LogLines(result[1], reset=result[0] < self._log_offset))
-        self._log_offset = result[0]
+        rewritten, data = result
+        if rewritten or data:  # a rewritten log (a shorter file) starts the tab again
+            self.post_message(LogLines(data.decode("utf-8", "replace").splitlines()[-LOG_LINES:], reset=rewritten))
 
     @on(LogLines)
     def _log_lines(self, msg: LogLines) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tuneterm.tui.messages import StreamEnded, StreamPending
@@ -73,25 +72,3 @@ class Stream:
             out.append(buf.popleft())
         return out
 
-
-def read_from(path: Path, offset: int, limit: int = 256_000) -> tuple[int, list[str]] | None:
-    """New complete lines of ``path`` after ``offset`` (start again when it shrank)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return None
-    if size < offset:
-        offset = 0
-    if size == offset:
-        return (offset, [])
-    start = max(offset, size - limit)
-    with open(path, "rb") as f:
-        f.seek(start)
-        data = f.read(size - start)
-    end = data.rfind(b"\n")
-    if end < 0:
-        return (offset, [])
-    lines = data[: end + 1].decode("utf-8", "replace").splitlines()
-    if start > offset and lines:
-        lines = lines[1:]
-    return (start + end + 1, lines[-500:])

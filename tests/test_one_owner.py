@@ -1,0 +1,116 @@
+"""One owner per fact (docs/architecture.md): the names of the run directory's files are
+spelled only in tuneterm/rundir.py, and the runner, its verbs and the TUI spell a session
+state or a run's end state only through tuneterm.states' enums. Read from the source with
+ast, so a second spelling fails here before it drifts."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tuneterm.rundir import FILE_NAMES
+from tuneterm.states import RUN_ENDS, STATES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Engine modules that still spell run-directory file names. The engine's pass of the
+# one-owner clean-up converts them to RunDir and empties this list; nothing may join it.
+ENGINE_STILL_SPELLING = {
+    "tuneterm/engine/check.py",
+    "tuneterm/engine/checkpoint.py",
+    "tuneterm/engine/edits.py",
+    "tuneterm/engine/export.py",
+    "tuneterm/engine/metrics.py",
+    "tuneterm/engine/predict.py",
+    "tuneterm/engine/runs.py",
+    "tuneterm/engine/worker.py",
+    "tuneterm/compare.py",
+    "tuneterm/cli/engine_verbs.py",
+}
+
+# Constants that are a run-directory file's name by coincidence, and what they name instead.
+NOT_A_RUN_FILE = {
+    ("tuneterm/session/reference.py", "session.toml"): "the session template shipped with the package",
+    ("tuneterm/session/datafiles.py", "state.json"): "a `datasets` save_to_disk folder's own state.json",
+}
+
+# Where the runner states things in words that happen to be state names, and why that is
+# not a state.
+NOT_A_STATE = {
+    ("tuneterm/runner/paths.py", "running"): "the daemon's ready line `running PID`: another daemon serves",
+}
+
+STATE_SCOPE = ("tuneterm/runner", "tuneterm/tui", "tuneterm/cli/runner_verbs.py", "tuneterm/cli/daemon_verbs.py")
+
+
+def strings(source: str, *, keys: bool = True) -> list[tuple[int, str]]:
+    """(line, value) of every string constant of ``source`` that says something to the
+    code, in source order. Left out: docstrings, the pieces of an f-string (fragments, not
+    names: the ".lock" of f"sweep-{name}.lock"), and with ``keys=False`` the keys of a
+    mapping (``{"running": True}``, ``st["paused"]``: the labels of a JSON answer)."""
+    tree = ast.parse(source)
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                skip.add(id(first.value))
+        if isinstance(node, ast.JoinedStr):
+            skip.update(id(v) for v in node.values)
+        if not keys and isinstance(node, ast.Dict):
+            skip.update(id(k) for k in node.keys if k is not None)
+        if not keys and isinstance(node, ast.Subscript):
+            skip.add(id(node.slice))
+    found = [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skip]
+    return [(n.lineno, n.value) for n in sorted(found, key=lambda n: (n.lineno, n.col_offset))]
+
+
+def modules(root: Path, *scope: str) -> list[Path]:
+    out = []
+    for s in scope:
+        p = root / s
+        out += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    return out
+
+
+def second_spellings_of_file_names(root: Path) -> list[str]:
+    names = set(FILE_NAMES)
+    found = []
+    for path in modules(root, "tuneterm"):
+        rel = path.relative_to(root).as_posix()
+        if rel == "tuneterm/rundir.py" or rel in ENGINE_STILL_SPELLING:
+            continue
+        found += [f"{rel}:{line}: {value!r}" for line, value in strings(path.read_text())
+                  if value in names and (rel, value) not in NOT_A_RUN_FILE]
+    return found
+
+
+def bare_states(root: Path) -> list[str]:
+    words = set(STATES) | set(RUN_ENDS)
+    found = []
+    for path in modules(root, *STATE_SCOPE):
+        rel = path.relative_to(root).as_posix()
+        found += [f"{rel}:{line}: {value!r}" for line, value in strings(path.read_text(), keys=False)
+                  if value in words and (rel, value) not in NOT_A_STATE]
+    return found
+
+
+def test_run_directory_file_names_are_spelled_only_in_rundir():
+    assert second_spellings_of_file_names(ROOT) == [], "use RunDir(path).<name> (tuneterm/rundir.py owns them)"
+
+
+def test_the_engine_allow_list_only_shrinks():
+    still = {p for p in ENGINE_STILL_SPELLING
+             if any(v in set(FILE_NAMES) for _, v in strings((ROOT / p).read_text()))}
+    assert still == ENGINE_STILL_SPELLING, f"converted, drop from the list: {sorted(ENGINE_STILL_SPELLING - still)}"
+
+
+def test_the_runner_and_the_tui_spell_no_state_as_a_bare_string():
+    assert bare_states(ROOT) == [], "use tuneterm.states.SessionState / RunEnd"
+
+
+def test_the_checks_see_what_they_look_for():
+    src = ('D = {"done": 1}\ndef f(s):\n    """done"""\n    return s == "running" or D["paused"] or "metrics.jsonl"'
+           ' or f"x{s}.lock"\n')
+    assert strings(src) == [(1, "done"), (4, "running"), (4, "paused"), (4, "metrics.jsonl")]
+    assert strings(src, keys=False) == [(4, "running"), (4, "metrics.jsonl")]
