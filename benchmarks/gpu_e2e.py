@@ -13,8 +13,10 @@ full fine-tuning and LoRA (r 16, alpha 32, all linear layers, no adapter dropout
 Sides (the same model, data, batch, lr 1e-5, wd 0.01, clip 1.0, betas, SDPA attention):
   tt-triton, tt-torch   tuneterm's step as the trainer runs it (engine/trainer.py): the
                         model's parameters in bf16 with fp32 masters in the flat AdamW,
-                        SeededDropout sites, the fused linear cross-entropy for LMs
-                        (engine/accel.causal_lm_loss), grad norm + clip; --kernels triton / torch
+                        SeededDropout sites, the batch and its loss from the task the trainer
+                        uses (engine/tasks: collate and loss; for LMs the fused linear
+                        cross-entropy over the trained positions), grad norm + clip;
+                        --kernels triton / torch
   hf                    transformers.Trainer: fp32 parameters, bf16=True (autocast),
                         optim adamw_torch_fused, attn_implementation sdpa
   liger                 the same with use_liger_kernel=True (skipped when liger_kernel is missing)
@@ -159,11 +161,33 @@ def lora_config():
 
 # ---- the sides ------------------------------------------------------------------------
 
+def task_batches(task, model, seq: int, batch: int, n: int, device) -> list:
+    """The rows of ``batches`` as the trainer's task collates them: an LM row is one
+    example (its targets are the next tokens: the last position trains nothing), a BERT
+    row one labelled text."""
+    import numpy as np
+
+    from tuneterm.engine import data as D
+    from tuneterm.engine import lm_data as LM
+
+    out = []
+    for b in batches(model, seq, batch, n, "cpu"):
+        ids = b["input_ids"].tolist()
+        if model.config.model_type == "bert":
+            units = D.Encoded(ids, b["labels"].numpy().astype(np.int64))
+        else:
+            units = LM.Examples([LM.Example(r, r[1:] + [LM.IGNORE], [], "", "") for r in ids])
+        out.append(task.collate(units, range(batch), device))
+    return out
+
+
 def side_tuneterm(impl: str, name, seq, batch, mode, ctx) -> dict:
     import torch
 
-    from tuneterm.engine import accel, optim
     from tuneterm.engine import dropout as drop
+    from tuneterm.engine import optim
+    from tuneterm.engine.tasks.causal_lm import CausalLMTask
+    from tuneterm.engine.tasks.classification import SequenceClassificationTask
 
     dtype = torch.bfloat16 if ctx.cuda else torch.float32
     model = build(name, ctx.smoke, dtype).to(ctx.device)
@@ -176,18 +200,14 @@ def side_tuneterm(impl: str, name, seq, batch, mode, ctx) -> dict:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     hp = SimpleNamespace(adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_eps=EPS)
     opt = optim.build(named, hp, impl=impl, dtype=dtype)
-    lm = model.config.model_type != "bert"
-    data = batches(model, seq, batch, ctx.warmup + ctx.steps, ctx.device)
+    task = SequenceClassificationTask() if model.config.model_type == "bert" else CausalLMTask()
+    task.impl, task.pad_id = impl, 0  # as the trainer sets them (rows are full: no padding)
+    data = task_batches(task, model, seq, batch, ctx.warmup + ctx.steps, ctx.device)
     model.train()
 
-    def step(i):
+    def step(i):  # Trainer._forward_backward with one micro-batch, then Trainer.train_step's update
         dctx.at(i, 0)
-        b = data[i]
-        if lm:
-            loss = accel.causal_lm_loss(model, b, impl, shifted=False)
-        else:
-            out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-            loss = torch.nn.functional.cross_entropy(out.logits.float(), b["labels"])
+        loss = task.loss(model, data[i])
         loss.backward()
         gn = float(opt.grad_norm())
         opt.step(LR, WD, min(1.0, CLIP / (gn + 1e-6)))

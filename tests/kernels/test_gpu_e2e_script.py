@@ -46,3 +46,23 @@ def test_cpu_smoke_runs_every_side(tmp_path):
     failed = [row for row in rows if row["error"] and not row["error"].startswith("skipped")]
     assert not failed, failed
     assert (tmp_path / "gpu_e2e.md").read_text().startswith("# Whole-step benchmark")
+
+
+def test_the_tuneterm_sides_time_the_trainers_task_loss(monkeypatch, tmp_path):
+    """A benchmark times what ships: the tt- sides compute each step's loss with the task
+    the trainer uses (engine/tasks: CausalLMTask.loss, the fused linear cross-entropy over
+    the trained positions; SequenceClassificationTask.loss), not a loss of their own."""
+    from tuneterm.engine.tasks.causal_lm import CausalLMTask
+    from tuneterm.engine.tasks.classification import SequenceClassificationTask
+
+    calls = []
+    for cls in (CausalLMTask, SequenceClassificationTask):
+        real = cls.loss
+        monkeypatch.setattr(cls, "loss", lambda self, model, batch, real=real: calls.append(self.name)
+                            or real(self, model, batch))
+    mod = _module()
+    ctx = mod.Ctx(mod.parse_args(["--cpu-smoke", "--steps", "1", "--warmup", "0"]), tmp_path)
+    for name, mode in (("smollm2-135m", "full"), ("smollm2-135m", "lora"), ("bert-base", "full")):
+        row = mod.measure("tt-torch", name, 16, 2, mode, ctx)
+        assert "error" not in row and row["tokens_s"] > 0, row
+    assert calls == ["causal-lm", "causal-lm", "sequence-classification"]

@@ -114,24 +114,6 @@ def test_the_evaluation_is_the_models_own(name):
     assert res["val_token_accuracy"] == pytest.approx(accuracy)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_the_benchmarks_fused_loss_is_the_models_own(name):
-    """engine/accel.causal_lm_loss (the GPU end-to-end benchmark's loss, HF's label
-    convention) fuses these heads too, and agrees with the model."""
-    from tuneterm.engine import accel
-
-    model = _model(name)
-    assert accel.supports_fused_lm_loss(model)
-    ids = torch.randint(3, V, (2, 11), generator=torch.Generator().manual_seed(4))
-    mask = torch.ones_like(ids)
-    mask[1, 8:] = 0
-    labels = ids.masked_fill(mask == 0, LM.IGNORE)
-    ours = accel.causal_lm_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels}, "torch",
-                                shifted=False)
-    own = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    torch.testing.assert_close(ours, own, rtol=1e-5, atol=1e-6)
-
-
 def test_a_gemma2_folder_trains_on_its_own_loss_through_the_trainer(workspace, tok):
     """Through the Trainer (tuneterm's attention and dropout installed): Gemma-2 also caps its
     attention scores (attn_logit_softcapping), which SDPA cannot do — evaluation and

@@ -1,6 +1,7 @@
 """The one place in the engine that decides how a run is computed: which kernels (Triton
-or PyTorch), the precision (fp32, bf16 autocast over fp32 master weights, or a pure bf16
-model), ``torch.compile``, the deterministic setup, and the fused causal-LM loss.
+or PyTorch: dropout, AdamW and the causal-LM task's fused loss follow ``Accel.impl``), the
+precision (fp32, bf16 autocast over fp32 master weights, or a pure bf16 model),
+``torch.compile`` and the deterministic setup.
 
 The trainer calls, in ``setup``::
 
@@ -30,7 +31,6 @@ from dataclasses import dataclass
 
 import torch
 
-from tuneterm.engine import logit_head
 from tuneterm.errors import UserError
 
 DETERMINISTIC_CUBLAS = ":4096:8"  # cuBLAS's documented fixed-workspace setting
@@ -39,7 +39,7 @@ COMPILE_BACKEND_ENV = "TUNETERM_COMPILE_BACKEND"  # e.g. aot_eager where inducto
 
 @dataclass(frozen=True)
 class Accel:
-    impl: str  # "triton" | "torch": dropout, AdamW, the fused LM loss
+    impl: str  # "triton" | "torch": dropout, AdamW, the causal-LM task's fused loss
     device: torch.device
     param_dtype: torch.dtype  # the model's parameters
     autocast_dtype: torch.dtype | None  # bf16 under precision = "bf16", else None
@@ -106,56 +106,3 @@ def set_deterministic(acc: Accel) -> None:
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-
-
-# --------------------------------------------------------------------------------------
-# The fused causal-LM loss
-# --------------------------------------------------------------------------------------
-
-def _lm_parts(model):
-    """(decoder, output weight) of a causal LM (PEFT-wrapped or not), or None when its head
-    is not a plain bias-free linear map (then the caller computes the logits itself). A
-    logit scale or soft cap after the head is the fused loss's to apply (logit_head)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    decoder = getattr(base, getattr(base, "base_model_prefix", ""), None)
-    if head is None or decoder is None or getattr(head, "bias", None) is not None:
-        return None
-    weight = getattr(head, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:  # e.g. a LoRA-wrapped head
-        return None
-    return decoder, weight
-
-
-def supports_fused_lm_loss(model) -> bool:
-    return _lm_parts(model) is not None
-
-
-def causal_lm_loss(model, batch: dict, impl: str, ignore_index: int = -100, shifted: bool = True) -> torch.Tensor:
-    """Mean next-token cross-entropy of a causal LM over the positions whose label is not
-    ``ignore_index``, through ``tuneterm_kernels.linear_cross_entropy`` on the decoder's last
-    hidden states and the output weight (tied or not): the ``[tokens x vocab]`` logits are
-    never held. ``shifted``: ``batch["labels"][t]`` is already the target of position t
-    (tuneterm's lm_data); False: HF's convention (labels = input_ids, shifted here).
-    The batch's other keys (attention_mask, position_ids) go to the decoder. Falls back
-    to the model's logits for heads it cannot fuse (``supports_fused_lm_loss``)."""
-    from tuneterm_kernels.linear_ce import linear_cross_entropy
-
-    labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    parts = _lm_parts(model)
-    if parts is None:
-        logits = model(**inputs).logits
-        if not shifted:
-            logits, labels = logits[:, :-1], labels[:, 1:]
-        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                 ignore_index=ignore_index)
-    decoder, weight = parts
-    hidden = decoder(**inputs).last_hidden_state
-    if not shifted:
-        hidden, labels = hidden[:, :-1], labels[:, 1:]
-    if hidden.dtype != weight.dtype:  # autocast keeps the residual stream in fp32
-        hidden = hidden.to(weight.dtype)
-    mult, cap = logit_head.transform(model)
-    return linear_cross_entropy(hidden, weight, labels, ignore_index=ignore_index, impl=impl,
-                                logit_scale=mult, softcap=cap)
