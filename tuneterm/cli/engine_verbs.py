@@ -137,7 +137,7 @@ def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str 
     """Train ``run_dir``. A fresh run (not ``resume``) whose setup fails — bad data, no
     CUDA, a model that does not load — leaves no run directory behind: exit 2, one line."""
     from tuneterm.engine.control import Mailbox, Progress
-    from tuneterm.engine.loop import summary
+    from tuneterm.engine.metrics import summary
     from tuneterm.engine.runs import EXIT_PAUSED, setup_logging, train_run
     from tuneterm.errors import TrainingError, TunetermError
 

@@ -117,7 +117,7 @@ def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:
     """Load model, tokenizer and data (and with ``smoke`` train one step in a throwaway
     run directory). Raises UserError with a one-line reason."""
     from tuneterm.engine.control import Mailbox
-    from tuneterm.engine.loop import Trainer
+    from tuneterm.engine.trainer import Trainer
     from tuneterm.errors import TrainingError
     from tuneterm.session.io import save_session
 

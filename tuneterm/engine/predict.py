@@ -73,7 +73,7 @@ def run_labels(run_dir: Path) -> list:
 
 
 def resolve_device(requested: str | None) -> torch.device:
-    from tuneterm.engine.loop import resolve_device as rd
+    from tuneterm.engine.trainer import resolve_device as rd
 
     return rd(requested or "cpu")
 

@@ -81,7 +81,7 @@ def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resu
     run this one replays (a LoRA replay refuses another base model than that run's).
     ``lock``: the run's lock, already held by the caller (the worker holds it for its whole
     life); without one, train_run takes it and lets it go at the end."""
-    from tuneterm.engine.loop import Trainer
+    from tuneterm.engine.trainer import Trainer
 
     session = load_session(run_dir / "session.toml", workspace)
     own = lock is None
