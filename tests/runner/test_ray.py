@@ -19,7 +19,7 @@ from runner_helpers import alive, rows, strip_clock, wait_for
 
 from tuneterm.errors import UserError
 from tuneterm.runner.ray_executor import _pids_under, parse_ray_config
-from tuneterm.runner.server import load_config
+from tuneterm.runner.process import load_config
 
 STEPS = 120
 

@@ -1,9 +1,9 @@
 """``python -m tuneterm.runner --workspace WS [--slots N] [--foreground] [--ready-fd FD]``:
-the runner daemon's process (detach, workspace lock, socket; see server.py)."""
+the runner daemon's process (detach, workspace lock, socket; see process.py)."""
 
 import sys
 
-from tuneterm.runner.server import main
+from tuneterm.runner.process import main
 
 if __name__ == "__main__":
     sys.exit(main())

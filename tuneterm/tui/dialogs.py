@@ -13,6 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from tuneterm.workspace import sessions_dir
+
 
 class Confirm(ModalScreen[bool]):
     BINDINGS = [
@@ -48,7 +50,7 @@ class PickSession(ModalScreen):
         super().__init__(classes="dialog")
         self.workspace = workspace
         self.title_text = title
-        self.files = sorted((workspace / "sessions").glob("*.toml"))
+        self.files = sorted(sessions_dir(workspace).glob("*.toml"))
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):

@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
 
 from tuneterm.session import schema
+from tuneterm.workspace import sessions_dir
 
 # Sensible starting points per built-in model (DESIGN: start from the model's defaults,
 # start small). Keys are (section, key).
@@ -167,7 +168,7 @@ class NewSessionScreen(Screen):
         raw, problems = self.collect()
         ws = self.app.workspace
         name = str(raw.get("session", {}).get("name", ""))
-        path = ws / "sessions" / f"{name}.toml"
+        path = sessions_dir(ws) / f"{name}.toml"
         if problems:
             return None, problems, path
         session, found = build_session(raw, ws)

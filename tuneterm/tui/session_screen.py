@@ -18,8 +18,9 @@ from tuneterm import protocol
 from tuneterm.rundir import JsonlTail, RunDir
 from tuneterm.tui.chart import Line, LineChart
 from tuneterm.tui.confusion import TRAINED_STATES, add_tab as add_confusion_tab
-from tuneterm.tui.data import GUIDANCE, RunView, fmt_num, is_finished, read_layers, read_toml
+from tuneterm.tui.data import RunView, fmt_num, is_finished, read_layers, read_toml
 from tuneterm.tui.dialogs import EditValue
+from tuneterm.tui.guidance import GUIDANCE
 from tuneterm.tui.knobs import check_knob, knob_help
 from tuneterm.tui.messages import LogLines, StreamEnded, StreamPending
 from tuneterm.tui.panels import KnobsPanel, LayersPanel, TimelinePanel, status_line
