@@ -47,3 +47,21 @@ def kill9_after_checkpoint(workspace: Path, session: Path, step: int, timeout: f
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
     return run_dir
+
+
+def last_weights(run_dir: Path) -> dict:
+    """The model tensors of a run's newest checkpoint."""
+    from safetensors.torch import load_file
+
+    last = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
+    return load_file(str(last / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """The newest checkpoints of two runs hold bit-identical tensors."""
+    import torch
+
+    wa, wb = last_weights(a), last_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k

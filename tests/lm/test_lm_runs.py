@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_helpers import kill9_after_checkpoint, rows, run_cli, strip_clock
-from safetensors.torch import load_file
+from engine_helpers import assert_same_weights, kill9_after_checkpoint, rows, run_cli, strip_clock
 
 WORDS = "red green blue cat dog sun moon tree river stone bird fish".split()
 
@@ -77,18 +76,6 @@ SCRIPT = [
 ]
 
 
-def _weights(run_dir: Path) -> dict:
-    last = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
-    return load_file(str(last / "model.safetensors"))
-
-
-def _same_weights(a: Path, b: Path) -> None:
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
-
-
 def test_steered_sft_replays_bit_identically_with_samples(workspace, capsys):
     s = lm_session(workspace, "sft")
     ctl = workspace / "control.jsonl"
@@ -111,7 +98,7 @@ def test_steered_sft_replays_bit_identically_with_samples(workspace, capsys):
     replay = Path(out.strip())
     assert strip_clock(rows(replay)) == strip_clock(rows(run_dir))
     assert rows(replay, "samples.jsonl") == samples
-    _same_weights(run_dir, replay)
+    assert_same_weights(run_dir, replay)
 
 
 @pytest.mark.parametrize("packing", [False, True])
@@ -126,7 +113,7 @@ def test_kill9_then_resume_equals_uninterrupted(workspace, capsys, packing):
     assert code == 0, err
     assert strip_clock(rows(run_dir)) == strip_clock(rows(reference))
     assert rows(run_dir, "samples.jsonl") == rows(reference, "samples.jsonl")
-    _same_weights(run_dir, reference)
+    assert_same_weights(run_dir, reference)
 
 
 def test_gradient_checkpointing_is_bit_identical(workspace, capsys):
@@ -141,7 +128,7 @@ def test_gradient_checkpointing_is_bit_identical(workspace, capsys):
     losses = [r["loss"] for r in rows(a) if r["kind"] == "train"]
     assert len(set(losses)) > 3  # it trained, with dropout on
     assert strip_clock(rows(a)) == strip_clock(rows(b))
-    _same_weights(a, b)
+    assert_same_weights(a, b)
 
 
 def test_a_packed_run_replays_bit_identically(workspace, capsys):
@@ -156,7 +143,7 @@ def test_a_packed_run_replays_bit_identically(workspace, capsys):
     replay = Path(out.strip())
     assert strip_clock(rows(replay)) == strip_clock(rows(run_dir))
     assert rows(replay, "samples.jsonl") == rows(run_dir, "samples.jsonl")
-    _same_weights(run_dir, replay)
+    assert_same_weights(run_dir, replay)
 
 
 # The training loss goes through the fused linear cross-entropy (chunks of logits, never

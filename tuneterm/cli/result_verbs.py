@@ -104,27 +104,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tuneterm.engine.predict import evaluate_file, fmt_metric, load_run
+    from tuneterm.engine.predict import fmt_metric, load_run
+    from tuneterm.engine.tasks import get_task
+    from tuneterm.session.tasks import task_spec
 
     ws = workspace_of(args)
     run = load_run(_run(ws, args.run), ws, args.checkpoint, args.device)
     _say_skipped(run.skipped)
-    if not run.label_names:  # a causal LM
-        from tuneterm.engine.predict_lm import evaluate_lm_file
-
-        res = evaluate_lm_file(run, Path(args.data))
-        if args.json:
-            print_json(res)
-        else:
-            print(f"{res['run']} at {res['checkpoint']} on {res['data']} ({res['examples']} examples)")
-            print("  ".join(f"{k} {fmt_metric(res[k])}" for k in ("loss", "perplexity", "token_accuracy")))
-        return 0
-    res = evaluate_file(run, Path(args.data))
+    res = get_task(run.session).evaluate_file(run, Path(args.data))
     if args.json:
         print_json(res)
         return 0
     print(f"{res['run']} at {res['checkpoint']} on {res['data']} ({res['examples']} examples)")
-    print("  ".join(f"{k} {fmt_metric(res[k])}" for k in ("loss", "accuracy", "f1")))
+    print("  ".join(f"{k} {fmt_metric(res[k])}" for k in task_spec(run.task).eval_keys))
+    if "per_class" not in res:  # classification also has a table per class and the confusion matrix
+        return 0
     print_table([{"label": k, "precision": f"{v['precision']:.3f}", "recall": f"{v['recall']:.3f}",
                   "f1": f"{v['f1']:.3f}", "support": v["support"]} for k, v in res["per_class"].items()],
                 ["label", "precision", "recall", "f1", "support"])
@@ -137,6 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from tuneterm.engine.predict import check_out, load_run, predict_file
+    from tuneterm.session.tasks import task_spec
 
     ws = workspace_of(args)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
@@ -145,9 +140,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_out(Path(args.out))
     run = load_run(_run(ws, args.run), ws, args.checkpoint, args.device)
     _say_skipped(run.skipped)
-    if args.max_new_tokens is not None and run.label_names:
-        raise UserError("--max-new-tokens applies to causal-LM runs only")
-    if args.probs and not run.label_names:
+    generates = task_spec(run.task).model == "causal-lm"  # causal LM, preference: a completion per row
+    if args.max_new_tokens is not None and not generates:
+        raise UserError("--max-new-tokens applies to causal-LM and preference runs only")
+    if args.probs and generates:
         raise UserError("--probs applies to classification runs only")
     n = predict_file(run, Path(args.input), Path(args.out) if args.out else None, probs=args.probs,
                      max_new_tokens=args.max_new_tokens)

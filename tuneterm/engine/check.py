@@ -16,11 +16,10 @@ from tuneterm.session.schema import Session
 
 
 def _meta_model(session: Session, workspace: Path | None):
-    """A weightless (meta-device) copy of the session's model."""
-    from tuneterm.engine.models import build_model, load_tokenizer
+    """A weightless (meta-device) copy of the session's model, with its task's head."""
+    from tuneterm.engine.layer_report import meta_model
 
-    tok = load_tokenizer(session.model.source, workspace)
-    return build_model(session.model.source, 2, tokenizer=tok, workspace=workspace, meta=True)
+    return meta_model(session, workspace)
 
 
 def _meta_groups(session: Session, workspace: Path | None) -> list:

@@ -140,6 +140,8 @@ class EditDesk:
         current.early_stopping.patience = t.state.early_stopping.patience
         for name, value in t.state.lora.items():
             setattr(current.lora, name, copy.deepcopy(value))
+        for name, value in t.state.task_knobs.items():
+            setattr(getattr(current, editable_path(name)[0]), name, value)
         return current
 
     def check(self, e: Edit) -> str | None:
@@ -185,6 +187,8 @@ class EditDesk:
             elif section == "lora":
                 t.state.lora[name] = copy.deepcopy(v)
                 t.lora_edit(name, v)  # H8: lora.apply_edit — the adapters' live knobs
+            elif name in t.task.knobs:  # the task's own (preference: beta, sft_weight)
+                t.state.task_knobs[name] = t.task.knobs[name] = type(t.task.knobs[name])(v)
             else:
                 setattr(hp, name, type(getattr(hp, name))(v))
                 if name == "dropout":

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneterm.errors import UserError
+from tuneterm.session.tasks import task_spec
 
 
 def meta_model(session, workspace: Path | None):
@@ -14,7 +15,7 @@ def meta_model(session, workspace: Path | None):
     from tuneterm.engine import models
 
     tok = models.load_tokenizer(session.model.source, workspace)
-    if session.model.task == "causal-lm" and hasattr(models, "build_causal_lm"):
+    if task_spec(session.model.task).model == "causal-lm":
         return models.build_causal_lm(session.model.source, tokenizer=tok, workspace=workspace, meta=True)
     return models.build_model(session.model.source, 2, tokenizer=tok, workspace=workspace, meta=True)
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from tuneterm.engine import layers as L
 from tuneterm.errors import UserError
+from tuneterm.session.tasks import task_spec
 
 # Adapter dropout sites are numbered from here, apart from the model's own dropout sites
 # (whose numbers depend on the architecture), so their masks never collide.
@@ -98,7 +99,7 @@ def peft_config(session, model: nn.Module | None = None):
     targets = targets_of(lo.target_modules)
     if model is not None:
         check_targets(model, targets)
-    task = TaskType.CAUSAL_LM if session.model.task == "causal-lm" else TaskType.SEQ_CLS
+    task = getattr(TaskType, task_spec(session.model.task).peft_task_type)
     # use_dora: PEFT's DoRA (a magnitude vector per adapted layer, an adapter parameter like A and B)
     return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
                       use_rslora=lo.use_rslora, use_dora=lo.use_dora, task_type=task, bias="none")

@@ -26,8 +26,7 @@ from tuneterm.engine import data as D
 from tuneterm.engine import tables
 from tuneterm.errors import UserError
 from tuneterm.session.schema import Session
-
-CLASSIFICATION = "sequence-classification"
+from tuneterm.session.tasks import task_spec
 
 
 @dataclass
@@ -94,7 +93,7 @@ def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | 
     dev = resolve_device(device)
     tok = load_tokenizer(session.model.source, workspace)
     seed = session.session.seed
-    if session.model.task == CLASSIFICATION:
+    if task_spec(session.model.task).model == "classifier":
         labels = run_labels(run_dir)
         if not labels:
             raise UserError(f"{run_dir.name}: events.jsonl records no label names (no start event)")
@@ -279,6 +278,19 @@ def predict_rows(run: LoadedRun, rows: list[dict], *, probs: bool = False, batch
     return out
 
 
+def classify_file(run: LoadedRun, path: Path, probs: bool, make_progress=None) -> tuple[list, list]:
+    """(output rows, input columns) of a classification run's predictions for a file."""
+    rows, columns = read_rows_file(path, run.session.data.text_field)
+    taken = [c for c in ("prediction", "probability") if c in columns]
+    if taken:
+        raise UserError(f"{path}: already has a column {taken[0]!r} (predict adds it)")
+    bar = Progress(len(rows))
+    try:
+        return predict_rows(run, rows, probs=probs, progress=bar), columns
+    finally:
+        bar.close()
+
+
 def write_predictions(out_rows: list[dict], columns: list[str], fmt: str, fh) -> None:
     """CSV (the input columns, then the added ones: prediction, probability, prob_<label>...;
     completion) or JSON lines."""
@@ -302,20 +314,11 @@ def predict_file(run: LoadedRun, path: Path, out: Path | None, *, probs: bool = 
                  max_new_tokens: int | None = None) -> int:
     """`tuneterm predict`: one output row per input row; CSV in CSV out, JSONL in JSONL out.
     ``out`` is written atomically (a temporary file renamed); None: stdout."""
-    if run.task == CLASSIFICATION:
-        rows, columns = read_rows_file(path, run.session.data.text_field)
-        taken = [c for c in ("prediction", "probability") if c in columns]
-        if taken:
-            raise UserError(f"{path}: already has a column {taken[0]!r} (predict adds it)")
-        bar = Progress(len(rows))
-        try:
-            result = predict_rows(run, rows, probs=probs, progress=bar)
-        finally:
-            bar.close()
-    else:
-        from tuneterm.engine.predict_lm import complete_file
+    from tuneterm.engine.tasks import get_task
 
-        result, columns = complete_file(run, path, max_new_tokens, lambda n, what: Progress(n, what, min_total=20))
+    result, columns = get_task(run.session).predict_file(
+        run, path, probs=probs, max_new_tokens=max_new_tokens,
+        make_progress=lambda n, what: Progress(n, what, min_total=20))
     fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
     if out is None:
         write_predictions(result, columns, fmt, sys.stdout)

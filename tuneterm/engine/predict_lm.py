@@ -68,15 +68,21 @@ def prompt_format(raw: list, spec) -> str:
     return LM.detect_format(first, spec)
 
 
-def complete_file(run, path: Path, max_new_tokens: int | None, make_progress=None) -> tuple[list, list]:
+def complete_file(run, path: Path, max_new_tokens: int | None, make_progress=None,
+                  prompt_ids=None) -> tuple[list, list]:
     """(output rows, input columns): each input record with ``output``, the greedy
     continuation of its prompt (at most ``max_new_tokens``, default the session's).
-    ``make_progress(total, what)``: a progress callable with ``close()`` (predict.Progress)."""
+    ``make_progress(total, what)``: a progress callable with ``close()`` (predict.Progress).
+    ``prompt_ids(where, record)``: the prompt's tokens (default: the causal-LM formats')."""
     from tuneterm.engine.generate import greedy
 
     spec, tok = run.session.data, run.tokenizer
     raw = LM.read_records(Path(path), str(path))
-    fmt = prompt_format(raw, spec)
+    if prompt_ids is None:
+        fmt = prompt_format(raw, spec)
+
+        def prompt_ids(where, obj):
+            return tok(_prompt(where, obj, fmt, spec, tok), add_special_tokens=False)["input_ids"]
     columns: list = []
     for _, obj in raw:
         columns += [k for k in obj if k not in columns]
@@ -86,8 +92,7 @@ def complete_file(run, path: Path, max_new_tokens: int | None, make_progress=Non
     out = []
     progress = make_progress(len(raw), "generate") if make_progress else None
     for i, (where, obj) in enumerate(raw):
-        ids = tok(_prompt(where, obj, fmt, spec, tok), add_special_tokens=False)["input_ids"]
-        new = greedy(run.model, ids, n_new, tok.eos_token_id, run.device)
+        new = greedy(run.model, prompt_ids(where, obj), n_new, tok.eos_token_id, run.device)
         out.append({**obj, "output": tok.decode(new, skip_special_tokens=True)})
         if progress:
             progress(i + 1)

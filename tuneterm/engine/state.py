@@ -35,6 +35,7 @@ class TrainState:
     optimizer: dict = field(default_factory=dict)  # the optimizer's scalars (filled when saving)
     lora: dict = field(default_factory=dict)  # LoRA's live knobs as edited (dropout, lr_ratio, train_base)
     lora_fingerprint: str | None = None  # of the base weights, when LoRA adapters train
+    task_knobs: dict = field(default_factory=dict)  # the task's live knobs as edited (preference: beta, sft_weight)
 
     @property
     def position(self) -> Position:
@@ -76,7 +77,7 @@ class TrainState:
 
 # The checkpoint fields, listed once (from the dataclass); those a checkpoint may lack.
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainState))
-OPTIONAL = {"lora": {}, "lora_fingerprint": None}
+OPTIONAL = {"lora": {}, "lora_fingerprint": None, "task_knobs": {}}
 
 
 def _from_round1(d: dict) -> dict:

@@ -36,6 +36,7 @@ from tuneterm.engine.models import load_tokenizer
 from tuneterm.engine.outputs import Outputs
 from tuneterm.engine.state import TrainState
 from tuneterm.engine.tasks import get_task
+from tuneterm.engine.tasks.base import TaskEnv
 from tuneterm.engine.weights import ModelWeights, lora_module
 from tuneterm.errors import TrainingError, UserError
 from tuneterm.rundir import RunDir
@@ -97,6 +98,9 @@ class Trainer:
         self.data = self.task.load_data(s, self.workspace, self.tokenizer)
         model = self.task.build_model(s, self.workspace, self.tokenizer, self.data)
         self.model = model.to(device=self.device, dtype=self.dtype)
+        self.env = TaskEnv(self.device, self.dtype, self.acc, self.run_dir, self.workspace,
+                           s.evaluation.batch_size or 2 * s.hyperparameters.batch_size, s.lora.enabled, self.replay_of)
+        self.task.bind(self.model, self.env)  # a second model (preference's reference) follows these choices
         self.dctx = drop.DropoutContext(s.session.seed)
         self.sites = drop.install(self.model, self.dctx, s.hyperparameters.dropout, self.impl)
         self.lora = lora_module(s)  # LoRA (H8): adapters attached after the base model's dropout sites
@@ -125,13 +129,15 @@ class Trainer:
             early_stopping=EarlyStopping.of(es, self.task.mode(es.metric)), last_eval_step=-1,
             kernels=self.impl, dtype=str(self.dtype).replace("torch.", ""),
             lora={k: getattr(s.lora, k) for k in ("dropout", "lr_ratio", "train_base")} if self.lora else {},
-            lora_fingerprint=self.lora.fingerprint(self.model) if self.lora else None)
+            lora_fingerprint=self.lora.fingerprint(self.model) if self.lora else None,
+            task_knobs=dict(self.task.knobs))
         self.last_ckpt_step = -1
         self.pause_requested = False
         self.fault = oom.FaultInjector()
         self.checkpoint_requested = False
         self.set_frozen(s.freeze.layers, True)
 
+        self.task.prepare(self.model, self.data, self.env)  # on the untrained model: a resume loads weights next
         # The newest checkpoint that verifies and loads (H7: engine/checkpoint.py); damaged
         # newer ones are set aside below, with an event each saying why.
         if self.resume and self.lora is not None:  # another base model is no damage: one line, now
@@ -279,6 +285,7 @@ class Trainer:
                "loss": loss_value if finite else None, "lr": lr, "grad_norm": gnorm_value if finite else None,
                "batch_size": self.hp.batch_size, "total_steps": st.total_steps,
                "samples_per_s": round(step_plan.units / dt, 2) if dt > 0 else None, "time": round(time.time(), 3)}
+        row.update(self.task.step_metrics())  # the task's own values (preference: rewards, log-probs)
         if not finite:
             row["nonfinite"] = True
         self.metric(row)
@@ -301,6 +308,7 @@ class Trainer:
         weights = [self.task.batch_weight(b) for b in batches]
         total = sum(weights)
         loss_sum = torch.zeros((), dtype=torch.float64)
+        self.task.step_metrics()  # forget the values of a step redone after running out of memory
         for m, (batch, w) in enumerate(zip(batches, weights)):
             self.fault.maybe_fail(st.step + 1, m == len(batches) - 1)
             self.dctx.at(st.step, m)
@@ -374,6 +382,7 @@ class Trainer:
         self.set_frozen(frozen, True)
         for name, value in self.state.lora.items():
             self.lora_edit(name, value)
+        self.task.knobs.update(self.state.task_knobs)
         self.last_ckpt_step = self.state.step
         self.opt.load_state(tensors, self.state.optimizer)
 

@@ -21,9 +21,26 @@ class TaskData:
     warnings: list = field(default_factory=list)  # lines worth a warning at start (examples left out, ...)
 
 
+@dataclass
+class TaskEnv:
+    """What the trainer decided that a task's second model (preference tuning's reference)
+    or its work before step 1 must follow: device, dtype, accel (kernels, precision,
+    compile), where the run lives, the evaluation batch size."""
+    device: Any
+    dtype: Any
+    acc: Any  # engine/accel.Accel
+    run_dir: Any  # Path
+    workspace: Any  # Path | None
+    eval_batch_size: int
+    lora: bool  # the model gets LoRA adapters after bind()
+    replay_of: Any = None  # the run a replay retrains (Path | None)
+
+
 class Task(Protocol):
     name: str
     metrics: tuple  # the metrics evaluate() reports, e.g. ("val_loss", "val_accuracy", "val_f1")
+    impl: str | None  # the trainer's kernels ("triton" | "torch"), set before load_data
+    knobs: dict  # the task's live-editable knobs and their current values (preference: beta, sft_weight)
 
     def mode(self, metric: str) -> str:
         """"min" | "max": which way ``metric`` improves (early stopping, sweeps)."""
@@ -32,6 +49,13 @@ class Task(Protocol):
         """Read and encode the session's data; UserError (one line) on bad data."""
 
     def build_model(self, session, workspace, tokenizer, data: TaskData) -> torch.nn.Module: ...
+
+    def bind(self, model, env: TaskEnv) -> None:
+        """The model as built, on the trainer's device and dtype, before dropout and LoRA."""
+
+    def prepare(self, model, data: TaskData, env: TaskEnv) -> None:
+        """Work before step 1 on the finished model (LoRA attached), before a resume loads a
+        checkpoint into it; facts for the start event go into ``data.info``."""
 
     def collate(self, dataset, indices, device) -> dict:
         """A batch of tensors on ``device`` from the units ``indices`` of ``dataset``."""
@@ -47,3 +71,31 @@ class Task(Protocol):
 
     def samples(self, model, data: TaskData, device, session, step: int) -> list:
         """Rows for samples.jsonl (``[]``: none)."""
+
+    def step_metrics(self) -> dict:
+        """Values for the training row of the step just computed (beside loss, lr, ...),
+        from the ``loss`` calls since the last call, which it forgets."""
+
+    def evaluate_file(self, run, path) -> dict:
+        """`tuneterm eval`: {"run", "checkpoint", "step", "data", "examples", *the metrics without
+        their val_}, and whatever else the task reports, for a loaded run on a file."""
+
+    def predict_file(self, run, path, *, probs: bool, max_new_tokens, make_progress) -> tuple[list, list]:
+        """`tuneterm predict`: (output rows, input columns) for the rows of a file."""
+
+
+class BaseTask:
+    """What a task that needs none of the optional hooks does with them."""
+    impl: str | None = None
+
+    def __init__(self) -> None:
+        self.knobs: dict = {}
+
+    def bind(self, model, env: TaskEnv) -> None:
+        pass
+
+    def prepare(self, model, data: TaskData, env: TaskEnv) -> None:
+        pass
+
+    def step_metrics(self) -> dict:
+        return {}

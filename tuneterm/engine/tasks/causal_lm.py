@@ -30,7 +30,7 @@ from tuneterm.engine import lm_data as LM
 from tuneterm.engine import logit_head
 from tuneterm.engine.generate import greedy
 from tuneterm.engine.models import build_causal_lm
-from tuneterm.engine.tasks.base import TaskData
+from tuneterm.engine.tasks.base import BaseTask, TaskData
 from tuneterm.errors import UserError
 from tuneterm.session.schema import BUILTIN_DATA
 
@@ -66,16 +66,18 @@ def _local(path: str, workspace) -> Path:
     return p if p.is_absolute() or workspace is None else Path(workspace) / p
 
 
-def split_records(spec, workspace, seed: int) -> tuple[list, list, bool]:
-    """(train, val, strict): the records, validation split off deterministically from the seed."""
+def split_records(spec, workspace, seed: int, read=LM.records_from, builtin=None) -> tuple[list, list, bool]:
+    """(train, val, strict): the records, validation split off deterministically from the
+    seed. ``read(path, spec, what, fmt=None)`` -> (format, records) reads a file, ``builtin(source)``
+    a built-in (the preference task reads its own)."""
     strict = not spec.source.startswith("builtin:")
     if strict:
-        fmt, records = LM.records_from(_local(spec.source, workspace), spec, "data.source")
+        fmt, records = read(_local(spec.source, workspace), spec, "data.source")
     else:
-        records, fmt = _builtin(spec.source), None
+        records, fmt = (builtin or _builtin)(spec.source), None
     if spec.validation:
         train = records
-        _, val = LM.records_from(_local(spec.validation, workspace), spec, "data.validation", fmt=fmt)
+        _, val = read(_local(spec.validation, workspace), spec, "data.validation", fmt=fmt)
     else:
         perm = np.random.default_rng([seed, 0x5EED]).permutation(len(records))
         n_val = max(1, int(round(len(perm) * spec.validation_split)))
@@ -86,11 +88,25 @@ def split_records(spec, workspace, seed: int) -> tuple[list, list, bool]:
     return train, val, strict
 
 
-class CausalLMTask:
+def encode_splits(train_r, val_r, encode, left_out, max_length: int, kept_means: str) -> tuple:
+    """(train, val, train counts, val counts, lost): both splits encoded by ``encode(records)``
+    -> (kept, counts), and ``left_out(counts, total, max_length)``'s line for each; a split
+    that keeps nothing is a UserError (``kept_means``: "example keeps a trained token", ...)."""
+    (train, t_info), (val, v_info) = encode(train_r), encode(val_r)
+    lost = {what: left_out(i, len(r), max_length)
+            for what, i, r in (("training", t_info, train_r), ("validation", v_info, val_r))}
+    for key, what, kept in (("data.source", "training", train), ("data.validation", "validation", val)):
+        if not kept:
+            raise UserError(f"{key}: no {what} {kept_means} at max_length = {max_length} ({lost[what]})")
+    return train, val, t_info, v_info, lost
+
+
+class CausalLMTask(BaseTask):
     name = "causal-lm"
     metrics = ("val_loss", "val_perplexity", "val_token_accuracy")
 
     def __init__(self) -> None:
+        super().__init__()
         self.pad_id = 0
         self.eos_id = None
         self.tokenizer = None
@@ -113,14 +129,9 @@ class CausalLMTask:
             train_r = train_r[: spec.max_samples]
         if spec.max_eval_samples:
             val_r = val_r[: spec.max_eval_samples]
-        train, t_info = LM.encode_all(train_r, tokenizer, spec.max_length, spec.loss_on, strict=strict)
-        val, v_info = LM.encode_all(val_r, tokenizer, spec.max_length, spec.loss_on, strict=strict)
-        lost = {what: LM.left_out(i, len(r), spec.max_length)
-                for what, i, r in (("training", t_info, train_r), ("validation", v_info, val_r))}
-        for key, what, kept in (("data.source", "training", train), ("data.validation", "validation", val)):
-            if not kept:
-                raise UserError(f"{key}: no {what} example keeps a trained token at max_length = {spec.max_length} "
-                                f"({lost[what]})")
+        train, val, t_info, v_info, lost = encode_splits(
+            train_r, val_r, lambda rs: LM.encode_all(rs, tokenizer, spec.max_length, spec.loss_on, strict=strict),
+            LM.left_out, spec.max_length, "example keeps a trained token")
         lengths = [len(e.ids) for e in train]
         info = {"train_examples": len(train), "val_examples": len(val),
                 "format": train_r[0].fmt, "loss_on": spec.loss_on,
@@ -211,3 +222,13 @@ class CausalLMTask:
             rows.append({"step": step, "prompt": ex.prompt, "reference": ex.reference,
                          "output": self.tokenizer.decode(out, skip_special_tokens=True).strip()})
         return rows
+
+    def evaluate_file(self, run, path) -> dict:
+        from tuneterm.engine.predict_lm import evaluate_lm_file
+
+        return evaluate_lm_file(run, Path(path))
+
+    def predict_file(self, run, path, *, probs: bool, max_new_tokens, make_progress) -> tuple[list, list]:
+        from tuneterm.engine.predict_lm import complete_file
+
+        return complete_file(run, Path(path), max_new_tokens, make_progress)

@@ -8,14 +8,15 @@ import torch
 from tuneterm.engine import data as D
 from tuneterm.engine.metrics import evaluate
 from tuneterm.engine.models import build_model
-from tuneterm.engine.tasks.base import TaskData
+from tuneterm.engine.tasks.base import BaseTask, TaskData
 
 
-class SequenceClassificationTask:
+class SequenceClassificationTask(BaseTask):
     name = "sequence-classification"
     metrics = ("val_loss", "val_accuracy", "val_f1")
 
     def __init__(self) -> None:
+        super().__init__()
         self.pad_id: int | None = None
         self.label_names: list = []
 
@@ -51,3 +52,13 @@ class SequenceClassificationTask:
 
     def samples(self, model, data: TaskData, device, session, step: int) -> list:
         return []
+
+    def evaluate_file(self, run, path) -> dict:
+        from tuneterm.engine.predict import evaluate_file
+
+        return evaluate_file(run, path)
+
+    def predict_file(self, run, path, *, probs: bool, max_new_tokens, make_progress) -> tuple[list, list]:
+        from tuneterm.engine.predict import classify_file
+
+        return classify_file(run, path, probs, make_progress)
