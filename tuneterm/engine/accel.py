@@ -47,6 +47,16 @@ class Accel:
     deterministic: bool
 
 
+def resolve_device(requested: str) -> torch.device:
+    """``auto|cpu|cuda`` -> the device a run computes on; a UserError when CUDA is asked for
+    and missing."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: CUDA is not available on this machine")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def resolve(kernels_req: str, device) -> str:
     """``auto|triton|torch`` -> ``triton|torch`` for ``device``; a UserError naming the flag."""
     from tuneterm_kernels.runtime import resolve_impl

@@ -36,7 +36,7 @@ class TorchAdamW:
         self.n_no_decay = sum(p.numel() for _, p in no_decay)
         groups = [{"params": [p for _, p in decay], "weight_decay": 0.0, "decay": True, "lr_scale": 1.0},
                   {"params": [p for _, p in no_decay], "weight_decay": 0.0, "decay": False, "lr_scale": 1.0}]
-        # LoRA+ (H8): parameters with a learning-rate factor get groups of their own, so that
+        # LoRA+: parameters with a learning-rate factor get groups of their own, so that
         # without one the two groups and their arithmetic are exactly as before.
         self.scaled = set(lr_scale or {})
         if self.scaled:

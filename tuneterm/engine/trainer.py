@@ -23,13 +23,12 @@ from pathlib import Path
 import torch
 
 from tuneterm.engine import accel
-from tuneterm.engine import checkpoint as ckpt
 from tuneterm.engine import data as D
 from tuneterm.engine import dropout as drop
 from tuneterm.engine import edits as E
 from tuneterm.engine import layers as L
-from tuneterm.engine import grad_ckpt, oom, optim, plan, schedule
-from tuneterm.engine.control import Mailbox, truncate_after
+from tuneterm.engine import grad_ckpt, oom, optim, plan, resume, schedule
+from tuneterm.engine.control import Mailbox, Sink
 from tuneterm.engine.early_stop import EarlyStopping
 from tuneterm.engine.logbook import describe_eval
 from tuneterm.engine.models import load_tokenizer
@@ -50,18 +49,10 @@ class Paused(Exception):
     pass
 
 
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: CUDA is not available on this machine")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 class Trainer:
-    def __init__(self, session: Session, run_dir: Path, workspace: Path, *, sinks: list, mailbox: Mailbox | None = None,
-                 resume: bool = False, kernels: str | None = None, device: str | None = None,
-                 replay_of: Path | None = None, tracking: bool = True) -> None:
+    def __init__(self, session: Session, run_dir: Path, workspace: Path, *, sinks: list[Sink],
+                 mailbox: Mailbox | None = None, resume: bool = False, kernels: str | None = None,
+                 device: str | None = None, replay_of: Path | None = None, tracking: bool = True) -> None:
         self.session = session  # the frozen session (original knobs + edit log)
         self.run_dir = run_dir
         self.paths = RunDir(run_dir)
@@ -78,11 +69,13 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Build everything a run needs (device, task data, model, optimizer, state); on
-        resume load the newest checkpoint. Every attribute of a trainer is made here."""
+        resume load the newest checkpoint. ``__init__`` keeps what the caller chose (session,
+        run directory, sinks, mailbox, requested kernels and device); the rest of a trainer's
+        attributes are made here."""
         s = self.session
         if s.runtime.threads:
             torch.set_num_threads(s.runtime.threads)
-        self.device = resolve_device(self.device_req)
+        self.device = accel.resolve_device(self.device_req)
         # Kernels, precision, compile and determinism are chosen in one place (accel); before
         # the model reaches the GPU, as the cuBLAS workspace setting must precede its init.
         self.acc = accel.setup(s, self.device, self.kernels_req)
@@ -103,7 +96,7 @@ class Trainer:
         self.task.bind(self.model, self.env)  # a second model (preference's reference) follows these choices
         self.dctx = drop.DropoutContext(s.session.seed)
         self.sites = drop.install(self.model, self.dctx, s.hyperparameters.dropout, self.impl)
-        self.lora = lora_module(s)  # LoRA (H8): adapters attached after the base model's dropout sites
+        self.lora = lora_module(s)  # LoRA: adapters attached after the base model's dropout sites
         if self.lora is not None:
             self.model = self.lora.attach(self.model, s, self.dctx, self.impl)
         self.groups = L.layer_groups(self.model)
@@ -112,7 +105,7 @@ class Trainer:
         unknown = [n for n in s.freeze.layers if n not in names]
         if unknown:
             raise UserError(f"freeze.layers: unknown layer group {unknown[0]!r}; this model has {', '.join(names)}")
-        named = [(n, p) for g in self.groups for n, p in g.params]  # with LoRA: H8 says which the optimizer holds
+        named = [(n, p) for g in self.groups for n, p in g.params]  # with LoRA: the adapters (and trained bases)
         lr_scale = self.lora.lr_scale(self.groups, s.lora.lr_ratio) if self.lora else None
         self.opt = optim.build(named, s.hyperparameters, impl=self.impl, dtype=self.dtype, lr_scale=lr_scale)
         if self.lora is not None:  # base blocks trained beside the adapters from the start (names checked)
@@ -138,26 +131,11 @@ class Trainer:
         self.set_frozen(s.freeze.layers, True)
 
         self.task.prepare(self.model, self.data, self.env)  # on the untrained model: a resume loads weights next
-        # The newest checkpoint that verifies and loads (H7: engine/checkpoint.py); damaged
-        # newer ones are set aside below, with an event each saying why.
-        if self.resume and self.lora is not None:  # another base model is no damage: one line, now
-            self.lora.check_base(self.paths.checkpoints, self.state.lora_fingerprint)
-        if self.replay_of is not None and self.lora is not None:
-            self.lora.check_base(RunDir(self.replay_of).checkpoints, self.state.lora_fingerprint, verb="replay")
-        start, skipped = (ckpt.latest_intact(self.paths.checkpoints, self.load_checkpoint) if self.resume
-                          else (None, []))
-        if skipped and start is None:
-            raise UserError(ckpt.unusable_message(skipped))
-        if self.resume:
-            # Rows a killed attempt wrote after its last checkpoint are redone below.
-            for path in (self.paths.metrics, self.paths.events, self.paths.samples):
-                truncate_after(path, self.state.step)
+        start, skipped = resume.starting_point(self)  # the newest checkpoint that verifies and loads
         trackers = live_sink(s, self.run_dir, self.workspace, resumed=self.resume) if self.tracking else None
         self.out = Outputs(self.run_dir, self.extra_sinks + ([trackers] if trackers else []), lambda: self.state.step)
         self.metric, self.event, self.reply = self.out.metric, self.out.event, self.out.reply
-        for path, why in skipped:
-            moved = ckpt.set_aside(path)
-            self.event("checkpoint_skipped", checkpoint=path.name, reason=why, moved_to=f"checkpoints/{moved.name}")
+        resume.set_aside(self, skipped)
         self._orders: dict = {}
         self.replan()
         self.paths.layers.write_text(json.dumps(L.describe(self.groups), indent=1))
@@ -189,7 +167,7 @@ class Trainer:
         self.state.frozen = L.frozen_names(self.groups)
 
     def lora_edit(self, name: str, value) -> None:
-        """A live edit of a LoRA knob (lora_dropout, lora_lr_ratio, train_base): H8's."""
+        """A live edit of a LoRA knob (lora_dropout, lora_lr_ratio, train_base): lora.apply_edit's."""
         if self.lora is None or not hasattr(self.lora, "apply_edit"):
             raise TrainingError(f"lora.{name}: this run trains no LoRA adapters")
         self.lora.apply_edit(self, name, value)
@@ -353,38 +331,12 @@ class Trainer:
             return True
         return False
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ checkpoints (resume.py)
     def save_checkpoint(self, reason: str) -> Path:
-        tensors, self.state.optimizer = self.opt.state_tensors()
-        st = self.state
-        path = ckpt.save(self.paths.checkpoints, st.step, self.weights, tensors, st.to_json())
-        self.last_ckpt_step = st.step
-        es = st.early_stopping
-        keep = {es.best_step} if (es.best_step is not None and self.session.checkpoint.keep_best) else set()
-        ckpt.prune(self.paths.checkpoints, self.session.checkpoint.keep_last, keep)
-        self.out.sync()
-        self.event("checkpoint", path=f"checkpoints/{path.name}", reason=reason)
-        return path
+        return resume.save(self, reason)
 
     def load_checkpoint(self, path: Path) -> None:
-        fingerprint = self.state.lora_fingerprint
-        tensors, saved = ckpt.load(path, self.weights, self.device)
-        if saved.get("lora_fingerprint") != fingerprint:
-            raise UserError(f"{path.name}: the checkpoint's LoRA base weights (fingerprint "
-                            f"{saved.get('lora_fingerprint')}) are not this model's ({fingerprint})")
-        try:
-            self.state.load_json(saved)
-        except (ValueError, TypeError) as e:
-            raise UserError(f"{path.name}: {e}") from None
-        drop.set_p(self.model, self.sites, self.hp.dropout)
-        frozen = self.state.frozen
-        self.set_frozen(L.group_names(self.groups), False)
-        self.set_frozen(frozen, True)
-        for name, value in self.state.lora.items():
-            self.lora_edit(name, value)
-        self.task.knobs.update(self.state.task_knobs)
-        self.last_ckpt_step = self.state.step
-        self.opt.load_state(tensors, self.state.optimizer)
+        resume.load(self, path)
 
     # ------------------------------------------------------------------ end
     def _end(self, state: str, reason: str) -> None:

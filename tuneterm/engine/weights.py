@@ -2,7 +2,7 @@
 
 ``ModelWeights`` has the two methods tuneterm.engine.checkpoint calls on a model
 (``state_dict`` / ``load_state_dict``), so checkpoints need not know about adapters.
-With ``[lora] enabled``, tuneterm.engine.lora (H8) says which tensors train
+With ``[lora] enabled``, tuneterm.engine.lora says which tensors train
 (``checkpoint_tensors``); the frozen base weights are rebuilt from the model source on
 resume, and the base's fingerprint in the TrainState proves it is the same base.
 """
