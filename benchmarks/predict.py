@@ -80,7 +80,7 @@ threads = {threads}
 
 
 def train(ws: Path, name: str, model: str, task: str, max_length: int, threads: int) -> Path:
-    from tuneterm.engine.control import Progress  # noqa: F401 - the engine's imports, warm
+    from tuneterm.engine.progress import Progress  # noqa: F401 - the engine's imports, warm
     from tuneterm.engine.runs import create_run, setup_logging, train_run
     from tuneterm.session.io import load_session
 

@@ -13,21 +13,6 @@ from tuneterm.states import RUN_ENDS, STATES
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Engine modules that still spell run-directory file names. The engine's pass of the
-# one-owner clean-up converts them to RunDir and empties this list; nothing may join it.
-ENGINE_STILL_SPELLING = {
-    "tuneterm/engine/check.py",
-    "tuneterm/engine/checkpoint.py",
-    "tuneterm/engine/edits.py",
-    "tuneterm/engine/export.py",
-    "tuneterm/engine/metrics.py",
-    "tuneterm/engine/predict.py",
-    "tuneterm/engine/runs.py",
-    "tuneterm/engine/worker.py",
-    "tuneterm/compare.py",
-    "tuneterm/cli/engine_verbs.py",
-}
-
 # Constants that are a run-directory file's name by coincidence, and what they name instead.
 NOT_A_RUN_FILE = {
     ("tuneterm/session/reference.py", "session.toml"): "the session template shipped with the package",
@@ -78,7 +63,7 @@ def second_spellings_of_file_names(root: Path) -> list[str]:
     found = []
     for path in modules(root, "tuneterm"):
         rel = path.relative_to(root).as_posix()
-        if rel == "tuneterm/rundir.py" or rel in ENGINE_STILL_SPELLING:
+        if rel == "tuneterm/rundir.py":
             continue
         found += [f"{rel}:{line}: {value!r}" for line, value in strings(path.read_text())
                   if value in names and (rel, value) not in NOT_A_RUN_FILE]
@@ -97,12 +82,6 @@ def bare_states(root: Path) -> list[str]:
 
 def test_run_directory_file_names_are_spelled_only_in_rundir():
     assert second_spellings_of_file_names(ROOT) == [], "use RunDir(path).<name> (tuneterm/rundir.py owns them)"
-
-
-def test_the_engine_allow_list_only_shrinks():
-    still = {p for p in ENGINE_STILL_SPELLING
-             if any(v in set(FILE_NAMES) for _, v in strings((ROOT / p).read_text()))}
-    assert still == ENGINE_STILL_SPELLING, f"converted, drop from the list: {sorted(ENGINE_STILL_SPELLING - still)}"
 
 
 def test_the_runner_and_the_tui_spell_no_state_as_a_bare_string():

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from tuneterm.errors import UserError
 from tuneterm.rundir import RunDir, read_jsonl
+from tuneterm.session.tasks import METRIC_MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-LOWER_IS_BETTER = ("val_loss", "val_perplexity")
 
 
 def read_session(run_dir: Path) -> dict:
@@ -76,7 +76,7 @@ def edit_text(e: dict) -> str:
 
 def metric_mode(metric: str, session: dict) -> str:
     mode = (session.get("early_stopping") or {}).get("mode") or ""
-    return mode or ("min" if metric in LOWER_IS_BETTER else "max")
+    return mode or METRIC_MODES.get(metric, "max")  # which way each task's metric improves
 
 
 def _finite(v) -> bool:
@@ -223,10 +223,10 @@ def report(runs_root: Path, since_s: float, now: float | None = None) -> list[di
     if not runs_root.is_dir():
         return out
     for d in sorted(runs_root.iterdir()):
-        if not (d / "session.toml").is_file():
+        if not RunDir(d).session.is_file():
             continue
         try:
-            if d.stat().st_mtime < now - since_s and (d / "events.jsonl").stat().st_mtime < now - since_s:
+            if d.stat().st_mtime < now - since_s and RunDir(d).events.stat().st_mtime < now - since_s:
                 continue
         except OSError:
             continue

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from tuneterm.cli.common import add_train_flags, finish, print_json, print_table, workspace_of
-from tuneterm.errors import UserError
+from tuneterm.errors import ExitCode, UserError
 
 
 def register(sub) -> None:
@@ -44,10 +44,10 @@ def register(sub) -> None:
 def _load(path: str, ws: Path):
     from tuneterm.session.io import load_session
 
+    from tuneterm.rundir import RunDir
+
     p = Path(path)
-    if p.is_dir():
-        p = p / "session.toml"
-    return load_session(p, ws)
+    return load_session(RunDir(p).session if p.is_dir() else p, ws)
 
 
 def _apply_flags(session, args, ws: Path):
@@ -136,9 +136,10 @@ def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str 
            replay_of: Path | None = None) -> int:
     """Train ``run_dir``. A fresh run (not ``resume``) whose setup fails — bad data, no
     CUDA, a model that does not load — leaves no run directory behind: exit 2, one line."""
-    from tuneterm.engine.control import Mailbox, Progress
+    from tuneterm.engine.control import Mailbox
+    from tuneterm.engine.progress import Progress
     from tuneterm.engine.metrics import summary
-    from tuneterm.engine.runs import EXIT_PAUSED, setup_logging, train_run
+    from tuneterm.engine.runs import setup_logging, train_run
     from tuneterm.errors import TrainingError, TunetermError
 
     setup_logging(run_dir, to_stderr=False)
@@ -160,7 +161,7 @@ def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str 
     except TrainingError as e:
         sys.stderr.write(f"tuneterm: training failed: {e}\n")
         print(run_dir)
-        return 1
+        return ExitCode.FAILED
     except Exception as e:
         if started.started:
             raise
@@ -176,10 +177,10 @@ def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str 
     else:
         parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items() if k != "run_dir"]
         sys.stderr.write("summary: " + " ".join(parts) + "\n")
-        if code == EXIT_PAUSED:
+        if code == ExitCode.PAUSED:
             sys.stderr.write(f"paused; continue with: tuneterm run --resume {run_dir}\n")
         print(run_dir)
-    return 130 if code == EXIT_PAUSED else code
+    return 128 + signal.SIGINT if code == ExitCode.PAUSED else code  # paused by Ctrl-C: the shell's code for it
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -203,7 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from tuneterm.engine.runs import compare_metrics, create_run, read_rows
+    from tuneterm.engine.runs import create_run
+    from tuneterm.rundir import RunDir, compare_metrics, read_jsonl
     from tuneterm.workspace import find_run
 
     ws = workspace_of(args)
@@ -221,13 +223,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     code = _train(run_dir, ws, args, replay_of=original)
     if code != 0 or not args.check:
         return code
-    diff = compare_metrics(read_rows(original / "metrics.jsonl"), read_rows(run_dir / "metrics.jsonl"))
-    if diff:
-        sys.stderr.write(f"replay differs from {original.name} at {diff}\n")
-        return 1
-    n = len(read_rows(run_dir / "metrics.jsonl"))
-    sys.stderr.write(f"replay matches {original.name}: {n} metric rows identical\n")
-    return 0
+    replayed = read_jsonl(RunDir(run_dir).metrics)
+    cmp = compare_metrics(read_jsonl(RunDir(original).metrics), replayed)
+    if not cmp.match:
+        sys.stderr.write(f"replay differs from {original.name} at {cmp.detail}\n")
+        return ExitCode.FAILED
+    sys.stderr.write(f"replay matches {original.name}: {len(replayed)} metric rows identical\n")
+    return ExitCode.OK
 
 
 def cmd_layers(args: argparse.Namespace) -> int:

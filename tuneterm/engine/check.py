@@ -118,6 +118,7 @@ def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:
     from tuneterm.engine.control import Mailbox
     from tuneterm.engine.trainer import Trainer
     from tuneterm.errors import TrainingError
+    from tuneterm.rundir import RunDir
     from tuneterm.session.io import save_session
 
     s = session.copy()
@@ -128,7 +129,7 @@ def deep_check(session: Session, workspace: Path, smoke: bool = False) -> None:
     s.data.max_eval_samples = min(s.data.max_eval_samples or 8, 8)
     with tempfile.TemporaryDirectory(prefix="tuneterm-check-") as tmp:
         rd = Path(tmp)
-        save_session(s, rd / "session.toml")
+        save_session(s, RunDir(rd).session)
         trainer = Trainer(s, rd, workspace, sinks=[], mailbox=Mailbox(), tracking=False)
         try:
             trainer.setup()

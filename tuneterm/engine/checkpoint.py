@@ -28,16 +28,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from tuneterm.errors import UserError
-from tuneterm.rundir import CHECKPOINT_DONE, CHECKPOINT_PREFIX, checkpoint_name, checkpoint_steps
+from tuneterm.rundir import CHECKPOINT_DONE, RunDir, checkpoint_name, checkpoint_steps
 
 FORMAT = 1
-PREFIX = CHECKPOINT_PREFIX
 MANIFEST = "manifest.json"
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 STATE = CHECKPOINT_DONE
@@ -70,7 +68,16 @@ def step_dir_name(step: int) -> str:
     return checkpoint_name(step)
 
 
-def save(ckpt_root: Path, step: int, model: torch.nn.Module, opt_tensors: dict, state: dict) -> Path:
+class Weights(Protocol):
+    """What a checkpoint holds of a model and loads back into it: the trainer's
+    ``weights.ModelWeights`` (every weight, or with LoRA only what trains), or a module."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, tensors: dict, strict: bool = True): ...
+
+
+def save(ckpt_root: Path, step: int, weights: Weights, opt_tensors: dict, state: dict) -> Path:
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / step_dir_name(step)
     tmp = ckpt_root / f".tmp-{final.name}-{os.getpid()}"
@@ -79,8 +86,8 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, opt_tensors: dict, 
     tmp.mkdir()
     # Plain copies: parameters may be views into the flat optimizer's buffers (shared
     # storage that safetensors rightly refuses to save as is).
-    weights = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
-    save_file(weights, str(tmp / "model.safetensors"))
+    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in weights.state_dict().items()}
+    save_file(tensors, str(tmp / "model.safetensors"))
     save_file({k: v.detach().contiguous().cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
     (tmp / STATE).write_text(json.dumps({"format": FORMAT, **state}, indent=1, allow_nan=False))
     files = {}
@@ -105,12 +112,6 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, opt_tensors: dict, 
 
 def list_steps(ckpt_root: Path) -> list[int]:
     return checkpoint_steps(ckpt_root)  # the listing is the run directory's (tuneterm.rundir)
-
-
-def latest(ckpt_root: Path) -> Path | None:
-    """The newest complete checkpoint folder, intact or not (see ``latest_intact``)."""
-    steps = list_steps(ckpt_root)
-    return ckpt_root / step_dir_name(steps[-1]) if steps else None
 
 
 # -- verification ---------------------------------------------------------------------------
@@ -246,7 +247,7 @@ def pick(run_dir: Path, which: str = "best") -> tuple[Path, list[tuple[Path, str
     ``step-N``, and the best step's checkpoint for ``best``, are refused when damaged: one
     line naming it. ``last`` is the newest intact checkpoint; ``best`` the best step the
     newest intact state.json records (that checkpoint when the run never evaluated)."""
-    root = run_dir / "checkpoints"
+    root = RunDir(run_dir).checkpoints
     steps = list_steps(root)
     if not steps:
         raise UserError(f"{run_dir.name}: the run has no checkpoint yet")
@@ -295,10 +296,10 @@ def read_state(path: Path) -> dict:
     return state
 
 
-def load(path: Path, model: torch.nn.Module, device) -> tuple[dict, dict]:
-    """Load weights into ``model``; return (optimizer tensors, state)."""
+def load(path: Path, weights: Weights, device) -> tuple[dict, dict]:
+    """Load a checkpoint's weights into ``weights``; return (optimizer tensors, state)."""
     # load_state_dict copies into the existing tensors, so views into flat buffers stay views.
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)), strict=True)
+    weights.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)), strict=True)
     opt = load_file(str(path / "optimizer.safetensors"), device=str(device))
     return opt, read_state(path)
 

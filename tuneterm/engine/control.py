@@ -1,7 +1,8 @@
 """The control mailbox and the metric sinks: how the loop talks to the outside world.
 
 The loop never knows where messages come from (stdin of a worker, a ``--control`` file or
-FIFO) nor where its rows go (the run directory, the daemon over stdout, a progress bar).
+FIFO) nor where its rows go (the run directory, the daemon over stdout, a progress line:
+progress.Progress, the trackers).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import os
 import queue
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -87,6 +87,10 @@ class Mailbox:
 
 
 class Sink(Protocol):
+    """Where a trainer's rows go (outputs.Outputs hands each to every sink): the run
+    directory's files, the worker's stdout, `tuneterm run`'s progress line, the trackers
+    (tuneterm.tracking.sink)."""
+
     def metric(self, row: dict) -> None: ...
     def event(self, row: dict) -> None: ...
     def reply(self, msg: dict) -> None: ...
@@ -165,62 +169,3 @@ class StdoutProtocol:
 
     def close(self) -> None:
         pass
-
-
-class Progress:
-    """A one-line progress bar on stderr for `tuneterm run` (only on a terminal)."""
-
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.total = 0
-        self.last = 0.0
-        self.t0 = time.monotonic()
-        self.step0: int | None = None
-
-    def metric(self, row: dict) -> None:
-        if row.get("kind") == "eval":
-            parts = [f"{k}={row[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_f1") if row.get(k) is not None]
-            self._line(f"eval @ step {row['step']}: " + " ".join(parts), final=True)
-            return
-        step, total = row["step"], row.get("total_steps") or self.total
-        self.total = total
-        if self.step0 is None:
-            self.step0 = step - 1
-        now = time.monotonic()
-        if not self.tty or (now - self.last < 0.1 and step < total):
-            return
-        self.last = now
-        frac = min(1.0, step / total) if total else 0.0
-        width = 24
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        rate = (step - self.step0) / max(1e-9, now - self.t0)
-        eta = (total - step) / rate if rate > 0 else 0
-        loss = "nan" if row.get("loss") is None else f"{row['loss']:.4f}"
-        self._line(f"[{bar}] {step}/{total} ep {row['epoch']:.2f} loss {loss} lr {row['lr']:.2e} "
-                   f"{rate:.1f} it/s eta {int(eta)}s")
-
-    def _line(self, text: str, final: bool = False) -> None:
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
-        elif final:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def event(self, row: dict) -> None:
-        kind = row.get("kind")
-        if kind == "warning":
-            self._line(f"warning: {row.get('message')}", final=True)
-        elif kind in ("edit", "reject", "early_stop", "error", "checkpoint"):
-            detail = {k: v for k, v in row.items() if k not in ("kind", "time")}
-            if kind == "checkpoint" and not self.tty:
-                return
-            self._line(f"{kind}: {json.dumps(detail)}", final=True)
-
-    def reply(self, msg: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()

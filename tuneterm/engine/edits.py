@@ -128,7 +128,7 @@ class EditDesk:
         t = self.t
         t.session.edits.insert(t.state.edits_applied, edit)
         t.state.edits_applied += 1
-        save_session(t.session, t.run_dir / "session.toml")
+        save_session(t.session, t.paths.session)
         t.event("edit", edit=edit.to_dict(), source=source)
 
     # -- rules ----------------------------------------------------------------------------
@@ -186,7 +186,7 @@ class EditDesk:
                 t.state.early_stopping.patience = int(v)
             elif section == "lora":
                 t.state.lora[name] = copy.deepcopy(v)
-                t.lora_edit(name, v)  # H8: lora.apply_edit — the adapters' live knobs
+                t.lora_edit(name, v)  # lora.apply_edit: the adapters' live knobs
             elif name in t.task.knobs:  # the task's own (preference: beta, sft_weight)
                 t.state.task_knobs[name] = t.task.knobs[name] = type(t.task.knobs[name])(v)
             else:

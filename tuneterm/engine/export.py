@@ -22,10 +22,11 @@ from pathlib import Path
 
 from tuneterm.engine.predict import LoadedRun, load_run, metrics_at
 from tuneterm.errors import UserError
+from tuneterm.session.tasks import task_spec
+from tuneterm.rundir import SESSION, RunDir, read_jsonl
 from tuneterm.workspace import clash
 
 BASE_HUB_IDS = {"builtin:minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
-PIPELINE_TAGS = {"sequence-classification": "text-classification", "causal-lm": "text-generation"}
 
 
 def check_target(out: Path, force: bool) -> None:
@@ -66,7 +67,7 @@ def export_run(run_dir: Path, workspace: Path, out: Path, *, which: str = "best"
             if lora:
                 run.model = run.model.merge_and_unload()  # W + (alpha/r) B A, adapters gone
             write_model(run, tmp)
-        shutil.copyfile(run_dir / "session.toml", tmp / "session.toml")
+        shutil.copyfile(RunDir(run_dir).session, tmp / SESSION)  # the run's frozen session, by the same name
         (tmp / "README.md").write_text(model_card(run, adapter=lora and not merge), encoding="utf-8")
         _swap_into_place(tmp, out)
     except BaseException:
@@ -166,9 +167,7 @@ def _edit_line(e) -> str:
 
 
 def _start_info(run: LoadedRun) -> dict:
-    from tuneterm.engine.runs import read_rows
-
-    for ev in read_rows(run.run_dir / "events.jsonl"):
+    for ev in read_jsonl(RunDir(run.run_dir).events):
         if ev.get("kind") == "start":
             return ev
     return {}
@@ -186,7 +185,7 @@ def model_card(run: LoadedRun, adapter: bool = False) -> str:
     base = BASE_HUB_IDS.get(src, "")
     if not base and not src.startswith("builtin:") and not os.path.isabs(resolve_source(src, run.workspace)):
         base = src  # a hub id
-    tag = PIPELINE_TAGS.get(s.model.task, "")
+    tag = task_spec(s.model.task).pipeline_tag
     lora = is_lora(run)
     front = ["---", f"library_name: {'peft' if adapter else 'transformers'}", f"pipeline_tag: {tag}", "tags:",
              "- tuneterm", *(["- lora"] if lora else [])]
@@ -219,7 +218,7 @@ def model_card(run: LoadedRun, adapter: bool = False) -> str:
         lines.append("The run did not evaluate at this step.")
     lines += ["", "## Live edits", ""]
     lines += [_edit_line(e) for e in s.edits] or ["None: the session ran as written."]
-    session_text = (run.run_dir / "session.toml").read_text(encoding="utf-8")
+    session_text = RunDir(run.run_dir).session.read_text(encoding="utf-8")
     lines += ["", "## Session", "", "The frozen session file (also `session.toml` in this folder; "
               "`tuneterm replay session.toml` re-runs it with its edits):", "", "```toml", session_text.rstrip(),
               "```", "", "## Use", "", "```python", *_usage(run, tag, adapter), "```", "",
@@ -228,14 +227,11 @@ def model_card(run: LoadedRun, adapter: bool = False) -> str:
     return "\n".join(lines)
 
 
-AUTO_CLASSES = {"sequence-classification": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM"}
-
-
 def _usage(run: LoadedRun, tag: str, adapter: bool) -> list:
     if not adapter:
         return ["from transformers import pipeline", "",
                 f'pipe = pipeline("{tag}", model="PATH/TO/THIS/FOLDER")']
-    auto = AUTO_CLASSES.get(run.session.model.task, "AutoModel")
+    auto = task_spec(run.session.model.task).export_class
     return ["from peft import PeftModel", f"from transformers import {auto}", "",
             f'base = {auto}.from_pretrained("PATH/TO/THIS/FOLDER/base")  # or the hub id of the base',
             'model = PeftModel.from_pretrained(base, "PATH/TO/THIS/FOLDER")']

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tuneterm.engine.control import RunFiles
+from tuneterm.engine.control import RunFiles, Sink
 from tuneterm.engine.logbook import describe
 from tuneterm.rundir import RunDir
 
@@ -19,9 +19,9 @@ WARNINGS = ("error", "skip", "reject", "warning")
 
 
 class Outputs:
-    def __init__(self, run_dir: Path, extra_sinks: list, step_of: Callable[[], int]) -> None:
+    def __init__(self, run_dir: Path, extra_sinks: list[Sink], step_of: Callable[[], int]) -> None:
         self.files = RunFiles(run_dir)
-        self.sinks = [self.files, *extra_sinks]
+        self.sinks: list[Sink] = [self.files, *extra_sinks]
         self.samples_path = RunDir(run_dir).samples
         self.step_of = step_of
 

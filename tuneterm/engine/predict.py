@@ -23,8 +23,11 @@ import torch
 
 from tuneterm.engine import checkpoint as ckpt
 from tuneterm.engine import data as D
+from tuneterm.engine import metrics as M
 from tuneterm.engine import tables
-from tuneterm.errors import UserError
+from tuneterm.engine.progress import Progress
+from tuneterm.errors import ExitCode, UserError
+from tuneterm.rundir import RunDir, read_jsonl, write_atomic
 from tuneterm.session.schema import Session
 from tuneterm.session.tasks import task_spec
 
@@ -57,22 +60,16 @@ class LoadedRun:
         return self.session.evaluation.batch_size or 2 * int(trained)
 
 
-def _events(run_dir: Path) -> list[dict]:
-    from tuneterm.engine.runs import read_rows
-
-    return read_rows(run_dir / "events.jsonl")
-
-
 def run_labels(run_dir: Path) -> list:
     """The label names the run trained with, from its (last) start/resume event."""
-    for ev in reversed(_events(run_dir)):
+    for ev in reversed(read_jsonl(RunDir(run_dir).events)):
         if ev.get("kind") in ("start", "resume") and isinstance(ev.get("labels"), list):
             return [str(x) for x in ev["labels"]]
     return []
 
 
 def resolve_device(requested: str | None) -> torch.device:
-    from tuneterm.engine.trainer import resolve_device as rd
+    from tuneterm.engine.accel import resolve_device as rd
 
     return rd(requested or "cpu")
 
@@ -124,9 +121,7 @@ def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | 
 
 def metrics_at(run_dir: Path, step: int) -> dict:
     """The validation metrics the run logged at ``step`` ({} when it did not evaluate there)."""
-    from tuneterm.engine.runs import read_rows
-
-    for row in reversed(read_rows(run_dir / "metrics.jsonl")):
+    for row in reversed(read_jsonl(RunDir(run_dir).metrics)):
         if row.get("kind") == "eval" and row.get("step") == step:
             return {k: v for k, v in row.items() if k.startswith("val_")}
     return {}
@@ -134,51 +129,17 @@ def metrics_at(run_dir: Path, step: int) -> dict:
 
 # ---------------------------------------------------------------------------- inference
 
-@torch.no_grad()
-def class_logits(run: LoadedRun, ids: list, batch_size: int, progress=None) -> tuple[np.ndarray, list]:
-    """fp32 logits per example (in input order), and the batches of indices they were
-    computed in (length-sorted, as the run's own evaluation batches them)."""
-    pad = run.tokenizer.pad_token_id
-    enc = D.Encoded(ids, np.zeros(len(ids), dtype=np.int64))
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    out = np.zeros((len(ids), len(run.label_names)), dtype=np.float32)
-    batches = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = D.collate(enc, idx, pad, run.device)
-        logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        out[idx] = logits.cpu().numpy()
-        batches.append(idx)
-        if progress:
-            progress(min(start + batch_size, len(order)))
-    return out, batches
+def class_logits(run: LoadedRun, enc: D.Encoded, batch_size: int | None = None, progress=None) -> tuple:
+    """(logits, summed loss) of a classification run's model on ``enc``, batched as the run's
+    own evaluation batches them (metrics.class_logits)."""
+    return M.class_logits(run.model, enc, run.tokenizer.pad_token_id, run.device, batch_size or run.eval_batch_size(),
+                          progress)
 
 
-def classification_report(logits: np.ndarray, gold: np.ndarray, batches: list, label_names: list) -> dict:
-    """loss (summed per batch in batch order, like the run's evaluation), accuracy, macro F1,
-    per-class precision/recall/F1/support and the confusion matrix (rows: gold)."""
-    from tuneterm.engine.metrics import macro_f1
-
-    t_logits, t_gold = torch.from_numpy(logits), torch.from_numpy(gold)
-    total = 0.0
-    for idx in batches:
-        i = torch.from_numpy(np.asarray(idx))
-        total += float(torch.nn.functional.cross_entropy(t_logits[i], t_gold[i], reduction="sum"))
-    pred = logits.argmax(-1)
-    k = len(label_names)
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (gold, pred), 1)
-    per_class = {}
-    for c, name in enumerate(label_names):
-        tp, fp, fn = int(cm[c, c]), int(cm[:, c].sum() - cm[c, c]), int(cm[c, :].sum() - cm[c, c])
-        p = tp / (tp + fp) if tp + fp else 0.0
-        r = tp / (tp + fn) if tp + fn else 0.0
-        per_class[name] = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
-                           "support": int(cm[c, :].sum())}
-    n = len(gold)
-    return {"examples": n, "loss": total / max(1, n), "accuracy": float(np.mean(pred == gold)) if n else 0.0,
-            "f1": macro_f1(pred, gold, k), "per_class": per_class,
-            "confusion": {"labels": list(label_names), "matrix": cm.tolist()}}
+def class_report(run: LoadedRun, enc: D.Encoded) -> dict:
+    """metrics.report of a classification run's model on the labelled examples ``enc``."""
+    logits, loss_sum = class_logits(run, enc)
+    return M.report(logits, enc.labels, loss_sum, run.label_names)
 
 
 def evaluate_file(run: LoadedRun, path: Path) -> dict:
@@ -190,8 +151,7 @@ def evaluate_file(run: LoadedRun, path: Path) -> dict:
         shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise UserError(f"{path}: labels unknown to the run: {shown} (the run knows {', '.join(run.label_names)})")
     enc = D.encode(split, run.tokenizer, run.label_names, spec.max_length)
-    logits, batches = class_logits(run, enc.ids, run.eval_batch_size())
-    out = classification_report(logits, enc.labels, batches, run.label_names)
+    out = class_report(run, enc)
     return {"run": run.run_dir.name, "checkpoint": run.checkpoint.name, "step": run.step, "data": str(path), **out}
 
 
@@ -199,8 +159,7 @@ def validation_confusion(run: LoadedRun) -> dict:
     """The confusion matrix on the run's own validation split (the session screen's picture)."""
     corpus = D.load_corpus(run.session.data, run.workspace, run.session.session.seed)
     enc = D.encode(corpus.val, run.tokenizer, run.label_names, run.session.data.max_length)
-    logits, batches = class_logits(run, enc.ids, run.eval_batch_size())
-    rep = classification_report(logits, enc.labels, batches, run.label_names)
+    rep = class_report(run, enc)
     return {"checkpoint": run.checkpoint.name, "step": run.step, "accuracy": rep["accuracy"], **rep["confusion"]}
 
 
@@ -240,25 +199,6 @@ def read_rows_file(path: Path, need: str) -> tuple[list[dict], list[str]]:
     return rows, columns
 
 
-class Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, total: int, what: str = "predict", min_total: int = 200) -> None:
-        self.total, self.what = total, what
-        self.on = total >= min_total and sys.stderr.isatty()
-
-    def __call__(self, done: int) -> None:
-        if self.on:
-            width = 30
-            fill = int(width * done / max(1, self.total))
-            sys.stderr.write(f"\r{self.what} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} rows")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on:
-            sys.stderr.write("\n")
-
-
 def predict_rows(run: LoadedRun, rows: list[dict], *, probs: bool = False, batch_size: int | None = None,
                  progress=None) -> list[dict]:
     """Each input row with ``prediction`` (the label), ``probability`` and, with ``probs``,
@@ -266,7 +206,7 @@ def predict_rows(run: LoadedRun, rows: list[dict], *, probs: bool = False, batch
     spec = run.session.data
     texts = ["" if r.get(spec.text_field) is None else str(r[spec.text_field]) for r in rows]
     ids = run.tokenizer(texts, truncation=True, max_length=spec.max_length)["input_ids"]
-    logits, _ = class_logits(run, ids, batch_size or run.eval_batch_size(), progress)
+    logits, _ = class_logits(run, D.Encoded(ids, np.zeros(len(ids), dtype=np.int64)), batch_size, progress)
     p = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
     out = []
     for r, pr in zip(rows, p):
@@ -284,7 +224,7 @@ def classify_file(run: LoadedRun, path: Path, probs: bool, make_progress=None) -
     taken = [c for c in ("prediction", "probability") if c in columns]
     if taken:
         raise UserError(f"{path}: already has a column {taken[0]!r} (predict adds it)")
-    bar = Progress(len(rows))
+    bar = Progress(len(rows), "predict", min_total=200)
     try:
         return predict_rows(run, rows, probs=probs, progress=bar), columns
     finally:
@@ -353,16 +293,11 @@ def fmt_metric(v) -> str:
 
 # ---------------------------------------------------------------------------- the TUI's picture
 
-CONFUSION = "confusion.json"
-
-
 def write_confusion(run_dir: Path, workspace: Path, which: str = "best") -> Path:
     """RUN_DIR/confusion.json: the validation confusion matrix at a checkpoint, for the
     session screen (which never imports torch: it starts this in a subprocess)."""
-    from tuneterm.rundir import write_atomic
-
     res = validation_confusion(load_run(run_dir, workspace, which))
-    path = run_dir / CONFUSION
+    path = RunDir(run_dir).confusion
     write_atomic(path, json.dumps(res), durable=False)
     return path
 
@@ -374,13 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3 or args[0] != "confusion":
         sys.stderr.write("usage: python -m tuneterm.engine.predict confusion RUN_DIR WORKSPACE\n")
-        return 2
+        return ExitCode.BAD_INPUT
     try:
         print(write_confusion(Path(args[1]), Path(args[2])))
     except TunetermError as e:
         sys.stderr.write(f"{e}\n")
         return e.exit_code
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

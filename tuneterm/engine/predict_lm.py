@@ -72,7 +72,7 @@ def complete_file(run, path: Path, max_new_tokens: int | None, make_progress=Non
                   prompt_ids=None) -> tuple[list, list]:
     """(output rows, input columns): each input record with ``output``, the greedy
     continuation of its prompt (at most ``max_new_tokens``, default the session's).
-    ``make_progress(total, what)``: a progress callable with ``close()`` (predict.Progress).
+    ``make_progress(total, what)``: a progress callable with ``close()`` (progress.Progress).
     ``prompt_ids(where, record)``: the prompt's tokens (default: the causal-LM formats')."""
     from tuneterm.engine.generate import greedy
 

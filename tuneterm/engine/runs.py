@@ -12,14 +12,12 @@ import sys
 from pathlib import Path
 
 from tuneterm import rundir
+from tuneterm.engine.control import Sink
 from tuneterm.errors import UserError
-from tuneterm.rundir import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PAUSED, comparable
 from tuneterm.session.io import load_session, save_session
 from tuneterm.session.schema import Session
+from tuneterm.states import RunEnd
 from tuneterm.workspace import new_run_id, runs_dir
-
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_LOCKED", "EXIT_PAUSED", "RunLocked", "create_run",
-           "RunLock", "setup_logging", "train_run", "read_rows", "comparable", "compare_metrics"]
 
 
 class RunLocked(UserError):
@@ -30,7 +28,7 @@ def create_run(workspace: Path, session: Session, *, run_id: str | None = None) 
     """runs/<run-id>/session.toml — the frozen session, written atomically."""
     rd = runs_dir(workspace) / (run_id or new_run_id(session.name))
     rd.mkdir(parents=True, exist_ok=False)
-    save_session(session, rd / "session.toml")
+    save_session(session, rundir.RunDir(rd).session)
     return rd
 
 
@@ -74,16 +72,16 @@ def setup_logging(run_dir: Path, to_stderr: bool) -> None:
     route_library_warnings()
 
 
-def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resume: bool = False,
+def train_run(run_dir: Path, workspace: Path, *, sinks: list[Sink], mailbox=None, resume: bool = False,
               kernels: str | None = None, device: str | None = None, replay_of: Path | None = None,
-              lock: RunLock | None = None) -> tuple[int, str]:
-    """Train a run directory to its end. Returns (exit code, end state). ``replay_of``: the
+              lock: RunLock | None = None) -> tuple[int, RunEnd]:
+    """Train a run directory to its end. Returns (exit code, how it ended). ``replay_of``: the
     run this one replays (a LoRA replay refuses another base model than that run's).
     ``lock``: the run's lock, already held by the caller (the worker holds it for its whole
     life); without one, train_run takes it and lets it go at the end."""
     from tuneterm.engine.trainer import Trainer
 
-    session = load_session(run_dir / "session.toml", workspace)
+    session = load_session(rundir.RunDir(run_dir).session, workspace)
     own = lock is None
     if own:
         lock = RunLock(run_dir)
@@ -100,18 +98,18 @@ def train_run(run_dir: Path, workspace: Path, *, sinks: list, mailbox=None, resu
         _end_setup_failure(run_dir, e)
         raise
     try:
-        state = trainer.train()
+        end = RunEnd(trainer.train())
     finally:
         trainer.close()
         if own:
             lock.release()
-    return (EXIT_PAUSED if state == "paused" else EXIT_OK), state
+    return int(end.exit_code), end
 
 
 def _end_setup_failure(run_dir: Path, error: Exception) -> None:
     """An attempt that fails before training (no usable checkpoint, data gone, no CUDA)
     still ends its events.jsonl with why: the runner and the TUI read a run's outcome
-    there, and would otherwise show the previous attempt's end (H7)."""
+    there, and would otherwise show the previous attempt's end."""
     import json
     import time
 
@@ -119,7 +117,7 @@ def _end_setup_failure(run_dir: Path, error: Exception) -> None:
     last = rundir.read_tail_rows(events)
     step = last[-1].get("step", 0) if last else 0
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    row = {"kind": "end", "step": step if isinstance(step, int) else 0, "state": "failed",
+    row = {"kind": "end", "step": step if isinstance(step, int) else 0, "state": RunEnd.FAILED,
            "reason": f"setup failed: {reason}", "time": round(time.time(), 3)}
     try:
         with open(events, "a", encoding="utf-8") as fh:
@@ -127,14 +125,3 @@ def _end_setup_failure(run_dir: Path, error: Exception) -> None:
     except OSError:
         pass
 
-
-def read_rows(path: Path) -> list[dict]:
-    """Every complete row of a JSON-lines file of a run directory."""
-    return rundir.read_jsonl(path)
-
-
-def compare_metrics(original: list[dict], replay: list[dict]) -> str | None:
-    """None when equal (wall-clock fields aside), else a one-line description of the
-    first difference, naming its step (the one rule of ``tuneterm.rundir.compare_metrics``)."""
-    cmp = rundir.compare_metrics(original, replay)
-    return None if cmp.match else cmp.detail

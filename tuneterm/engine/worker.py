@@ -27,21 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from tuneterm.engine.control import Mailbox, StdoutProtocol
-    from tuneterm.engine.runs import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LOCKED, RunLock, RunLocked, setup_logging,
-                                      train_run)
-    from tuneterm.errors import TrainingError, UserError
+    from tuneterm.engine.runs import RunLock, RunLocked, setup_logging, train_run
+    from tuneterm.errors import ExitCode, TrainingError, UserError
+    from tuneterm.rundir import RunDir
 
     run_dir = Path(args.run_dir).resolve()
     workspace = Path(args.workspace).resolve() if args.workspace else run_dir.parent.parent
-    if not (run_dir / "session.toml").is_file():
-        sys.stderr.write(f"tuneterm-worker: {run_dir}: no session.toml\n")
-        return EXIT_BAD_INPUT
+    if not RunDir(run_dir).session.is_file():
+        sys.stderr.write(f"tuneterm-worker: {run_dir}: no {RunDir(run_dir).session.name}\n")
+        return ExitCode.BAD_INPUT
     # Taken once and held until the process ends (train_run gets it): never a moment in
     # which a second worker could pass this check too.
     lock = RunLock(run_dir)
     if not lock.acquire():
         sys.stderr.write(f"tuneterm-worker: {run_dir.name}: another worker holds the run\n")
-        return EXIT_LOCKED
+        return ExitCode.LOCKED
     setup_logging(run_dir, to_stderr=True)
 
     mailbox = Mailbox()
@@ -63,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except RunLocked as e:
         sys.stderr.write(f"tuneterm-worker: {e}\n")
-        return EXIT_LOCKED
+        return ExitCode.LOCKED
     except UserError as e:
         sys.stderr.write(f"tuneterm-worker: error: {e}\n")
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     except TrainingError as e:
         sys.stderr.write(f"tuneterm-worker: training failed: {e}\n")
-        return EXIT_FAILED
+        return ExitCode.FAILED
 
 
 if __name__ == "__main__":
