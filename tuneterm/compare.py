@@ -13,6 +13,7 @@ from pathlib import Path
 from tuneterm.errors import UserError
 from tuneterm.rundir import RunDir, read_jsonl
 from tuneterm.session.tasks import METRIC_MODES
+from tuneterm.states import RunEnd
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -106,7 +107,7 @@ def run_summary(run_dir: Path, session: dict | None = None) -> dict:
     t0 = starts[0] if starts else (min(times) if times else None)
     t1 = end["time"] if end and _finite(end.get("time")) else (max(times) if times else None)
     state = end.get("state") if end else ("running" if events else "not started")
-    failure = end.get("reason") if end and end.get("state") == "failed" else None
+    failure = end.get("reason") if end and end.get("state") == RunEnd.FAILED else None
     return {
         "run": rd.name, "run_dir": str(rd.path), "name": (session.get("session") or {}).get("name", rd.name),
         "model": (session.get("model") or {}).get("source"), "data": (session.get("data") or {}).get("source"),

@@ -15,33 +15,12 @@ from tuneterm.errors import UserError
 from tuneterm.session.schema import Session
 
 
-def _meta_model(session: Session, workspace: Path | None):
-    """A weightless (meta-device) copy of the session's model, with its task's head."""
+def model_layer_names(session: Session, workspace: Path | None) -> list[str]:
+    """The layer groups' names of the session's model, from a weightless (meta-device) copy."""
     from tuneterm.engine.layer_report import meta_model
-
-    return meta_model(session, workspace)
-
-
-def _meta_groups(session: Session, workspace: Path | None) -> list:
-    """The layer groups of the session's model, from a weightless (meta-device) copy."""
     from tuneterm.engine.layers import layer_groups
 
-    return layer_groups(_meta_model(session, workspace))
-
-
-def model_layer_names(session: Session, workspace: Path | None) -> list[str]:
-    return [g.name for g in _meta_groups(session, workspace)]
-
-
-def layer_table(session: Session, workspace: Path | None) -> list[dict]:
-    """[{"name", "params", "frozen"}] with the session's initial freezing applied."""
-    groups = _meta_groups(session, workspace)
-    names = [g.name for g in groups]
-    unknown = [n for n in session.freeze.layers if n not in names]
-    if unknown:
-        raise UserError(f"freeze.layers: unknown layer group {unknown[0]!r}; this model has {', '.join(names)}")
-    frozen = set(session.freeze.layers)
-    return [{"name": g.name, "params": g.numel, "frozen": g.name in frozen} for g in groups]
+    return [g.name for g in layer_groups(meta_model(session, workspace))]
 
 
 def position_limit(config) -> int | None:

@@ -18,6 +18,7 @@ from tuneterm.engine import dropout as drop
 from tuneterm.engine import layers as L
 from tuneterm.errors import TrainingError
 from tuneterm.session.schema import Edit, editable_path
+from tuneterm.states import RunEnd
 
 # Knobs whose change changes the step plan (total_steps is recomputed).
 PLAN_KEYS = ("batch_size", "gradient_accumulation", "epochs", "max_steps")
@@ -91,7 +92,7 @@ class EditDesk:
         elif cmd.kind == "stop":
             self.record(cmd.edit)
             t.reply(protocol.ack(cmd.id, t.state.step))
-            return ("stopped", "stopped on request")
+            return (RunEnd.STOPPED, "stopped on request")
         else:
             self.apply(cmd.edit)
             self.record(cmd.edit)

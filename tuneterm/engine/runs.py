@@ -98,7 +98,7 @@ def train_run(run_dir: Path, workspace: Path, *, sinks: list[Sink], mailbox=None
         _end_setup_failure(run_dir, e)
         raise
     try:
-        end = RunEnd(trainer.train())
+        end = trainer.train()
     finally:
         trainer.close()
         if own:

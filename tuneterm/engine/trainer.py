@@ -40,6 +40,7 @@ from tuneterm.engine.weights import ModelWeights, lora_module
 from tuneterm.errors import TrainingError, UserError
 from tuneterm.rundir import RunDir
 from tuneterm.session.schema import Session
+from tuneterm.states import RunEnd
 from tuneterm.tracking import live_sink
 
 log = logging.getLogger("tuneterm.engine")
@@ -178,9 +179,9 @@ class Trainer:
         return self._orders[epoch]
 
     # ------------------------------------------------------------------ the loop
-    def train(self) -> str:
-        """Run to the end; returns the end state (done | early_stopped | stopped | paused)."""
-        state, reason = "done", ""
+    def train(self) -> RunEnd:
+        """Run to the end; returns how it ended (done | early_stopped | stopped | paused)."""
+        state, reason = RunEnd.DONE, ""
         try:
             while True:
                 stop = self.boundary()
@@ -193,20 +194,20 @@ class Trainer:
                     break
                 if self.after_step(self.train_step()):
                     es = self.state.early_stopping
-                    state, reason = "early_stopped", f"{es.metric} did not improve for {es.patience} evaluations"
+                    state, reason = RunEnd.EARLY_STOPPED, f"{es.metric} did not improve for {es.patience} evaluations"
                     break
         except Paused:
             self.save_checkpoint("pause")
-            self._end("paused", "paused on request")
-            return "paused"
+            self._end(RunEnd.PAUSED, "paused on request")
+            return RunEnd.PAUSED
         except TrainingError as e:
-            self._end("failed", str(e))
+            self._end(RunEnd.FAILED, str(e))
             raise
         except Exception as e:  # a bug or an OOM: still end the run's files cleanly
             log.exception("training failed")
-            self._end("failed", f"{type(e).__name__}: {e}")
+            self._end(RunEnd.FAILED, f"{type(e).__name__}: {e}")
             raise TrainingError(f"step {self.state.step}: {type(e).__name__}: {e}") from e
-        if self.state.last_eval_step != self.state.step and self.state.step > 0 and state != "stopped":
+        if self.state.last_eval_step != self.state.step and self.state.step > 0 and state != RunEnd.STOPPED:
             self.evaluate()
         if self.last_ckpt_step != self.state.step:
             self.save_checkpoint("end")
@@ -223,7 +224,7 @@ class Trainer:
             self.state.edits_applied += 1
             self.event("edit", edit=e.to_dict(), source="log")
             if e.stop:
-                stop = ("stopped", "stopped by a recorded stop edit")
+                stop = (RunEnd.STOPPED, "stopped by a recorded stop edit")
         for msg in self.mailbox.drain(self.state.step):
             result = self.desk.handle(msg)
             if result is not None:
@@ -339,7 +340,7 @@ class Trainer:
         resume.load(self, path)
 
     # ------------------------------------------------------------------ end
-    def _end(self, state: str, reason: str) -> None:
+    def _end(self, state: RunEnd, reason: str) -> None:
         es = self.state.early_stopping
         self.event("end", state=state, reason=reason, best=es.best, best_step=es.best_step,
                    total_steps=self.state.total_steps)
