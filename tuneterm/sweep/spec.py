@@ -30,6 +30,7 @@ from tuneterm.session.io import check_session_text
 from tuneterm.session.locate import Locator
 from tuneterm.session.problems import Problem, SessionError
 from tuneterm.session.schema import METRIC_MODES, Session
+from tuneterm.session.tasks import TASK_KNOBS, task_spec
 
 # every task's metrics (the session's task decides which apply: metric_problem)
 OBJECTIVES = {m: {"min": "minimize", "max": "maximize"}[mode] for m, mode in METRIC_MODES.items()}
@@ -51,6 +52,7 @@ KNOBS = {
     "lora_r": "int",
     "lora_alpha": "float",
     "lora_dropout": "float",
+    **{k: "float" for k in TASK_KNOBS},  # a task's own (preference: beta, sft_weight)
 }
 # The adapters' knobs: sweep name -> [lora] field (a session with [lora] enabled only).
 LORA_KNOBS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout"}
@@ -59,7 +61,9 @@ _NEVER_FROZEN = ("head",)
 
 SWEEP_KEYS = {
     "name": "the study's name (default: the session's name); trials are <name>-t000, -t001, ...",
-    "objective": "val_loss | val_accuracy | val_f1 (causal-lm: val_loss | val_perplexity | val_token_accuracy)",
+    "objective": "a metric of the session's task: val_loss | val_accuracy | val_f1 (causal-lm: val_loss | "
+                 "val_perplexity | val_token_accuracy; preference: val_loss | val_reward_accuracy | "
+                 "val_reward_margin | ...)",
     "direction": "minimize | maximize (default: from the objective)",
     "trials": "trials to run to the end (complete, pruned or failed)",
     "max_steps": "optimizer steps per trial (the budget)",
@@ -292,6 +296,9 @@ def _param(knob: str, spec: Any, base: Session, sampler: str, out: list) -> Para
         return None
     if knob in LORA_KNOBS and not base.lora.enabled:
         out.append((at, "the session trains no LoRA adapters (set [lora] enabled = true)"))
+        return None
+    if knob in TASK_KNOBS and knob not in task_spec(base.model.task).live_knobs:
+        out.append((at, f"a {TASK_KNOBS[knob][0]} knob, but the session's task is {base.model.task}"))
         return None
     if not isinstance(spec, dict):
         out.append((at, f"expected {{ low = ..., high = ... }} or {{ choices = [...] }}, "

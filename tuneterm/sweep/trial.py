@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuneterm.session.schema import Session
+from tuneterm.session.tasks import TASK_KNOBS
 from tuneterm.sweep.spec import LORA_KNOBS, Sweep
 
 
@@ -28,6 +29,8 @@ def trial_session(sweep: Sweep, params: dict, number: int) -> Session:
             s.freeze.layers = frozen
         elif k in LORA_KNOBS:
             setattr(s.lora, LORA_KNOBS[k], v)
+        elif k in TASK_KNOBS:  # preference: beta, sft_weight
+            setattr(getattr(s, TASK_KNOBS[k][0]), TASK_KNOBS[k][1], v)
         else:
             if k == "warmup_ratio":
                 h.warmup_steps = 0

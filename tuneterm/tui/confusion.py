@@ -107,14 +107,16 @@ def add_tab(screen, s: dict) -> None:
     """On the session screen of a finished classification run — opened after it ended, or
     open while it ends — a Confusion tab, filled from confusion.json (computed in a
     subprocess when missing). Once per screen."""
+    from tuneterm.session.schema import ModelSpec
+    from tuneterm.session.tasks import TASK_TABLE
     from tuneterm.tui.data import read_toml
 
     rd = screen.run_dir
     if rd is None or s.get("state") not in TRAINED_STATES or getattr(screen, "_confusion_tab", False):
         return
     screen._confusion_tab = True  # decided once: later stream rows do not re-read session.toml
-    task = (read_toml(RunDir(rd).session).get("model") or {}).get("task", "sequence-classification")
-    if task != "sequence-classification":
+    spec = TASK_TABLE.get((read_toml(RunDir(rd).session).get("model") or {}).get("task") or ModelSpec().task)
+    if spec is None or not spec.confusion:
         return
     from textual.widgets import TabbedContent, TabPane
 

@@ -29,6 +29,7 @@ from tuneterm.tui.series import MinMaxSeries
 KNOBS = ("learning_rate", "batch_size", "epochs", "dropout", "weight_decay", "schedule",
          "warmup_ratio", "warmup_steps", "max_steps", "patience")
 LORA_KNOBS = ("lora_dropout", "lora_lr_ratio")  # shown too when the run trains LoRA adapters
+EVAL_KEYS = ("val_loss", "val_accuracy", "val_f1", "val_perplexity", "val_token_accuracy")  # a task's own first
 
 # A session's state, the JSON-lines reader and the metrics comparison are the run
 # directory's (tuneterm.rundir); re-exported here for the screens.
@@ -147,6 +148,9 @@ class RunView:
     lr: MinMaxSeries = field(default_factory=MinMaxSeries)
     val_loss: MinMaxSeries = field(default_factory=MinMaxSeries)
     val_accuracy: MinMaxSeries = field(default_factory=MinMaxSeries)
+    chart_train: MinMaxSeries = field(default_factory=MinMaxSeries)  # the accuracy chart's training-row metric
+    extra_train: MinMaxSeries = field(default_factory=MinMaxSeries)  # a task's second chart (preference: margin)
+    extra_val: MinMaxSeries = field(default_factory=MinMaxSeries)
     knobs: dict = field(default_factory=dict)
     layers: list = field(default_factory=list)  # [{"name", "params", "frozen"}]
     timeline: list = field(default_factory=list)  # [TimelineEntry]
@@ -157,12 +161,15 @@ class RunView:
     state: str = ""
     knob_keys: tuple = KNOBS  # the Knobs tab's rows: KNOBS, plus LORA_KNOBS for a LoRA run
     accuracy_key: str = "val_accuracy"  # the accuracy chart's metric (causal LM: val_token_accuracy)
+    charts: tuple = ()  # the task's charts beside the loss (session/tasks.py: Chart rows)
+    eval_keys: tuple = EVAL_KEYS  # the metrics an eval row shows in the timeline
     version: int = 0  # bumped on every change: widgets repaint when it moves
 
     def clear(self) -> None:
         """Forget every row (before a stream replays the history again). The series are
         cleared in place: the charts hold them."""
-        for s in (self.train_loss, self.lr, self.val_loss, self.val_accuracy):
+        for s in (self.train_loss, self.lr, self.val_loss, self.val_accuracy, self.chart_train, self.extra_train,
+                  self.extra_val):
             s.__init__()
         self.knobs, self.layers, self.timeline, self.evals = {}, [], [], []
         self.step, self.epoch, self.last_loss = 0, None, None
@@ -170,7 +177,8 @@ class RunView:
 
     # -- initial state from the run directory
     def load_session_toml(self, data: dict) -> None:
-        from tuneterm.session.schema import EarlyStopping, Hyperparameters, LoraSpec
+        from tuneterm.session.schema import SECTIONS, EarlyStopping, Hyperparameters, LoraSpec, ModelSpec
+        from tuneterm.session.tasks import TASK_TABLE
 
         # a key left out of the file has the schema's default
         hp = {**vars(Hyperparameters()), **(data.get("hyperparameters", {}) or {})}
@@ -181,8 +189,14 @@ class RunView:
         self.knob_keys = KNOBS + LORA_KNOBS if lora.get("enabled") else KNOBS
         if lora.get("enabled"):
             self.knobs["lora_dropout"], self.knobs["lora_lr_ratio"] = lora.get("dropout"), lora.get("lr_ratio")
-        causal = (data.get("model", {}) or {}).get("task") == "causal-lm"
-        self.accuracy_key = "val_token_accuracy" if causal else "val_accuracy"
+        spec = TASK_TABLE.get((data.get("model", {}) or {}).get("task") or ModelSpec().task)
+        self.charts = spec.charts if spec else ()
+        self.accuracy_key = self.charts[0].val if self.charts else ""
+        self.eval_keys = tuple(spec.metrics)[:3] if spec else EVAL_KEYS
+        if spec and spec.live_knobs:  # the task's own knobs (preference: beta, sft_weight)
+            own = {**vars(SECTIONS[spec.section]()), **(data.get(spec.section, {}) or {})}
+            self.knob_keys += spec.live_knobs
+            self.knobs.update({k: own.get(k) for k in spec.live_knobs})
         for e in data.get("edits", []) or []:
             if isinstance(e, dict):
                 self._apply_edit(e, timeline=False)
@@ -209,18 +223,26 @@ class RunView:
             self.step = step
             if isinstance(row.get("epoch"), (int, float)):
                 self.epoch = row["epoch"]
+            self._chart_points(row, step, ((self.chart_train, 0, "train"), (self.extra_train, 1, "train")))
         elif kind == "eval":
             if isinstance(row.get("val_loss"), (int, float)):
                 self.val_loss.add(step, float(row["val_loss"]))
             if isinstance(row.get(self.accuracy_key), (int, float)):
                 self.val_accuracy.add(step, float(row[self.accuracy_key]))
+            self._chart_points(row, step, ((self.extra_val, 1, "val"),))
             # a resumed attempt re-emits steps after its checkpoint: keep the newest
             self.evals = [e for e in self.evals if e["step"] < step] + [row]
             parts = [f"{k.removeprefix('val_')} {fmt_num(row[k])}"
-                     for k in ("val_loss", "val_accuracy", "val_f1", "val_perplexity", "val_token_accuracy")
-                     if isinstance(row.get(k), (int, float))]
+                     for k in self.eval_keys if isinstance(row.get(k), (int, float))]
             self._timeline(step, "eval", ", ".join(parts))
         self.version += 1
+
+    def _chart_points(self, row: dict, step: int, where: tuple) -> None:
+        """(series, chart index, "train" | "val"): the row's value of that chart's metric."""
+        for series, i, side in where:
+            key = getattr(self.charts[i], side) if i < len(self.charts) else None
+            if key and isinstance(row.get(key), (int, float)):
+                series.add(step, float(row[key]))
 
     def add_event(self, row: dict) -> None:
         kind = str(row.get("kind", "?"))

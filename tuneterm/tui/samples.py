@@ -36,7 +36,8 @@ def latest_two(rows: list) -> tuple[int | None, int | None, list]:
     last, prev = steps[-1], (steps[-2] if len(steps) > 1 else None)
     before = {(r.get("prompt"), r.get("reference")): r.get("output") for r in rows if r["step"] == prev}
     items = [{"prompt": str(r.get("prompt", "")), "reference": str(r.get("reference", "")),
-              "latest": str(r.get("output", "")), "before": before.get((r.get("prompt"), r.get("reference")))}
+              "latest": str(r.get("output", "")), "before": before.get((r.get("prompt"), r.get("reference"))),
+              **{k: r[k] for k in ("rejected", "logps_chosen", "logps_rejected") if k in r}}  # preference's
              for r in rows if r["step"] == last]
     return last, prev, items
 
@@ -60,6 +61,10 @@ def render(rows: list):
         t.add_column(ratio=1)
         t.add_row(f"{i}. prompt", Text(_short(it["prompt"], PROMPT_CHARS), style="dim"))
         t.add_row("reference", Text(it["reference"], style="green"))
+        if "rejected" in it:  # a preference pair: the other completion, and both log-probs now
+            t.add_row("rejected", Text(str(it["rejected"]), style="red"))
+            t.add_row("log-probs", Text(f"chosen {it.get('logps_chosen', 0):.2f} · rejected "
+                                        f"{it.get('logps_rejected', 0):.2f}", style="dim"))
         changed = it["before"] is not None and it["before"] != it["latest"]
         t.add_row(f"step {last}", Text(it["latest"] or "(empty)", style="bold" if changed else ""))
         if prev is not None:
@@ -82,12 +87,15 @@ class SamplesView(Static):
 
 def add_tab(screen, s: dict) -> None:
     """On the session screen of a causal-LM run: a Samples tab, refreshed from samples.jsonl."""
+    from tuneterm.session.schema import ModelSpec
+    from tuneterm.session.tasks import TASK_TABLE
     from tuneterm.tui.data import read_toml
 
     rd = screen.run_dir
     if rd is None or screen.query("#tab-samples"):
         return
-    if (read_toml(RunDir(rd).session).get("model") or {}).get("task") != "causal-lm":
+    spec = TASK_TABLE.get((read_toml(RunDir(rd).session).get("model") or {}).get("task") or ModelSpec().task)
+    if spec is None or not spec.samples:  # causal LM, preference: generation samples at each evaluation
         return
     from textual.widgets import TabbedContent, TabPane
 

@@ -115,8 +115,7 @@ class SessionScreen(Screen):
         if self.run_dir is not None:
             self.view.load_session_toml(read_toml(RunDir(self.run_dir).session))
             self.view.set_layers(read_layers(self.run_dir))
-            if self.view.accuracy_key != "val_accuracy":  # causal LM: "token accuracy"
-                self.query_one("#chart-acc", LineChart).set_title(self.view.accuracy_key[4:].replace("_", " "))
+            self._task_charts()
         self.view.state = str(s.get("state", ""))
         self._subscribe()
         self._poll_log()
@@ -125,6 +124,22 @@ class SessionScreen(Screen):
         self.update_views()
         add_confusion_tab(self, s)  # a finished classification run: the Confusion tab
         add_samples_tab(self, s)  # a causal-LM run: the Samples tab
+
+    def _task_charts(self) -> None:
+        """The task's charts (session/tasks.py): the accuracy chart's title and lines, and a
+        second chart beside it when the task has one (preference: reward accuracy, margin)."""
+        v, charts = self.view, self.view.charts
+        if not charts:
+            return
+        acc = self.query_one("#chart-acc", LineChart)
+        if acc.chart_title != charts[0].title:
+            acc.set_title(charts[0].title)
+        if charts[0].train:
+            acc.lines = [Line(v.chart_train, TRAIN, "train"), Line(v.val_accuracy, ACC, "val")]
+        if len(charts) > 1 and not self.query("#chart-extra"):
+            self.query_one("#charts").mount(LineChart(charts[1].title, [Line(v.extra_train, TRAIN, "train"),
+                                                                       Line(v.extra_val, VAL, "val")],
+                                                      id="chart-extra"), before="#chart-lr")
 
     def _subscribe(self) -> None:
         if self.stream is not None:
