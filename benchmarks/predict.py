@@ -111,7 +111,8 @@ def main() -> int:
 
     from tuneterm.engine.data import _bbc_news, _tweets
     from tuneterm.engine.export import export_run
-    from tuneterm.engine.predict import load_run, predict_rows
+    from tuneterm.engine.loaded import load_run
+    from tuneterm.engine.predict import predict_rows
 
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()

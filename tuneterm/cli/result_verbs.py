@@ -104,7 +104,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tuneterm.engine.predict import fmt_metric, load_run
+    from tuneterm.engine.loaded import load_run
+    from tuneterm.engine.predict import fmt_metric
     from tuneterm.engine.tasks import get_task
     from tuneterm.session.tasks import task_spec
 
@@ -130,7 +131,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tuneterm.engine.predict import check_out, load_run, predict_file
+    from tuneterm.engine.loaded import load_run
+    from tuneterm.engine.predict import check_out, predict_file
     from tuneterm.session.tasks import task_spec
 
     ws = workspace_of(args)

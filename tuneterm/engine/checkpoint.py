@@ -16,7 +16,8 @@ leaves either the old set of checkpoints or the new one, never a half-written fo
 What the rename cannot protect against is damage afterwards (a full disk truncating a
 copy, a file edited or replaced by hand). ``verify`` checks a checkpoint against its
 manifest; ``latest_intact`` picks the newest one that passes (and loads, when given a
-loader), listing the others with the reason. Checkpoints of round 1 have no manifest:
+loader), listing the others with the reason (a resume's choice; a reader's — best, last
+or step-N — is loaded.pick). Checkpoints of round 1 have no manifest:
 they are "unverified": checked for shape (safetensors headers against file sizes,
 state.json parses) and tried, an older one taken when loading fails.
 """
@@ -32,8 +33,7 @@ from typing import Callable, Protocol
 
 from safetensors.torch import load_file, save_file
 
-from tuneterm.errors import UserError
-from tuneterm.rundir import CHECKPOINT_DONE, RunDir, checkpoint_name, checkpoint_steps
+from tuneterm.rundir import CHECKPOINT_DONE, checkpoint_name, checkpoint_steps
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -239,54 +239,6 @@ def unusable_message(skipped: list[tuple[Path, str]]) -> str:
     listed = "; ".join(f"{p.name}: {why}" for p, why in skipped)
     return (f"checkpoints: none of the {len(skipped)} checkpoints can be used ({listed}); "
             f"remove the checkpoints folder to train the run again from step 0")
-
-
-def pick(run_dir: Path, which: str = "best") -> tuple[Path, list[tuple[Path, str]]]:
-    """The checkpoint a reader (eval, predict, export) asked for, verified as a resume
-    verifies (``READ_FILES``), and the damaged newer ones it passed over as (path, reason).
-    ``step-N``, and the best step's checkpoint for ``best``, are refused when damaged: one
-    line naming it. ``last`` is the newest intact checkpoint; ``best`` the best step the
-    newest intact state.json records (that checkpoint when the run never evaluated)."""
-    root = RunDir(run_dir).checkpoints
-    steps = list_steps(root)
-    if not steps:
-        raise UserError(f"{run_dir.name}: the run has no checkpoint yet")
-    have = ", ".join(f"step-{s}" for s in steps)
-    if which.startswith("step-") and which[5:].isdigit():
-        n = int(which[5:])
-        if n not in steps:
-            raise UserError(f"--checkpoint {which}: {run_dir.name} has no checkpoint at step {n} (it has {have})")
-        return _intact(run_dir, root / step_dir_name(n), have), []
-    if which not in ("best", "last"):
-        raise UserError(f"--checkpoint {which!r}: expected best, last or step-N")
-    skipped: list[tuple[Path, str]] = []
-    for step in reversed(steps):
-        path = root / step_dir_name(step)
-        # best needs only the newest trustworthy record of which step was best
-        problem, _ = verify(path, READ_FILES if which == "last" else (STATE,))
-        if problem is None:
-            break
-        skipped.append((path, problem))
-    else:
-        listed = "; ".join(f"{p.name}: {why}" for p, why in skipped)
-        raise UserError(f"{run_dir.name}: none of its {len(skipped)} checkpoints can be used ({listed})")
-    if which == "last":
-        return path, skipped
-    best = (read_state(path).get("early_stopping") or {}).get("best_step")
-    if best is None:
-        return _intact(run_dir, path, have), skipped
-    if best not in steps:
-        raise UserError(f"{run_dir.name}: the best step {best} has no checkpoint (checkpoint.keep_best = false?); "
-                        f"use --checkpoint last or one of {have}")
-    return _intact(run_dir, root / step_dir_name(best), have), skipped
-
-
-def _intact(run_dir: Path, path: Path, have: str) -> Path:
-    problem, _ = verify(path, READ_FILES)
-    if problem:
-        raise UserError(f"{run_dir.name}: checkpoint {path.name} is damaged: {problem}; "
-                        f"choose another with --checkpoint (last, or one of {have})")
-    return path
 
 
 def read_state(path: Path) -> dict:

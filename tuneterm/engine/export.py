@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from tuneterm.engine.predict import LoadedRun, load_run, metrics_at
+from tuneterm.engine.loaded import LoadedRun, load_run, metrics_at
 from tuneterm.errors import UserError
 from tuneterm.session.tasks import task_spec
 from tuneterm.rundir import SESSION, RunDir, read_jsonl
