@@ -29,6 +29,8 @@ def test_a_steered_dpo_run_replays_bit_identically(workspace, capsys):
     code, out, err = run_cli(["run", str(s), "--control", str(_control(workspace, SCRIPT))], capsys)
     assert code == 0, err
     run_dir = Path(out.strip())
+    line = next(x for x in err.splitlines() if x.startswith("eval @ step 4:"))  # the progress line: the task's
+    assert "val_loss=" in line and "val_reward_accuracy=" in line and "val_reward_margin=" in line
     ev = rows(run_dir, "events.jsonl")
     assert not [e for e in ev if e["kind"] == "reject"]
     edits = [e["edit"] for e in ev if e["kind"] == "edit"]

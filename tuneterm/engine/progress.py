@@ -48,7 +48,8 @@ class Progress:
     # -- a training run's rows (control.Sink) -------------------------------------------------
     def metric(self, row: dict) -> None:
         if row.get("kind") == "eval":
-            parts = [f"{k}={row[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_f1") if row.get(k) is not None]
+            # the first three of the task's metrics (the trainer writes them in the task's order)
+            parts = [f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_") and v is not None][:3]
             self._line(f"eval @ step {row['step']}: " + " ".join(parts), final=True)
             return
         step = row["step"]
