@@ -11,6 +11,7 @@ import pytest
 
 
 from tuneterm.engine import lm_data as LM
+from tuneterm.engine import lm_records
 from tuneterm.errors import UserError
 from tuneterm.session.schema import DataSpec
 
@@ -23,7 +24,7 @@ def _trained_text(tok, ex) -> str:
 
 def _load(path, **kw):
     spec = DataSpec(source=str(path), **kw)
-    return LM.records_from(path, spec, "data.source")
+    return lm_records.records_from(path, spec, "data.source")
 
 
 def test_auto_detects_each_format():

@@ -127,7 +127,7 @@ def test_a_csv_with_a_duplicated_column_is_refused_by_every_reader(run_a, result
 
 
 def test_a_causal_lm_csv_with_a_duplicated_column_is_refused(tmp_path):
-    from tuneterm.engine.lm_data import read_records
+    from tuneterm.engine.lm_records import read_records
     from tuneterm.errors import UserError
 
     dup = _bad(tmp_path, "dup.csv", "prompt,completion,prompt\nSay red:, red,Say blue:\n")
@@ -151,7 +151,7 @@ def test_predict_out_where_it_cannot_write_is_one_line(run_a, results_ws, tmp_pa
 
 
 def test_a_causal_lm_csv_keeps_the_line_breaks_inside_a_quoted_field(tmp_path):
-    from tuneterm.engine.lm_data import read_records
+    from tuneterm.engine.lm_records import read_records
 
     src = _bad(tmp_path, "multi.csv", 'prompt,completion\n"Say:\nred",red\nSay blue:,blue\n')
     rows = read_records(src, "data.source")

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from tuneterm.engine import lm_data as LM
+from tuneterm.engine import lm_records as R
 from tuneterm.errors import UserError
 
 
@@ -35,14 +36,14 @@ def _prompt(where: str, obj: dict, fmt: str, spec, tok) -> str:
     """What generation starts from: the text, the prompt, or the conversation up to (not
     including) its last assistant turn, rendered with the chat template."""
     if fmt == "text":
-        return LM._string(where, obj, spec.text_field)
+        return R.string_field(where, obj, spec.text_field)
     if fmt == "prompt-completion":
         if spec.prompt_template:
             try:
                 return spec.prompt_template.format_map(obj)
             except KeyError as e:
                 raise UserError(f"{where}: {e.args[0]}: missing (data.prompt_template uses it)") from None
-        return LM._string(where, obj, spec.prompt_field)
+        return R.string_field(where, obj, spec.prompt_field)
     msgs = obj.get(spec.messages_field)
     if isinstance(msgs, str):
         try:
@@ -65,7 +66,7 @@ def prompt_format(raw: list, spec) -> str:
     first = raw[0][1]
     if spec.prompt_field in first and spec.messages_field not in first:
         return "prompt-completion"
-    return LM.detect_format(first, spec)
+    return R.detect_format(first, spec)
 
 
 def complete_file(run, path: Path, max_new_tokens: int | None, make_progress=None,
@@ -77,7 +78,7 @@ def complete_file(run, path: Path, max_new_tokens: int | None, make_progress=Non
     from tuneterm.engine.generate import greedy
 
     spec, tok = run.session.data, run.tokenizer
-    raw = LM.read_records(Path(path), str(path))
+    raw = R.read_records(Path(path), str(path))
     if prompt_ids is None:
         fmt = prompt_format(raw, spec)
 

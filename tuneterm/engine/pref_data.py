@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from tuneterm.engine import lm_data as LM
+from tuneterm.engine import lm_records as R
 from tuneterm.errors import UserError
 
 FORMATS = ("prompt-chosen-rejected", "chosen-rejected")
@@ -96,8 +97,8 @@ def _value(where: str, obj: dict, key: str):
         at = f"{where}: {key}[{i}]"
         if not isinstance(m, dict):
             raise UserError(f"{at}: expected an object {{role, content}}, got {type(m).__name__}")
-        if m.get("role") not in LM.ROLES:
-            raise UserError(f"{at}.role: " + (f"unknown role {m['role']!r}; one of {', '.join(LM.ROLES)}"
+        if m.get("role") not in R.ROLES:
+            raise UserError(f"{at}.role: " + (f"unknown role {m['role']!r}; one of {', '.join(R.ROLES)}"
                                               if "role" in m else "missing"))
         if not isinstance(m.get("content"), str):
             raise UserError(f"{at}.content: " + ("missing" if "content" not in m else
@@ -147,7 +148,7 @@ def to_pair(where: str, obj: dict, fmt: str, spec) -> PairRecord:
 
 
 def records_from(path, spec, what: str, fmt: str | None = None) -> tuple[str, list]:
-    raw = LM.read_records(path, what)
+    raw = R.read_records(path, what)
     fmt = fmt or detect_format(raw[0][1], spec)
     if fmt not in FORMATS:
         raise UserError(f"data.format: {fmt!r} is not a preference format; one of auto, {', '.join(FORMATS)}")

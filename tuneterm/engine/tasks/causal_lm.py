@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from tuneterm.engine import lm_data as LM
+from tuneterm.engine import lm_records as R
 from tuneterm.engine import logit_head
 from tuneterm.engine.generate import greedy
 from tuneterm.engine.models import build_causal_lm
@@ -45,7 +46,7 @@ def headline_records() -> list:
         parts = [p.strip() for p in text.split("\n\n") if p.strip()]
         if len(parts) < 2:
             continue
-        out.append(LM.Record(f"builtin:bbc-news:{i + 1}", "messages", messages=[
+        out.append(R.Record(f"builtin:bbc-news:{i + 1}", "messages", messages=[
             {"role": "user", "content": HEADLINE_PROMPT + parts[1]},
             {"role": "assistant", "content": parts[0]}]))
     return out
@@ -57,7 +58,7 @@ def _builtin(source: str) -> list:
     if source == "builtin:tweet-sentiment":
         from tuneterm.engine.data import _tweets
 
-        return [LM.Record(f"builtin:tweet-sentiment:{i + 1}", "text", text=t) for i, t in enumerate(_tweets().texts)]
+        return [R.Record(f"builtin:tweet-sentiment:{i + 1}", "text", text=t) for i, t in enumerate(_tweets().texts)]
     raise UserError(f"data.source: unknown built-in {source!r}; expected one of {', '.join(BUILTIN_DATA)}")
 
 
@@ -66,7 +67,7 @@ def _local(path: str, workspace) -> Path:
     return p if p.is_absolute() or workspace is None else Path(workspace) / p
 
 
-def split_records(spec, workspace, seed: int, read=LM.records_from, builtin=None) -> tuple[list, list, bool]:
+def split_records(spec, workspace, seed: int, read=R.records_from, builtin=None) -> tuple[list, list, bool]:
     """(train, val, strict): the records, validation split off deterministically from the
     seed. ``read(path, spec, what, fmt=None)`` -> (format, records) reads a file, ``builtin(source)``
     a built-in (the preference task reads its own)."""
