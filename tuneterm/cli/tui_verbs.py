@@ -18,14 +18,15 @@ from tuneterm.errors import UserError
 # causal-LM demo (SmolLM2 writing BBC headlines).
 DEMO_SESSIONS = ("bbc-minilm.toml", "bbc-headlines-smollm2.toml", "tweets-minilm.toml", "smoke-tiny.toml")
 # Copied too, not queued: there to add from the app (`a`) or `tuneterm queue add`.
-DEMO_EXTRAS = ("bbc-headlines-smollm2-lora.toml",)
+DEMO_EXTRAS = ("bbc-headlines-smollm2-lora.toml", "bbc-headline-preference-smollm2.toml")
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the TUI on a demo workspace with the demo sessions queued",
                        description="Prepare a demo workspace (default ./demo-workspace), copy the example "
                        "sessions into its sessions/, queue them (MiniLM on BBC News first, then SmolLM2 "
-                       "writing BBC headlines; the LoRA example is copied, not queued: `a` adds it) and "
+                       "writing BBC headlines; the LoRA and preference (DPO) examples are copied, not queued: "
+                       "`a` adds them) and "
                        "open the TUI. "
                        "Run it again to reopen the same workspace; nothing is queued twice.")
     finish(p, cmd_demo, json=False)
