@@ -63,16 +63,23 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def edit_text(e: dict) -> str:
-    """One edit as a person writes it: "learning_rate=2e-05, unfreeze layer.1"."""
-    parts = [f"{k}={v}" for k, v in (e.get("set") or {}).items()]
-    if e.get("freeze"):
-        parts.append("freeze " + " ".join(e["freeze"]))
-    if e.get("unfreeze"):
-        parts.append("unfreeze " + " ".join(e["unfreeze"]))
+def edit_parts(e: dict, value=str, names: str = " ") -> list[str]:
+    """One edit of a log (its [[edits]] table, or an edit event's ``edit``) in words, a part
+    per change: "learning_rate=2e-05", "unfreeze layer.1", "stop". ``value`` writes a set
+    value, ``names`` joins layer names. compare, log.txt, the trackers and the replay screen
+    each join the parts their way."""
+    parts = [f"{k}={value(v)}" for k, v in (e.get("set") or {}).items()]
+    for verb in ("freeze", "unfreeze"):
+        if e.get(verb):
+            parts.append(f"{verb} " + names.join(e[verb]))
     if e.get("stop"):
         parts.append("stop")
-    return ", ".join(parts) or "(empty)"
+    return parts
+
+
+def edit_text(e: dict) -> str:
+    """One edit as a person writes it: "learning_rate=2e-05, unfreeze layer.1"."""
+    return ", ".join(edit_parts(e)) or "(empty)"
 
 
 def metric_mode(metric: str, session: dict) -> str:
@@ -148,11 +155,17 @@ def fmt_wall(s) -> str:
     if s is None:
         return "–"
     s = float(s)
+    return f"{s:.1f}s" if s < 60 else fmt_duration(s)
+
+
+def fmt_duration(s: float) -> str:
+    """Whole seconds as "42s", "5m03s" or "1h02m" (a run's wall time, the TUI's time left)."""
+    s = int(s)
     if s < 60:
-        return f"{s:.1f}s"
+        return f"{s}s"
     if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def table_rows(cmp: dict) -> list[tuple[str, list[str]]]:

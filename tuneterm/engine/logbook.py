@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+from tuneterm.compare import edit_parts
+
 
 def _num(v) -> str:
     if isinstance(v, float):
@@ -15,14 +17,7 @@ def _num(v) -> str:
 
 
 def _edit(e: dict) -> str:
-    parts = [f"{k}={_num(v)}" for k, v in (e.get("set") or {}).items()]
-    if e.get("freeze"):
-        parts.append("freeze " + ",".join(e["freeze"]))
-    if e.get("unfreeze"):
-        parts.append("unfreeze " + ",".join(e["unfreeze"]))
-    if e.get("stop"):
-        parts.append("stop")
-    return " ".join(parts)
+    return " ".join(edit_parts(e, _num, ","))
 
 
 def describe(row: dict) -> str | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneterm import rundir
+from tuneterm.compare import edit_parts
 
 # The training row's fields that are numbers worth a curve (step, time, total_steps aside).
 TRAIN_FIELDS = ("loss", "lr", "grad_norm", "epoch", "batch_size", "samples_per_s")
@@ -65,16 +66,13 @@ def knobs_of(session) -> dict:
     return out
 
 
+def _value(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, list) else str(v)
+
+
 def edit_text(edit: dict) -> str:
     """One edit of the log, the way a person reads it."""
-    parts = [f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={json.dumps(v) if isinstance(v, list) else v}"
-             for k, v in (edit.get("set") or {}).items()]
-    for verb in ("freeze", "unfreeze"):
-        if edit.get(verb):
-            parts.append(f"{verb} {', '.join(edit[verb])}")
-    if edit.get("stop"):
-        parts.append("stop")
-    return ", ".join(parts) or "(nothing)"
+    return ", ".join(edit_parts(edit, _value, ", ")) or "(nothing)"
 
 
 class Translator:

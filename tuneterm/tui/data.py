@@ -20,6 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from tuneterm.compare import fmt_duration
 from tuneterm.rundir import RunDir, SessionState, compare_metrics, is_finished, read_jsonl
 from tuneterm.tui.guidance import overfitting_advice
 from tuneterm.tui.series import MinMaxSeries
@@ -63,12 +64,7 @@ def fmt_axis(v: float) -> str:
 def fmt_eta(s: Any) -> str:
     if s is None or not isinstance(s, (int, float)) or s < 0 or not math.isfinite(s):
         return ""
-    s = int(s)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return fmt_duration(s)
 
 
 def fmt_params(n: int) -> str:

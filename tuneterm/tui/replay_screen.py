@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tuneterm.compare import edit_parts
 from tuneterm.rundir import RunDir
 from tuneterm.states import SessionState
 from tuneterm.tui.chart import Line, LineChart
@@ -22,12 +23,7 @@ ORIGINAL, REPLAY = "#5fafff", "#ffaf5f"
 
 
 def edit_text(e: dict) -> str:
-    parts = [f"{k}={fmt_num(v)}" for k, v in (e.get("set") or {}).items()]
-    if e.get("freeze"):
-        parts.append("freeze " + " ".join(e["freeze"]))
-    if e.get("unfreeze"):
-        parts.append("unfreeze " + " ".join(e["unfreeze"]))
-    return ", ".join(parts)
+    return ", ".join(p for p in edit_parts(e, fmt_num) if p != "stop")
 
 
 def loss_series(rows: list[dict]) -> MinMaxSeries:
