@@ -74,16 +74,17 @@ def _dir_mb(path: Path) -> float:
 def side_tuneterm(ws: Path, args) -> dict:
     from tuneterm.engine.runs import create_run
     from tuneterm.engine.trainer import Trainer
+    from tuneterm.rundir import checkpoint_steps, read_jsonl
 
     s = _session(ws, args.steps, args.examples, args.max_length)
     t = Trainer(s, create_run(ws, s), ws, sinks=[])
     t.setup()
     batches = _batches(t.task, t.data, s.session.seed, args.steps, 4)
     t.train()
-    rows = [json.loads(x) for x in (t.run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = read_jsonl(t.paths.metrics)
     times = [r["time"] for r in rows if r["kind"] == "train"]
     tokens = sum(_tokens(t.data, b) for b in batches[1:])
-    ck = sorted((t.run_dir / "checkpoints").glob("step-*"))[-1]
+    ck = t.paths.checkpoint_dir(checkpoint_steps(t.paths.checkpoints)[-1])
     n_all = sum(p.numel() for p in t.model.parameters())
     return {"tokens_per_s": tokens / (times[-1] - times[0]), "checkpoint_mb": _dir_mb(ck),
             "trainable": t.trainable_params(), "full_ft_checkpoint_mb": n_all * 12 / 1e6,

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from tuneterm.rundir import read_jsonl, read_tail_rows
+from tuneterm.rundir import RunDir, read_jsonl, read_tail_rows
 
 SESSION = """\
 [session]
@@ -66,13 +66,13 @@ threads = {threads}
 
 
 def _rate(run_dir: Path, skip: int = 5) -> float:
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = read_jsonl(RunDir(run_dir).metrics)
     train = [r for r in rows if r["kind"] == "train"][skip:]
     return (train[-1]["step"] - train[0]["step"]) / (train[-1]["time"] - train[0]["time"])
 
 
 def _newest_step(run_dir: Path) -> int:
-    for row in reversed(read_tail_rows(run_dir / "metrics.jsonl", 4096)):
+    for row in reversed(read_tail_rows(RunDir(run_dir).metrics, 4096)):
         if row.get("kind") == "train":
             return row["step"]
     return 0

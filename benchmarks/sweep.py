@@ -36,7 +36,7 @@ from pathlib import Path
 # The runner benchmark's tiny session (benchmarks/ is on sys.path when this runs as a script).
 from runner import SESSION
 
-from tuneterm.rundir import read_jsonl
+from tuneterm.rundir import RunDir, read_jsonl
 
 BASE = """\
 [session]
@@ -116,8 +116,7 @@ def run_one(args, pruner: str) -> dict:
         info = json.loads(r.stdout)
         steps = 0
         for t in info["trials"]:
-            run = ws / "runs" / (t["run_id"] or "-")
-            rows = read_jsonl(run / "metrics.jsonl")
+            rows = read_jsonl(RunDir(ws / "runs" / (t["run_id"] or "-")).metrics)
             steps += max([x["step"] for x in rows if x.get("kind") == "train"] or [0])
         done = sum(1 for t in info["trials"] if t["state"] in ("COMPLETE", "PRUNED", "FAIL"))
         return {"pruner": pruner, "wall_s": wall, "trials": done, "per_min": 60 * done / wall,
@@ -166,7 +165,7 @@ def run_executor(args, kind: str) -> dict:
                 time.sleep(0.1)
             if st["state"] != "done":
                 raise SystemExit(f"{kind}: session s{i} {st['state']}: {st.get('error')}")
-            rows = read_jsonl(Path(s["run_dir"]) / "metrics.jsonl")
+            rows = read_jsonl(RunDir(s["run_dir"]).metrics)
             times = [r["time"] for r in rows if r.get("kind") == "train"]
             starts.append(times[0] - t_add)
             steps.append((times[-1] - times[0]) / (len(times) - 1))  # rows carry ms-rounded clocks

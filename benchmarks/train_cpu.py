@@ -316,7 +316,8 @@ threads = {cfg["threads"]}
 
 def run_tuneterm(cfg: dict, side: str) -> dict:
     from tuneterm.engine import data as D
-    from tuneterm.engine.runs import create_run, read_rows, train_run
+    from tuneterm.engine.runs import create_run, train_run
+    from tuneterm.rundir import RunDir, read_jsonl
     from tuneterm.session.io import load_session
 
     seen: list[list[int]] = []
@@ -344,11 +345,11 @@ def run_tuneterm(cfg: dict, side: str) -> dict:
     run_dir = create_run(ws, session)
     clock = _Clock()
     code, state = train_run(run_dir, ws, sinks=[clock])
-    rows = read_rows(run_dir / "metrics.jsonl")
+    rows = read_jsonl(RunDir(run_dir).metrics)
     evals = [r for r in rows if r["kind"] == "eval"]
     steps = len(clock.ends)
     plan = planned_batches(cfg["train_examples"], cfg["batch_size"], steps, cfg["seed"])
-    start = [e for e in read_rows(run_dir / "events.jsonl") if e["kind"] == "start"][0]
+    start = [e for e in read_jsonl(RunDir(run_dir).events) if e["kind"] == "start"][0]
     return {"side": side, "steps": steps, **throughput(clock.ends, plan),
             "val_accuracy": evals[-1]["val_accuracy"] if evals else None,
             "mean_train_loss": statistics.fmean(clock.losses) if clock.losses else None,

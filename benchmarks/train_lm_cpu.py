@@ -114,6 +114,7 @@ def _rate(args, ordered, stamps) -> dict:
 def side_tuneterm(args, tok, train, val) -> dict:
     from tuneterm.engine.runs import create_run
     from tuneterm.engine.trainer import Trainer
+    from tuneterm.rundir import read_jsonl
     from tuneterm.session.io import loads_session
 
     ws = Path(tempfile.mkdtemp(prefix="tt-lm-bench-"))
@@ -156,7 +157,7 @@ threads = {args.threads}
     t.setup()
     assert [len(e.ids) for e in t.data.train.examples] == [len(e.ids) for e in train]  # the same tokens
     t.train()
-    rows = [json.loads(x) for x in (t.run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = read_jsonl(t.paths.metrics)
     train_rows = [r for r in rows if r["kind"] == "train"]
     loss = _val_loss(t.model, tok, val)
     t.cleanup()
