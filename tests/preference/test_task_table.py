@@ -1,0 +1,50 @@
+"""The task table (session/tasks.py): each row agrees with its engine module, everything
+that differs between tasks reads it, and a name not in it fails loudly everywhere."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from tuneterm.errors import UserError
+from tuneterm.session import schema
+from tuneterm.session.tasks import METRIC_MODES, TASK_TABLE, task_spec
+
+
+@pytest.mark.parametrize("name", list(TASK_TABLE))
+def test_each_row_agrees_with_its_engine_module(name):
+    spec = TASK_TABLE[name]
+    module, cls = spec.engine
+    task = getattr(importlib.import_module(module), cls)()
+    assert task.name == name and tuple(task.metrics) == tuple(spec.metrics)
+    assert all(task.mode(m) == mode for m, mode in spec.metrics.items())
+    for hook in ("bind", "prepare", "step_metrics", "evaluate_file", "predict_file"):
+        assert callable(getattr(task, hook)), hook
+    assert schema.TASK_METRICS[name] == tuple(spec.metrics)
+    assert all(METRIC_MODES[m] == mode for m, mode in spec.metrics.items())
+    assert spec.formats[0] == "auto" and set(spec.formats) <= set(schema.LM_FORMATS)
+    assert all(getattr(schema.SECTIONS[spec.section](), k) is not None for k in spec.live_knobs)
+
+
+def test_an_unknown_task_fails_loudly_everywhere():
+    from tuneterm.engine import lora
+    from tuneterm.engine.layer_report import meta_model
+    from tuneterm.engine.tasks import get_task
+
+    s = schema.Session()
+    s.model.task = "translation"
+    for call in (lambda: task_spec("translation"), lambda: get_task(s), lambda: lora.peft_config(s),
+                 lambda: meta_model(s, None)):
+        with pytest.raises(UserError, match="model.task: unknown task 'translation'"):
+            call()
+
+
+def test_the_peft_task_type_and_export_class_come_from_the_row():
+    from tuneterm.engine import lora
+
+    s = schema.Session()
+    s.model.task = "preference"
+    assert str(lora.peft_config(s).task_type) in ("CAUSAL_LM", "TaskType.CAUSAL_LM")
+    assert task_spec("preference").export_class == "AutoModelForCausalLM"
+    assert task_spec("sequence-classification").pipeline_tag == "text-classification"
