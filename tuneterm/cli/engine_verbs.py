@@ -246,7 +246,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     rows, total, trainable = report["layers"], report["total_params"], report["trainable_params"]
     if args.json:
         print_json(report)
-        return 0
+        return ExitCode.OK
     if report["lora"]:
         print_table([{"layer": r["name"], "adapter": f"{r['adapter_params']:,}", "base": f"{r['base_params']:,}",
                       "trains": trains(r), "tied": ",".join(r.get("tied", []))} for r in rows],
@@ -258,4 +258,4 @@ def cmd_layers(args: argparse.Namespace) -> int:
     print(f"trainable: {trainable:,} of {total:,} parameters ({100 * trainable / max(1, total):.1f}%)")
     if report["tied"]:
         print(report["tied"])
-    return 0
+    return ExitCode.OK

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from tuneterm.cli.common import finish, print_json, print_table, workspace_of
-from tuneterm.errors import UserError
+from tuneterm.errors import ExitCode, UserError
 
 CHECKPOINT_HELP = ("best (the early-stopping metric's best; default), last (the newest intact one), or step-N; "
                    "each is checked against its manifest first")
@@ -100,7 +100,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         sys.stderr.write(f"exported {info['run']} at {info['checkpoint']} ({len(info['files'])} files)\n")
         print(info["out"])
-    return 0
+    return ExitCode.OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -115,11 +115,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     res = get_task(run.session).evaluate_file(run, Path(args.data))
     if args.json:
         print_json(res)
-        return 0
+        return ExitCode.OK
     print(f"{res['run']} at {res['checkpoint']} on {res['data']} ({res['examples']} examples)")
     print("  ".join(f"{k} {fmt_metric(res[k])}" for k in task_spec(run.task).eval_keys))
     if "per_class" not in res:  # classification also has a table per class and the confusion matrix
-        return 0
+        return ExitCode.OK
     print_table([{"label": k, "precision": f"{v['precision']:.3f}", "recall": f"{v['recall']:.3f}",
                   "f1": f"{v['f1']:.3f}", "support": v["support"]} for k, v in res["per_class"].items()],
                 ["label", "precision", "recall", "f1", "support"])
@@ -127,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print("confusion (rows: true label, columns: predicted)")
     print_table([{"true": lab, **{p: str(n) for p, n in zip(labels, row)}} for lab, row in zip(labels, matrix)],
                 ["true", *labels])
-    return 0
+    return ExitCode.OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -151,7 +151,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                      max_new_tokens=args.max_new_tokens)
     if args.out:
         sys.stderr.write(f"{n} rows -> {args.out}\n")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -165,7 +165,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print_json(cmp)
     else:
         sys.stdout.write(format_table(cmp))
-    return 0
+    return ExitCode.OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -176,10 +176,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = report(runs_dir(ws), parse_since(args.since))
     if args.json:
         print_json({"since": args.since, "runs": rows})
-        return 0
+        return ExitCode.OK
     if not rows:
         print(f"no runs in the last {args.since}")
-        return 0
+        return ExitCode.OK
     print_table([report_cells(r) for r in rows], REPORT_COLUMNS)
     print("\n".join(report_footer(rows, args.since)))
-    return 0
+    return ExitCode.OK
