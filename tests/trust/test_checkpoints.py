@@ -11,6 +11,7 @@ import torch
 from trust_helpers import delete_field, garble, truncate
 
 from tuneterm.engine import checkpoint as ckpt
+from tuneterm.rundir import checkpoint_steps
 
 
 def _save(root: Path, step: int) -> Path:
@@ -137,4 +138,4 @@ def test_a_pickle_in_a_round1_checkpoint_is_skipped(two: Path):
 def test_set_aside_hides_a_damaged_checkpoint(two: Path):
     moved = ckpt.set_aside(two / "step-00000008")
     assert moved.name == ".corrupt-step-00000008" and moved.is_dir()
-    assert ckpt.list_steps(two) == [4]
+    assert checkpoint_steps(two) == [4]

@@ -64,10 +64,6 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def step_dir_name(step: int) -> str:
-    return checkpoint_name(step)
-
-
 class Weights(Protocol):
     """What a checkpoint holds of a model and loads back into it: the trainer's
     ``weights.ModelWeights`` (every weight, or with LoRA only what trains), or a module."""
@@ -79,7 +75,7 @@ class Weights(Protocol):
 
 def save(ckpt_root: Path, step: int, weights: Weights, opt_tensors: dict, state: dict) -> Path:
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / step_dir_name(step)
+    final = ckpt_root / checkpoint_name(step)
     tmp = ckpt_root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -108,10 +104,6 @@ def save(ckpt_root: Path, step: int, weights: Weights, opt_tensors: dict, state:
         os.rename(tmp, final)
     _fsync_dir(ckpt_root)
     return final
-
-
-def list_steps(ckpt_root: Path) -> list[int]:
-    return checkpoint_steps(ckpt_root)  # the listing is the run directory's (tuneterm.rundir)
 
 
 # -- verification ---------------------------------------------------------------------------
@@ -207,8 +199,8 @@ def latest_intact(ckpt_root: Path, try_load: Callable[[Path], object] | None = N
     """The newest checkpoint that passes ``verify`` (and, with ``try_load``, loads without
     an error), and every newer one skipped as (path, reason), newest first."""
     skipped: list[tuple[Path, str]] = []
-    for step in reversed(list_steps(ckpt_root)):
-        path = ckpt_root / step_dir_name(step)
+    for step in reversed(checkpoint_steps(ckpt_root)):
+        path = ckpt_root / checkpoint_name(step)
         problem, verified = verify(path)
         if problem is None and try_load is not None:
             try:
@@ -258,12 +250,12 @@ def load(path: Path, weights: Weights, device) -> tuple[dict, dict]:
 
 def prune(ckpt_root: Path, keep_last: int, keep_steps: set[int]) -> list[int]:
     """Delete all but the newest ``keep_last`` checkpoints and those in ``keep_steps``."""
-    steps = list_steps(ckpt_root)
+    steps = checkpoint_steps(ckpt_root)
     keep = set(steps[-keep_last:]) | keep_steps
     removed = []
     for s in steps:
         if s not in keep:
-            shutil.rmtree(ckpt_root / step_dir_name(s), ignore_errors=True)
+            shutil.rmtree(ckpt_root / checkpoint_name(s), ignore_errors=True)
             removed.append(s)
     # Leftovers of a write killed halfway.
     for d in ckpt_root.glob(".tmp-*"):

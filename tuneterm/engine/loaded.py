@@ -20,7 +20,7 @@ import torch
 
 from tuneterm.engine import checkpoint as ckpt
 from tuneterm.errors import UserError
-from tuneterm.rundir import RunDir, read_jsonl
+from tuneterm.rundir import RunDir, checkpoint_name, checkpoint_steps, read_jsonl
 from tuneterm.session.schema import Session
 from tuneterm.session.tasks import task_spec
 
@@ -127,7 +127,7 @@ def pick(run_dir: Path, which: str = "best") -> tuple[Path, list[tuple[Path, str
     line naming it. ``last`` is the newest intact checkpoint; ``best`` the best step the
     newest intact state.json records (that checkpoint when the run never evaluated)."""
     root = RunDir(run_dir).checkpoints
-    steps = ckpt.list_steps(root)
+    steps = checkpoint_steps(root)
     if not steps:
         raise UserError(f"{run_dir.name}: the run has no checkpoint yet")
     have = ", ".join(f"step-{s}" for s in steps)
@@ -135,12 +135,12 @@ def pick(run_dir: Path, which: str = "best") -> tuple[Path, list[tuple[Path, str
         n = int(which[5:])
         if n not in steps:
             raise UserError(f"--checkpoint {which}: {run_dir.name} has no checkpoint at step {n} (it has {have})")
-        return _intact(run_dir, root / ckpt.step_dir_name(n), have), []
+        return _intact(run_dir, root / checkpoint_name(n), have), []
     if which not in ("best", "last"):
         raise UserError(f"--checkpoint {which!r}: expected best, last or step-N")
     skipped: list[tuple[Path, str]] = []
     for step in reversed(steps):
-        path = root / ckpt.step_dir_name(step)
+        path = root / checkpoint_name(step)
         # best needs only the newest trustworthy record of which step was best
         problem, _ = ckpt.verify(path, ckpt.READ_FILES if which == "last" else (ckpt.STATE,))
         if problem is None:
@@ -157,7 +157,7 @@ def pick(run_dir: Path, which: str = "best") -> tuple[Path, list[tuple[Path, str
     if best not in steps:
         raise UserError(f"{run_dir.name}: the best step {best} has no checkpoint (checkpoint.keep_best = false?); "
                         f"use --checkpoint last or one of {have}")
-    return _intact(run_dir, root / ckpt.step_dir_name(best), have), skipped
+    return _intact(run_dir, root / checkpoint_name(best), have), skipped
 
 
 def _intact(run_dir: Path, path: Path, have: str) -> Path:

@@ -262,12 +262,12 @@ def check_base(ckpt_root, current: str, verb: str = "run --resume") -> None:
     checkpoint, and a replay on another base would not be the same run)."""
     import json
 
-    from tuneterm.engine import checkpoint as ckpt
+    from tuneterm.rundir import CHECKPOINT_DONE, checkpoint_name, checkpoint_steps
 
     seen = set()
-    for step in ckpt.list_steps(ckpt_root):
+    for step in checkpoint_steps(ckpt_root):
         try:
-            saved = json.loads((ckpt_root / ckpt.step_dir_name(step) / ckpt.STATE).read_text())
+            saved = json.loads((ckpt_root / checkpoint_name(step) / CHECKPOINT_DONE).read_text())
         except (OSError, ValueError):
             continue  # damaged: latest_intact says so
         if isinstance(saved, dict) and saved.get("lora_fingerprint"):
