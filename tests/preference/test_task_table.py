@@ -48,3 +48,25 @@ def test_the_peft_task_type_and_export_class_come_from_the_row():
     assert str(lora.peft_config(s).task_type) in ("CAUSAL_LM", "TaskType.CAUSAL_LM")
     assert task_spec("preference").export_class == "AutoModelForCausalLM"
     assert task_spec("sequence-classification").pipeline_tag == "text-classification"
+
+
+@pytest.mark.parametrize("task,mode,problem", [
+    ("preference", "", None),
+    ("preference", "min", "early_stopping.mode: 'min' does not fit val_reward_accuracy (higher is better)"),
+    ("causal-lm", "", "early_stopping.metric: val_reward_accuracy is not a causal-lm metric"),
+])
+def test_early_stopping_takes_the_preference_metrics(workspace, task, mode, problem):
+    from pref_helpers import pref_session
+
+    from tuneterm.session import check_session_text
+
+    path = pref_session(workspace, "es")
+    text = path.read_text().replace('task = "preference"', f'task = "{task}"').replace(
+        '[checkpoint]', f'[early_stopping]\nenabled = true\nmetric = "val_reward_accuracy"\nmode = "{mode}"\n\n[checkpoint]')
+    if task != "preference":
+        text = text.replace('source = "pairs.jsonl"', 'source = "builtin:bbc-news"')
+    _, problems = check_session_text(text, "es.toml", workspace)
+    if problem is None:
+        assert problems == []
+    else:
+        assert f"{problems[0].field}: {problems[0].message}".startswith(problem)
