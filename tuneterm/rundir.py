@@ -42,6 +42,7 @@ LOCK = ".lock"                # the worker's flock
 QUEUE_ROW = "queue.json"      # the runner's copy of the session's queue row (a lost queue is rebuilt from it)
 WORKER_STDERR = "worker.stderr"  # the worker's stderr, appended by the executor (a crash's traceback)
 CONFUSION = "confusion.json"  # a finished classification run's confusion matrix (engine/predict.py)
+TENSORBOARD = "tensorboard"   # [tracking] tensorboard = true: TensorBoard's event files
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_DONE = "state.json"  # written last-but-renamed: its presence marks a complete folder
 # Every name above: a string constant equal to one of them outside this module is a second
@@ -70,6 +71,7 @@ class RunDir:
     queue_row = property(lambda self: self.path / QUEUE_ROW)
     worker_stderr = property(lambda self: self.path / WORKER_STDERR)
     confusion = property(lambda self: self.path / CONFUSION)
+    tensorboard = property(lambda self: self.path / TENSORBOARD)
 
     @property
     def name(self) -> str:
