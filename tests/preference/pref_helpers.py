@@ -31,7 +31,7 @@ def write_pairs(path: Path, records: list) -> Path:
 
 def pref_session(workspace: Path, name: str, *, steps: int = 8, preference: str = "", lora: str = "",
                  extra: str = "", data: str = "pairs.jsonl", chat: bool = True, seed: int = 4,
-                 checkpoint_interval: int = 2, dropout: float = 0.1) -> Path:
+                 checkpoint_interval: int = 2, dropout: float = 0.1, model: str = "builtin:tiny-llama") -> Path:
     if not (workspace / data).exists():
         write_pairs(workspace / data, pair_records(chat=chat))
     path = workspace / "sessions" / f"{name}.toml"
@@ -41,7 +41,7 @@ name = "{name}"
 seed = {seed}
 
 [model]
-source = "builtin:tiny-llama"
+source = "{model}"
 task = "preference"
 
 [data]

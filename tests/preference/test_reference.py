@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from engine_helpers import rows, run_cli, strip_clock
-from pref_helpers import pref_session
+from pref_helpers import pair_records, pref_session, write_pairs
 
 from tuneterm.engine.runs import create_run
 from tuneterm.engine.trainer import Trainer
@@ -35,8 +35,9 @@ def _alone(model, ids: list, n_completion: int) -> float:
     return float(sum(logp[t - 1, ids[t]] for t in range(start, len(ids))))
 
 
-def test_a_shared_prompt_batch_scores_each_completion_as_if_alone(workspace):
-    t = trainer(workspace, pref_session(workspace, "layout", dropout=0.0))
+@pytest.mark.parametrize("model", ["builtin:tiny-llama", "builtin:tiny-gpt2"])  # rotary / learned positions
+def test_a_shared_prompt_batch_scores_each_completion_as_if_alone(workspace, model):
+    t = trainer(workspace, pref_session(workspace, "layout", dropout=0.0, model=model))
     t.model.eval()
     batch = t.task.collate(t.data.train, list(range(6)), t.device)
     with torch.no_grad():
@@ -76,14 +77,23 @@ def test_train_base_under_lora_needs_a_precomputed_reference(workspace, capsys):
 
 
 def test_precomputed_reference_equals_computing_it_each_step(workspace, capsys):
+    recs = pair_records()
+    for i, r in enumerate(recs):  # prompts of many lengths: batches padded differently
+        r["prompt"][0]["content"] += " and" * (i % 9)
+    write_pairs(workspace / "varied.jsonl", recs)
     runs = {}
     for mode in ("auto", "precompute"):
-        s = pref_session(workspace, f"ref-{mode}", dropout=0.0, steps=6, preference=f'reference = "{mode}"')
+        s = pref_session(workspace, f"ref-{mode}", dropout=0.0, steps=6, preference=f'reference = "{mode}"',
+                         data="varied.jsonl")
         code, out, err = run_cli(["run", str(s)], capsys)
         assert code == 0, err
         runs[mode] = Path(out.strip())
     a, b = (strip_clock(rows(runs[m])) for m in ("auto", "precompute"))
     assert [r["step"] for r in a] == [r["step"] for r in b]
+    # at step 1 the policy is its reference: the same numbers, to the bit, either way (the
+    # training pairs are precomputed in the first epoch's batches), so no pair is won by rounding
+    assert (a[0]["reward_margin"], a[0]["reward_accuracy"]) == (b[0]["reward_margin"], b[0]["reward_accuracy"]) \
+        == (0.0, 0.0)
     for ra, rb in zip(a, b):
         for k, v in ra.items():
             if isinstance(v, float) and k not in ("lr",):

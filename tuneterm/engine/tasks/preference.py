@@ -67,6 +67,7 @@ class PreferenceTask(CausalLMTask):
         self.reference = "none"  # pref_reference.kind
         self.frozen: torch.nn.Module | None = None  # the frozen copy (reference "auto", no LoRA)
         self.max_length = 0
+        self.seed, self.micro_batch = 0, 1  # the first epoch's order and micro-batches (precompute)
         self._stats = np.zeros(len(STATS))
         self._pairs = 0
 
@@ -82,6 +83,7 @@ class PreferenceTask(CausalLMTask):
         self.tokenizer, self.eos_id = tokenizer, tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.settings, self.max_length = session.preference, spec.max_length
+        self.seed, self.micro_batch = session.session.seed, session.hyperparameters.batch_size
         self.knobs = {k: getattr(session.preference, k) for k in SPEC.live_knobs}
         self.want_ckpt = session.runtime.gradient_checkpointing
         train_r, val_r, _ = split_records(spec, workspace, session.session.seed, read=PD.records_from,
@@ -108,10 +110,16 @@ class PreferenceTask(CausalLMTask):
         if self.reference != "precompute":
             return
         from tuneterm.engine import accel
+        from tuneterm.engine.data import epoch_order
 
         def compute(split):
+            # The training pairs in the first epoch's micro-batches, the validation pairs in the
+            # evaluation's: the same batches as the steps that use them, so the same rounding —
+            # at step 1 the policy ties its reference exactly, as when it is computed each step.
+            order = epoch_order(self.seed, 0, len(split)) if split is data.train else range(len(split))
+            size = self.micro_batch if split is data.train else env.eval_batch_size
             with REF.forward(model, adapters_off=env.lora), accel.autocast(env.acc):
-                return self._logps_of(model, split, env.device, env.eval_batch_size)
+                return self._logps_of(model, split, env.device, size, order)
 
         name, how = REF.load_or_compute(model, data, env, self.max_length, compute)
         data.info.update(reference_file=name, reference_cache=how)
@@ -193,13 +201,16 @@ class PreferenceTask(CausalLMTask):
         return {f"val_{k}": v for k, v in self._take().items()}
 
     @torch.no_grad()
-    def _logps_of(self, model, split, device, batch_size: int) -> tuple:
-        out_c, out_r = [], []
-        for a in range(0, len(split), batch_size):
-            lp = self.logps(model, self.collate(split, range(a, min(a + batch_size, len(split))), device))
-            out_c.append(lp.chosen)
-            out_r.append(lp.rejected)
-        return torch.cat(out_c), torch.cat(out_r)
+    def _logps_of(self, model, split, device, batch_size: int, order) -> tuple:
+        """(chosen, rejected) log-probs of every pair of ``split``, computed in batches of
+        ``batch_size`` pairs taken in ``order``, returned in the split's own order."""
+        chosen, rejected = torch.zeros(len(split)), torch.zeros(len(split))
+        order = [int(i) for i in order]
+        for a in range(0, len(order), batch_size):
+            idx = order[a:a + batch_size]
+            lp = self.logps(model, self.collate(split, idx, device))
+            chosen[idx], rejected[idx] = lp.chosen.float().cpu(), lp.rejected.float().cpu()
+        return chosen, rejected
 
     def samples(self, model, data: TaskData, device, session, step: int) -> list:
         from tuneterm.engine.generate import greedy
