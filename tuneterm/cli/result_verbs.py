@@ -40,7 +40,9 @@ def register(sub) -> None:
                        "format. Classification (.csv/.jsonl with the session's text and label fields): loss, "
                        "accuracy, macro F1, per-class precision/recall and the confusion matrix; labels the "
                        "run does not know are an error naming them (exit 2). Causal LM (text, "
-                       "prompt-completion or messages records): loss, perplexity, token accuracy.")
+                       "prompt-completion or messages records): loss, perplexity, token accuracy. Preference "
+                       "(pairs of completions): loss, reward accuracy and margin, rewards and log-probs, "
+                       "against the run's reference model.")
     p.add_argument("run", help="run directory or run id")
     p.add_argument("data", help="a labelled .csv or .jsonl file")
     _add_checkpoint(p)
@@ -51,14 +53,16 @@ def register(sub) -> None:
                        "Classification: plus `prediction` (the label) and `probability` (with --probs every "
                        "class's probability: prob_<label> columns in CSV, a `probs` object in JSONL). Causal "
                        "LM: plus `output`, the greedy completion of the row's prompt (its text, prompt, or "
-                       "conversation before the last assistant turn). CSV in, CSV out; JSONL in, JSONL out. "
+                       "conversation before the last assistant turn); preference: the same from each pair's "
+                       "prompt. CSV in, CSV out; JSONL in, JSONL out. "
                        "A progress bar on stderr for long files.")
     p.add_argument("run", help="run directory or run id")
     p.add_argument("input", help="a .csv or .jsonl file in the session's [data] format (labels not needed)")
     p.add_argument("--out", metavar="FILE", help="write here (atomically) instead of stdout")
     p.add_argument("--probs", action="store_true", help="every class's probability")
     p.add_argument("--max-new-tokens", type=int, metavar="N",
-                   help="causal LM: tokens to generate per row (default: [evaluation] max_new_tokens)")
+                   help="causal LM, preference: tokens to generate per row (default: [evaluation] "
+                   "max_new_tokens)")
     _add_checkpoint(p)
     finish(p, cmd_predict, json=False)
 
