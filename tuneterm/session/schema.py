@@ -181,15 +181,16 @@ class EvaluationSpec:
                        "causal-lm always reports loss, perplexity and token_accuracy)",
                        item_choices=("loss", "accuracy", "f1"))
     batch_size: int = _f(0, "evaluation batch size (0: twice the training batch size)", min=0)
-    samples: int = _f(4, "causal-lm: validation prompts generated (greedy) at each evaluation (0: none)",
+    samples: int = _f(4, "causal-lm, preference: validation prompts generated (greedy) at each evaluation (0: none)",
                       min=0, max=1000)
-    max_new_tokens: int = _f(48, "causal-lm: tokens generated per sample at most", min=1, max=4096)
+    max_new_tokens: int = _f(48, "causal-lm, preference: tokens generated per sample at most", min=1, max=4096)
 
 
 @dataclass
 class EarlyStopping:
     enabled: bool = _f(False, "stop when the metric stops improving")
-    metric: str = _f("val_loss", "metric to watch (causal-lm: val_loss, val_perplexity, val_token_accuracy)",
+    metric: str = _f("val_loss", "metric to watch: one of the task's (causal-lm: val_loss, val_perplexity, "
+                     "val_token_accuracy; preference: val_loss, val_reward_accuracy, val_reward_margin, ...)",
                      choices=METRICS)
     mode: str = _f("", "min | max (empty: min for losses and perplexity, max otherwise)", choices=("", "min", "max"))
     patience: int = _f(3, "evaluations without improvement before stopping", min=1, max=100000)
