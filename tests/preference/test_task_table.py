@@ -70,3 +70,21 @@ def test_early_stopping_takes_the_preference_metrics(workspace, task, mode, prob
         assert problems == []
     else:
         assert f"{problems[0].field}: {problems[0].message}".startswith(problem)
+
+
+def test_trackers_get_the_task_s_training_values():
+    from tuneterm.tracking.rows import Translator
+
+    row = {"kind": "train", "step": 3, "loss": 0.6, "lr": 1e-5, "reward_accuracy": 0.75, "reward_margin": 0.2}
+    (scalars,) = Translator().metric(row)
+    assert scalars.values["train/reward_accuracy"] == 0.75 and scalars.values["train/reward_margin"] == 0.2
+
+
+def test_the_runner_s_best_metric_goes_the_task_s_way(tmp_path):
+    from tuneterm.runner.tail import Tailer
+
+    (tmp_path / "session.toml").write_text('[model]\ntask = "preference"\n[early_stopping]\n'
+                                           'metric = "val_reward_rejected"\n')
+    tail = Tailer(tmp_path)
+    tail._read_metric()
+    assert tail.mode == "min"  # lower rejected rewards are better, though the name ends in neither loss nor acc

@@ -23,6 +23,7 @@ from collections import deque
 from pathlib import Path
 
 from tuneterm.rundir import JsonlTail, RunDir, last_end_event, latest_checkpoint_step, parse_rows
+from tuneterm.session.tasks import METRIC_MODES  # which way each task's metric improves
 
 __all__ = ["Tailer", "last_end_event", "latest_checkpoint_step"]
 
@@ -118,7 +119,7 @@ class Tailer:
         except (OSError, tomllib.TOMLDecodeError):
             pass
         self.metric = metric
-        self.mode = mode or ("min" if metric.endswith("loss") else "max")
+        self.mode = mode or METRIC_MODES.get(metric) or ("min" if metric.endswith("loss") else "max")
 
     def eta_s(self) -> float | None:
         if self.total_steps is None or len(self._recent) < 2:

@@ -10,9 +10,12 @@ from pathlib import Path
 
 from tuneterm import rundir
 from tuneterm.compare import edit_parts
+from tuneterm.session.tasks import TASK_TABLE
 
 # The training row's fields that are numbers worth a curve (step, time, total_steps aside).
-TRAIN_FIELDS = ("loss", "lr", "grad_norm", "epoch", "batch_size", "samples_per_s")
+# the trainer's own, then every task's (preference: reward_accuracy, reward_margin, ...)
+TRAIN_FIELDS = ("loss", "lr", "grad_norm", "epoch", "batch_size", "samples_per_s",
+                *dict.fromkeys(m for spec in TASK_TABLE.values() for m in spec.train_metrics))
 
 
 @dataclass(frozen=True)
