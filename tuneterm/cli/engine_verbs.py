@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--control", metavar="PATH",
                    help="read live control messages (JSON lines) from a file or FIFO ('-': stdin)")
     add_train_flags(p)
+    _processes_flag(p)
     finish(p, cmd_run)
 
     p = sub.add_parser("replay", help="re-run a run or session file with its recorded edits",
@@ -31,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("target", help="run directory / run id, or a session file")
     p.add_argument("--check", action="store_true", help="compare with the original run's metrics")
     add_train_flags(p)
+    _processes_flag(p)
     finish(p, cmd_replay)
 
     p = sub.add_parser("layers", help="the freezable layer groups of a session's model",
@@ -39,6 +41,11 @@ def register(sub) -> None:
                        "edit log left them).")
     p.add_argument("session", help="session file (.toml) or a run directory")
     finish(p, cmd_layers)
+
+
+def _processes_flag(p) -> None:
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="train on N processes (torch.distributed; overrides [distributed] processes)")
 
 
 def _load(path: str, ws: Path):
@@ -65,6 +72,9 @@ def _apply_flags(session, args, ws: Path):
         session.runtime.kernels = args.kernels
     if args.device:
         session.runtime.device = args.device
+    if getattr(args, "processes", None) is not None:
+        session.distributed.processes = args.processes
+        flags.append(f"--processes {args.processes}")
     if not flags:
         return session
     checked, problems = check_session_text(dumps_session(session), " ".join(flags), ws)
@@ -156,8 +166,11 @@ def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str 
     signal.signal(signal.SIGTERM, on_int)
     started = _Started(run_dir)
     try:
-        code, state = train_run(run_dir, ws, sinks=[started, Progress()], mailbox=mailbox, resume=resume,
-                                replay_of=replay_of)
+        if _processes(run_dir, ws, args) > 1:
+            code, state = _train_group(run_dir, ws, args, resume, control, replay_of, started)
+        else:
+            code, state = train_run(run_dir, ws, sinks=[started, Progress()], mailbox=mailbox, resume=resume,
+                                    replay_of=replay_of)
     except TrainingError as e:
         sys.stderr.write(f"tuneterm: training failed: {e}\n")
         print(run_dir)
@@ -183,6 +196,53 @@ def _train(run_dir: Path, ws: Path, args, *, resume: bool = False, control: str 
     return 128 + signal.SIGINT if code == ExitCode.PAUSED else code  # paused by Ctrl-C: the shell's code for it
 
 
+def _processes(run_dir: Path, ws: Path, args) -> int:
+    if getattr(args, "processes", None):
+        return args.processes
+    return _load(str(run_dir), ws).distributed.processes
+
+
+def _train_group(run_dir: Path, ws: Path, args, resume: bool, control, replay_of, started) -> tuple[int, str]:
+    """Train on several processes: the worker, as torch.distributed's elastic agent, starts
+    the ranks (engine/launch.py); rank 0 writes the run directory as one process would.
+    Returns (exit code, end state)."""
+    import signal
+    import subprocess
+
+    from tuneterm import rundir
+    from tuneterm.engine.launch import EXIT_GROUP_LOST
+    from tuneterm.errors import TrainingError
+    from tuneterm.states import RunEnd
+
+    argv = [sys.executable, "-m", "tuneterm.engine.worker", str(run_dir), "--workspace", str(ws), "--no-protocol",
+            "--processes", str(_processes(run_dir, ws, args))]
+    argv += ["--resume"] if resume else []
+    argv += ["--control", str(Path(control).resolve()) if control != "-" else "-"] if control else []
+    argv += ["--replay-of", str(replay_of)] if replay_of else []
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if control != "-" else None,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C reaches the whole process group; a TERM to us is passed on as a pause.
+    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    signal.signal(signal.SIGINT, lambda *_: None)
+    _, err = proc.communicate()
+    ends = [r for r in rundir.read_jsonl(rundir.RunDir(run_dir).events) if r.get("kind") in ("start", "resume", "end")]
+    if any(r["kind"] in ("start", "resume") for r in ends):
+        started.started = True
+        sys.stderr.write(f"run: {run_dir}\n")
+    state = ends[-1].get("state", RunEnd.FAILED) if ends and ends[-1]["kind"] == "end" else RunEnd.FAILED
+    code = proc.returncode
+    if code in (ExitCode.OK, ExitCode.PAUSED):
+        return code, state
+    last = next((ln for ln in reversed(err.splitlines()) if ln.startswith("tuneterm-worker:")), "")
+    if code == EXIT_GROUP_LOST or code > 128:
+        raise TrainingError(f"a rank of the process group was lost (exit code {code}); the run is resumable: "
+                            f"tuneterm run --resume {run_dir}")
+    if code == ExitCode.BAD_INPUT and not started.started:
+        raise UserError(last.split("error: ", 1)[-1] if last else f"setup failed on {run_dir.name}")
+    raise TrainingError(last.split("failed: ", 1)[-1] if last else f"the process group ended with code {code}"
+                        if code != ExitCode.FAILED else "training failed on a rank")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tuneterm.workspace import find_run
 
@@ -190,6 +250,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.session:
             raise UserError("give either a session file or --resume RUN_DIR, not both")
+        if args.processes is not None and args.processes < 1:
+            raise UserError(f"--processes: {args.processes} must be at least 1")
         if args.max_steps is not None or args.kernels or args.device:
             raise UserError("--resume continues the run as recorded: --max-steps/--kernels/--device don't apply")
         run_dir = find_run(ws, args.resume)

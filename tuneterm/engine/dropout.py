@@ -23,16 +23,20 @@ from tuneterm_kernels import dropout as kdrop
 
 
 class DropoutContext:
-    """Where the loop is: the masks of one forward pass derive from (seed, step, micro)."""
+    """Where the loop is: the masks of one forward pass derive from (seed, step, micro).
+    ``row0``: the first row of the micro-batch this process holds (a rank of a
+    multi-process run holds rows [row0, ...) of it): its masks are that slice of the whole
+    micro-batch's, so each unit gets the same mask whichever rank trains it."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.step = 0
         self.micro = 0
+        self.row0 = 0
         self._calls: dict[int, int] = {}
 
-    def at(self, step: int, micro: int) -> None:
-        self.step, self.micro = step, micro
+    def at(self, step: int, micro: int, row0: int = 0) -> None:
+        self.step, self.micro, self.row0 = step, micro, row0
         self._calls.clear()
 
     def seed_for(self, site: int) -> int:
@@ -41,8 +45,35 @@ class DropoutContext:
         return kdrop.mix_seed(self.seed, self.step, self.micro, site, call)
 
 
+class UnitDropout(kdrop.SeededDropout):
+    """A SeededDropout whose mask for rows [row0, ...) of a micro-batch is that slice of
+    the whole micro-batch's mask (the leading dimension is the batch's rows: hidden states,
+    attention probabilities, adapter inputs). At row0 = 0 it is SeededDropout exactly."""
+
+    def __init__(self, p: float, impl: str, site: int, ctx: DropoutContext) -> None:
+        super().__init__(p, impl=impl, site=site, seed_fn=functools.partial(ctx.seed_for, site))
+        self.ctx = ctx
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        row0 = self.ctx.row0
+        if row0 == 0 or not self.training or self.p == 0.0 or x.dim() == 0 or x.shape[0] == 0:
+            return super().forward(x)
+        start = row0 * (x.numel() // x.shape[0])  # elements of the micro-batch before this slice
+        # A Philox call draws 8 elements: pad to the call boundary, so that element j of
+        # this slice takes the counter and lane of element start + j of the whole batch.
+        lead = start % 8
+        flat = torch.cat([x.new_zeros(lead), x.reshape(-1)]) if lead else x.reshape(-1)
+        self.calls += 1
+        seed = kdrop._next_seed(self.seed_fn)
+        out = kdrop.dropout(flat, self.p, seed, self.offset + start // 8, True, self.impl)
+        return out[lead:].view_as(x)
+
+
 def _site(p: float, site: int, ctx: DropoutContext, impl: str) -> kdrop.SeededDropout:
-    return kdrop.SeededDropout(p, impl=impl, site=site, seed_fn=functools.partial(ctx.seed_for, site))
+    return UnitDropout(p, impl, site, ctx)
+
+
+site = _site  # for other modules that seed dropout (LoRA's adapters)
 
 
 def install(model: nn.Module, ctx: DropoutContext, p: float, impl: str) -> list[kdrop.SeededDropout]:

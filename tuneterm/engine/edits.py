@@ -129,7 +129,8 @@ class EditDesk:
         t = self.t
         t.session.edits.insert(t.state.edits_applied, edit)
         t.state.edits_applied += 1
-        save_session(t.session, t.paths.session)
+        if t.strategy.is_leader:  # every rank keeps the log; rank 0 writes the file
+            save_session(t.session, t.paths.session)
         t.event("edit", edit=edit.to_dict(), source=source)
 
     # -- rules ----------------------------------------------------------------------------

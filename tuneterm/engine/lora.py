@@ -14,7 +14,6 @@ model is rebuilt from its source, and ``fingerprint`` proves it is the same base
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
 
 import torch
@@ -128,7 +127,7 @@ def attach(model: nn.Module, session, dctx, impl: str) -> nn.Module:
 def seed_dropout(model: nn.Module, dctx, p: float, impl: str) -> int:
     """Replace each adapter's input dropout (PEFT's ``nn.Dropout``, or ``nn.Identity`` at
     p = 0) with a ``SeededDropout``; returns how many. ``dctx`` is the loop's DropoutContext."""
-    from tuneterm_kernels import dropout as kdrop
+    from tuneterm.engine.dropout import site as drop_site
 
     n = 0
     for mod in model.modules():
@@ -137,7 +136,7 @@ def seed_dropout(model: nn.Module, dctx, p: float, impl: str) -> int:
             continue
         for key in list(drops.keys()):
             site = SITE_BASE + n
-            live = kdrop.SeededDropout(p, impl=impl, site=site, seed_fn=functools.partial(dctx.seed_for, site))
+            live = drop_site(p, site, dctx, impl)
             live._tt_lora = True
             drops[key] = live
             n += 1

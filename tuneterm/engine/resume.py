@@ -22,6 +22,10 @@ def save(t, reason: str) -> Path:
     (and not the best, with keep_best) removed; the run's rows synced first."""
     tensors, t.state.optimizer = t.opt.state_tensors()
     st = t.state
+    if not t.strategy.is_leader:  # every rank holds the same weights: rank 0 writes them
+        t.strategy.barrier()
+        t.last_ckpt_step = st.step
+        return t.paths.checkpoints / ckpt.step_dir_name(st.step)
     path = ckpt.save(t.paths.checkpoints, st.step, t.weights, tensors, st.to_json())
     t.last_ckpt_step = st.step
     es = st.early_stopping
@@ -29,6 +33,7 @@ def save(t, reason: str) -> Path:
     ckpt.prune(t.paths.checkpoints, t.session.checkpoint.keep_last, keep)
     t.out.sync()
     t.event("checkpoint", path=f"{CHECKPOINTS}/{path.name}", reason=reason)
+    t.strategy.barrier()
     return path
 
 
@@ -69,7 +74,7 @@ def starting_point(t) -> tuple[Path | None, list[tuple[Path, str]]]:
     start, skipped = ckpt.latest_intact(t.paths.checkpoints, t.load_checkpoint)
     if skipped and start is None:
         raise UserError(ckpt.unusable_message(skipped))
-    for path in (t.paths.metrics, t.paths.events, t.paths.samples):
+    for path in (t.paths.metrics, t.paths.events, t.paths.samples) if t.strategy.is_leader else ():
         truncate_after(path, t.state.step)
     return start, skipped
 

@@ -82,7 +82,8 @@ def train_run(run_dir: Path, workspace: Path, *, sinks: list[Sink], mailbox=None
     from tuneterm.engine.trainer import Trainer
 
     session = load_session(rundir.RunDir(run_dir).session, workspace)
-    own = lock is None
+    # Rank 0 of a multi-process session holds the lock; the other ranks only compute.
+    own = lock is None and os.environ.get("RANK", "0") in ("", "0")
     if own:
         lock = RunLock(run_dir)
         if not lock.acquire():
@@ -95,7 +96,8 @@ def train_run(run_dir: Path, workspace: Path, *, sinks: list[Sink], mailbox=None
         trainer.close()  # its rows flushed before the end row below
         if own:
             lock.release()
-        _end_setup_failure(run_dir, e)
+        if own or lock is not None:
+            _end_setup_failure(run_dir, e)
         raise
     try:
         end = trainer.train()

@@ -27,12 +27,13 @@ from tuneterm.engine import data as D
 from tuneterm.engine import dropout as drop
 from tuneterm.engine import edits as E
 from tuneterm.engine import layers as L
-from tuneterm.engine import grad_ckpt, oom, optim, plan, resume, schedule
+from tuneterm.engine import grad_ckpt, micro, oom, optim, plan, resume, schedule
+from tuneterm.engine import strategy as S
 from tuneterm.engine.control import Mailbox, Sink
 from tuneterm.engine.early_stop import EarlyStopping
 from tuneterm.engine.logbook import describe_eval
 from tuneterm.engine.models import load_tokenizer
-from tuneterm.engine.outputs import Outputs
+from tuneterm.engine.outputs import NoOutputs, Outputs
 from tuneterm.engine.state import TrainState
 from tuneterm.engine.tasks import get_task
 from tuneterm.engine.tasks.base import TaskEnv
@@ -53,7 +54,8 @@ class Paused(Exception):
 class Trainer:
     def __init__(self, session: Session, run_dir: Path, workspace: Path, *, sinks: list[Sink],
                  mailbox: Mailbox | None = None, resume: bool = False, kernels: str | None = None,
-                 device: str | None = None, replay_of: Path | None = None, tracking: bool = True) -> None:
+                 device: str | None = None, replay_of: Path | None = None, tracking: bool = True,
+                 strategy: S.Single | None = None) -> None:
         self.session = session  # the frozen session (original knobs + edit log)
         self.run_dir = run_dir
         self.paths = RunDir(run_dir)
@@ -66,6 +68,7 @@ class Trainer:
         self.replay_of = replay_of  # the run a replay retrains: a LoRA replay needs its base model
         self.kernels_req = kernels or session.runtime.kernels
         self.device_req = device or session.runtime.device
+        self.strategy = strategy  # one process or many (strategy.py); chosen in setup when None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -77,6 +80,9 @@ class Trainer:
         if s.runtime.threads:
             torch.set_num_threads(s.runtime.threads)
         self.device = accel.resolve_device(self.device_req)
+        if self.strategy is None:
+            self.strategy = S.for_session(s, self.device)
+        lead = self.strategy.is_leader  # rank 0 alone writes the run directory's files
         # Kernels, precision, compile and determinism are chosen in one place (accel); before
         # the model reaches the GPU, as the cuBLAS workspace setting must precede its init.
         self.acc = accel.setup(s, self.device, self.kernels_req)
@@ -133,13 +139,15 @@ class Trainer:
 
         self.task.prepare(self.model, self.data, self.env)  # on the untrained model: a resume loads weights next
         start, skipped = resume.starting_point(self)  # the newest checkpoint that verifies and loads
-        trackers = live_sink(s, self.run_dir, self.workspace, resumed=self.resume) if self.tracking else None
-        self.out = Outputs(self.run_dir, self.extra_sinks + ([trackers] if trackers else []), lambda: self.state.step)
+        trackers = live_sink(s, self.run_dir, self.workspace, resumed=self.resume) if self.tracking and lead else None
+        self.out = (Outputs(self.run_dir, self.extra_sinks + ([trackers] if trackers else []), lambda: self.state.step)
+                    if lead else NoOutputs())
         self.metric, self.event, self.reply = self.out.metric, self.out.event, self.out.reply
-        resume.set_aside(self, skipped)
+        resume.set_aside(self, skipped if lead else [])
         self._orders: dict = {}
         self.replan()
-        self.paths.layers.write_text(json.dumps(L.describe(self.groups), indent=1))
+        if lead:
+            self.paths.layers.write_text(json.dumps(L.describe(self.groups), indent=1))
         self.event("resume" if start is not None else "start", checkpoint=start.name if start else None,
                    model=s.model.source, task=self.task.name, device=str(self.device), kernels=self.impl,
                    **self.data.info, total_steps=self.state.total_steps, decayed_params=self.opt.n_decay,
@@ -225,7 +233,10 @@ class Trainer:
             self.event("edit", edit=e.to_dict(), source="log")
             if e.stop:
                 stop = (RunEnd.STOPPED, "stopped by a recorded stop edit")
-        for msg in self.mailbox.drain(self.state.step):
+        # Rank 0's messages on every rank (one collective per boundary, empty when none):
+        # every rank applies the same checked edit at the same step.
+        drained = self.mailbox.drain(self.state.step) if self.strategy.is_leader else None
+        for msg in self.strategy.broadcast(drained) if self.strategy.world > 1 else drained:
             result = self.desk.handle(msg)
             if result is not None:
                 stop = result
@@ -278,24 +289,9 @@ class Trainer:
         return step_plan
 
     def _forward_backward(self, step_plan: plan.StepPlan) -> float:
-        """Gradients of the step's micro-batches, each weighted by its share of the step's
-        units; returns the step's mean loss."""
-        st = self.state
-        order = self.order(step_plan.epoch)
-        self.model.train()
-        batches = [self.task.collate(self.data.train, order[a:b], self.device) for a, b in step_plan.slices]
-        weights = [self.task.batch_weight(b) for b in batches]
-        total = sum(weights)
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        self.task.step_metrics()  # forget the values of a step redone after running out of memory
-        for m, (batch, w) in enumerate(zip(batches, weights)):
-            self.fault.maybe_fail(st.step + 1, m == len(batches) - 1)
-            self.dctx.at(st.step, m)
-            with accel.autocast(self.acc):
-                loss = self.task.loss(self.model, batch)
-            (loss * (w / total)).backward()
-            loss_sum += loss.detach().double().cpu() * w
-        return float(loss_sum / total)
+        """Gradients of the step's micro-batches (split across ranks: micro.py); returns
+        the step's mean loss."""
+        return micro.forward_backward(self, step_plan)
 
     def after_step(self, step_plan: plan.StepPlan) -> bool:
         """Evaluate/checkpoint when due; True when early stopping says stop."""
@@ -349,5 +345,7 @@ class Trainer:
     def cleanup(self) -> None:
         if self.out is not None:
             self.out.close()
+        if self.strategy is not None:
+            self.strategy.close()
 
     close = cleanup

@@ -1,9 +1,13 @@
 """The worker process: trains one run directory for the runner (docs/architecture.md).
 
-    python -m tuneterm.engine.worker RUN_DIR [--resume] [--kernels K] [--device D]
+    python -m tuneterm.engine.worker RUN_DIR [--resume] [--kernels K] [--device D] [--processes N]
 
 Control messages on stdin, protocol messages on stdout, a human log on stderr and in
 RUN_DIR/log.txt. SIGTERM/SIGINT pause (checkpoint, exit 75); SIGUSR1 checkpoints.
+
+A session of ``[distributed] processes`` > 1 (or ``--processes``): this process becomes
+torch.distributed's elastic agent (engine/launch.py) and runs this module on each rank.
+Rank 0 is the worker described above; the other ranks read nothing and write nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--kernels", choices=("auto", "triton", "torch"))
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--processes", type=int, help="ranks (default: the session's [distributed] processes)")
+    ap.add_argument("--control", help="read control messages from this file or FIFO, not stdin")
+    ap.add_argument("--replay-of", help="the run this one replays")
+    ap.add_argument("--no-protocol", action="store_true", help="no protocol messages on stdout (tuneterm run)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.BAD_INPUT
     # Taken once and held until the process ends (train_run gets it): never a moment in
     # which a second worker could pass this check too.
+    from tuneterm.engine import launch
+    from tuneterm.engine.strategy import GroupLost, world_from_env
+
+    if world_from_env() == 1:
+        processes = args.processes or _session_processes(run_dir, workspace)
+        if processes > 1:  # this process is the agent; the ranks run this module again
+            return launch.run_group(processes, run_dir, _rank_args(run_dir, workspace, args))
+    elif os.environ.get("RANK", "0") != "0":
+        return _follower(run_dir, workspace, args)
     lock = RunLock(run_dir)
     if not lock.acquire():
         sys.stderr.write(f"tuneterm-worker: {run_dir.name}: another worker holds the run\n")
@@ -56,19 +73,66 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_pause)
     signal.signal(signal.SIGINT, on_pause)
     signal.signal(signal.SIGUSR1, on_checkpoint)
-    mailbox.read_stream(sys.stdin)
+    if args.control:
+        mailbox.read_path(args.control)
+    else:
+        mailbox.read_stream(sys.stdin)
+    code = ExitCode.FAILED
     try:
-        code, _ = train_run(run_dir, workspace, sinks=[out], mailbox=mailbox, resume=args.resume,
-                            kernels=args.kernels, device=args.device, lock=lock)
+        code, _ = train_run(run_dir, workspace, sinks=[] if args.no_protocol else [out], mailbox=mailbox,
+                            resume=args.resume, kernels=args.kernels, device=args.device, lock=lock,
+                            replay_of=Path(args.replay_of) if args.replay_of else None)
         return code
     except RunLocked as e:
         sys.stderr.write(f"tuneterm-worker: {e}\n")
-        return ExitCode.LOCKED
+        code = ExitCode.LOCKED
     except UserError as e:
         sys.stderr.write(f"tuneterm-worker: error: {e}\n")
-        return ExitCode.BAD_INPUT
+        code = ExitCode.BAD_INPUT
     except TrainingError as e:
         sys.stderr.write(f"tuneterm-worker: training failed: {e}\n")
+        code = launch.EXIT_GROUP_LOST if isinstance(e.__cause__, GroupLost) else ExitCode.FAILED
+    finally:
+        launch.write_exit_code(code)
+    return code
+
+
+def _rank_args(run_dir: Path, workspace: Path, args) -> list[str]:
+    """This command line for each rank (without --processes: a rank is one process)."""
+    out = [str(run_dir), "--workspace", str(workspace)]
+    for flag in ("kernels", "device", "control", "replay_of"):
+        if getattr(args, flag):
+            out += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return out + [f for f, on in (("--resume", args.resume), ("--no-protocol", args.no_protocol)) if on]
+
+
+def _session_processes(run_dir: Path, workspace: Path) -> int:
+    from tuneterm.rundir import RunDir
+    from tuneterm.session.io import load_session
+
+    try:
+        return load_session(RunDir(run_dir).session, workspace).distributed.processes
+    except Exception:  # a session that does not load is reported by train_run, as ever
+        return 1
+
+
+def _follower(run_dir: Path, workspace: Path, args) -> int:
+    """A rank other than 0: it trains what rank 0 broadcasts and writes nothing; signals
+    are rank 0's to act on (a pause reaches this rank at the next step boundary)."""
+    import logging
+
+    from tuneterm.engine.runs import train_run
+    from tuneterm.errors import ExitCode, TrainingError, UserError
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        return train_run(run_dir, workspace, sinks=[], resume=args.resume, kernels=args.kernels,
+                         device=args.device, replay_of=Path(args.replay_of) if args.replay_of else None)[0]
+    except UserError:
+        return ExitCode.BAD_INPUT
+    except TrainingError:
         return ExitCode.FAILED
 
 

@@ -258,6 +258,20 @@ class RuntimeSpec:
     max_wall_s: float = _f(0.0, "wall-clock limit for the session in seconds (0: none)", min=0.0)
 
 
+DIST_STRATEGIES = ("ddp",)  # "fsdp" (FSDP2, sharded checkpoints) is named in DESIGN.md, not built yet
+DIST_BACKENDS = ("auto", "gloo", "nccl")
+
+
+@dataclass
+class DistributedSpec:
+    """One session on several processes, started by torch.distributed's elastic agent
+    (docs/distributed.md). A step trains the same units in the same order at any count."""
+    processes: int = _f(1, "ranks for this one session (1: a single process)", min=1, max=1024)
+    strategy: str = _f("ddp", "ddp: every rank holds the model, gradients are summed across ranks (fsdp: not built yet)",
+                       choices=DIST_STRATEGIES)
+    backend: str = _f("auto", "auto (nccl on CUDA, gloo on the CPU) | gloo | nccl", choices=DIST_BACKENDS)
+
+
 # An MLflow tracking URI: empty (off), a scheme MLflow knows, or a path (a file store).
 MLFLOW_URI = r"^$|^(sqlite:///|file:|https?://|databricks|postgresql|mysql|mssql)[^\s]*$|^[^:\s][^:]*$"
 
@@ -315,6 +329,7 @@ class Session:
     preference: PreferenceSpec = field(default_factory=PreferenceSpec)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    distributed: DistributedSpec = field(default_factory=DistributedSpec)
     edits: list = field(default_factory=list)  # list[Edit]
 
     @property

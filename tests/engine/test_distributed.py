@@ -1,0 +1,150 @@
+"""One session on two CPU processes (gloo, DDP strategy, torch.distributed's elastic
+agent): the same run as on one process within 1e-4 at every step, recorded edits applied
+once, `replay --check` bit-identical at two processes; the strategy's pieces alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from engine_helpers import rows
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "lm"))
+from test_lm_runs import SCRIPT, lm_session  # noqa: E402
+
+from tuneterm.engine import dropout as drop  # noqa: E402
+from tuneterm.engine import strategy as S  # noqa: E402
+
+
+def _cli(workspace: Path, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TUNETERM_HOME": str(workspace), "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, "-m", "tuneterm", *argv], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=workspace)
+
+
+def _close(a, b, rel=1e-4) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
+
+
+def test_single_strategy_is_identities():
+    s = S.Single()
+    assert (s.rank, s.world, s.is_leader) == (0, 1, True)
+    assert s.rows(5) == (0, 5) and s.all_sum([1.5, 2.0]) == [1.5, 2.0] and s.broadcast([{"a": 1}]) == [{"a": 1}]
+
+
+def test_rank_rows_split_in_order():
+    class Two(S.DDP):
+        def __init__(self, rank):  # no process group: only the arithmetic
+            self.rank, self.world = rank, 2
+
+    assert [Two(r).rows(5) for r in (0, 1)] == [(0, 3), (3, 5)]
+    assert [Two(r).rows(1) for r in (0, 1)] == [(0, 1), (1, 1)]
+
+
+@pytest.mark.parametrize("shape,row0", [((4, 3, 5), 1), ((4, 2, 3, 3), 2), ((3, 16), 1)])
+def test_unit_dropout_masks_follow_the_row_not_the_rank(shape, row0):
+    """Rows [row0:] of a micro-batch get the same mask as in the whole micro-batch, also
+    where the slice does not start on a Philox call boundary (3*5 elements a row)."""
+    ctx = drop.DropoutContext(seed=11)
+    site = drop.site(0.4, 0, ctx, "torch").train()
+    x = torch.randn(shape)
+    ctx.at(3, 1)
+    whole = site(x)
+    ctx.at(3, 1, row0)
+    part = site(x[row0:])
+    assert torch.equal(part, whole[row0:])
+
+
+def test_two_processes_equal_one_with_edits_and_replay_bit_identical(workspace: Path):
+    session = lm_session(workspace, "dist", steps=9)
+    ctl = workspace / "control.jsonl"
+    ctl.write_text("".join(json.dumps({"v": 1, **m}) + "\n" for m in SCRIPT))
+    one = _cli(workspace, "run", str(session), "--control", str(ctl))
+    two = _cli(workspace, "run", str(session), "--processes", "2", "--control", str(ctl))
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    d1, d2 = Path(one.stdout.strip()), Path(two.stdout.strip())
+    m1, m2 = rows(d1), rows(d2)
+    assert [r["step"] for r in m2 if r["kind"] == "train"] == list(range(1, 10))  # one row per step
+    assert [(r["kind"], r["step"]) for r in m1] == [(r["kind"], r["step"]) for r in m2]
+    for a, b in zip(m1, m2):
+        for k in ("loss", "grad_norm", "val_loss", "lr"):
+            if a.get(k) is not None:
+                assert _close(a[k], b[k]), (a["kind"], a["step"], k, a[k], b[k])
+    edits = [e for e in rows(d2, "events.jsonl") if e["kind"] == "edit"]
+    assert len(edits) == len(SCRIPT)  # acknowledged and recorded once, by rank 0
+    assert (d2 / "session.toml").read_text().count("[[edits]]") == len(SCRIPT)
+    assert "processes = 2" in (d2 / "session.toml").read_text()
+
+    replay = _cli(workspace, "replay", str(d2), "--check")
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    assert "identical" in replay.stderr
+
+
+def _group(run_dir: Path) -> dict[int, str]:
+    """The processes of a run's group (the agent and its ranks): pid -> RANK=... | agent."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd, env = (d / "cmdline").read_bytes(), (d / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(run_dir).encode() in cmd and b"tuneterm.engine.worker" in cmd:
+            rank = [x.decode() for x in env if x.startswith(b"RANK=")]
+            out[int(d.name)] = rank[0] if rank else "agent"
+    return out
+
+
+def test_kill9_of_rank1_ends_the_group_and_resume_equals_uninterrupted(workspace: Path):
+    import shutil
+    import signal
+    import time
+
+    from engine_helpers import strip_clock
+
+    session = lm_session(workspace, "kill", steps=9)
+    whole = _cli(workspace, "run", str(session), "--processes", "2")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    env = {**os.environ, "TUNETERM_HOME": str(workspace), "PYTHONPATH": os.pathsep.join(sys.path)}
+    before = {p.name for p in (workspace / "runs").iterdir()}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneterm", "run", str(session), "--processes", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run_dir, deadline = None, time.monotonic() + 300
+    while run_dir is None and time.monotonic() < deadline and proc.poll() is None:
+        new = [p for p in (workspace / "runs").iterdir() if p.name not in before]
+        if new and (new[0] / "checkpoints" / "step-00000002").is_dir():
+            run_dir = new[0]
+        time.sleep(0.02)
+    assert run_dir is not None and proc.poll() is None, "the run ended before it could be killed"
+    rank1 = [pid for pid, r in _group(run_dir).items() if r == "RANK=1"]
+    assert rank1, _group(run_dir)
+    os.kill(rank1[0], signal.SIGKILL)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert time.monotonic() - t0 < 30, "the group outlived its rank by more than 30 s"
+    assert proc.returncode == 1 and "resumable" in err, err[-2000:]
+    time.sleep(0.5)
+    assert _group(run_dir) == {}, "orphan processes"  # the agent and every rank are gone
+
+    other = run_dir.with_name(run_dir.name + "-on1")
+    shutil.copytree(run_dir, other)
+    again = _cli(workspace, "run", "--resume", str(run_dir))
+    assert again.returncode == 0, again.stderr[-2000:]
+    want = rows(Path(whole.stdout.strip()))
+    assert strip_clock(rows(run_dir)) == strip_clock(want)  # same process count: bit-identical
+
+    on1 = _cli(workspace, "run", "--resume", str(other), "--processes", "1")
+    assert on1.returncode == 0, on1.stderr[-2000:]
+    got = rows(other)
+    assert [(r["kind"], r["step"]) for r in got] == [(r["kind"], r["step"]) for r in want]
+    for a, b in zip(got, want):
+        for k in ("loss", "grad_norm", "val_loss"):
+            if b.get(k) is not None:
+                assert _close(a[k], b[k]), (a["kind"], a["step"], k, a[k], b[k])

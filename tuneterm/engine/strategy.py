@@ -1,0 +1,145 @@
+"""What differs between one process and many, behind one object (Lightning Fabric's
+strategies): the loop calls these and never asks whether it is distributed.
+
+``Single`` is one process: every collective is an identity, so the single-process suite
+exercises the same loop. ``DDP`` is N processes of one session started by
+torch.distributed's elastic agent (tuneterm.engine.launch): every rank holds the whole
+model; a step's micro-batches are split across ranks by rows, the loss weights and the
+gradients are summed across ranks, and rank 0 — the leader — owns the control channel,
+the run lock, the run directory's files and the exit code.
+
+Gradients are summed by one all-reduce per step over the trainable parameters, in a fixed
+order (not DistributedDataParallel's hooks): freezing and unfreezing live change only
+which tensors take part, and two ranks' sum is the same whichever arrives first, so a
+replay at the same process count is bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+
+import torch
+
+# Seconds a collective waits for a rank before the group gives up: a rank killed mid-step
+# ends the others within this (the elastic agent then tears the group down).
+TIMEOUT_ENV = "TUNETERM_DIST_TIMEOUT_S"
+
+
+class GroupLost(RuntimeError):
+    """A collective failed: another rank is gone (killed, out of host memory). The attempt
+    is a crash to resume from the last checkpoint, not a training failure."""
+
+
+def _collective(fn):
+    def call(self, *args):
+        try:
+            return fn(self, *args)
+        except RuntimeError as e:  # gloo/nccl: a peer closed the connection or timed out
+            raise GroupLost(f"rank {self.rank}: a rank of the group is gone ({str(e).splitlines()[0][:200]})") from e
+    return call
+
+
+class Single:
+    rank = 0
+    world = 1
+    is_leader = True
+    name = "single"
+
+    def rows(self, n: int) -> tuple[int, int]:
+        """This rank's rows [a, b) of a micro-batch of ``n`` rows (contiguous, in order)."""
+        return 0, n
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """The sums over ranks of a few float64 scalars (one collective)."""
+        return list(values)
+
+    def reduce_gradients(self, params) -> None:
+        """Sum the gradients of ``params`` over ranks (identity here)."""
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank (one collective)."""
+        return obj
+
+    def barrier(self) -> None:
+        """Every rank has reached this point."""
+
+    def no_sync(self):
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        pass
+
+
+class DDP(Single):
+    name = "ddp"
+
+    def __init__(self, backend: str, device: torch.device) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        if backend == "auto":
+            backend = "nccl" if device.type == "cuda" else "gloo"
+        timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "60")))
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend, timeout=timeout)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.is_leader = self.rank == 0
+        self.backend = backend
+        self.device = device if backend == "nccl" else torch.device("cpu")
+
+    def rows(self, n: int) -> tuple[int, int]:
+        # Contiguous shares in rank order; the first n % world ranks take one row more.
+        base, extra = divmod(n, self.world)
+        a = self.rank * base + min(self.rank, extra)
+        return a, a + base + (1 if self.rank < extra else 0)
+
+    @_collective
+    def all_sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        self.dist.all_reduce(t)
+        return [float(v) for v in t.cpu()]
+
+    @_collective
+    def reduce_gradients(self, params) -> None:
+        params = [p for p in params if p.requires_grad]
+        for p in params:  # a rank whose rows never reached a parameter still sends zeros
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if not params:
+            return
+        flat = torch.cat([p.grad.reshape(-1).to(torch.float32) for p in params]).to(self.device)
+        self.dist.all_reduce(flat)
+        flat = flat.cpu() if self.device.type != params[0].device.type else flat
+        i = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[i:i + n].view_as(p.grad))
+            i += n
+
+    @_collective
+    def broadcast(self, obj):
+        box = [obj]
+        self.dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    @_collective
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+    def close(self) -> None:
+        if self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+def world_from_env() -> int:
+    """The group size torchrun's agent gave this process (1 outside one)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def for_session(session, device: torch.device) -> Single:
+    """The strategy this process runs: Single outside an elastic agent's group."""
+    if world_from_env() <= 1:
+        return Single()
+    return DDP(session.distributed.backend, device)
