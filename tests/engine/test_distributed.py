@@ -148,3 +148,34 @@ def test_kill9_of_rank1_ends_the_group_and_resume_equals_uninterrupted(workspace
         for k in ("loss", "grad_norm", "val_loss"):
             if b.get(k) is not None:
                 assert _close(a[k], b[k]), (a["kind"], a["step"], k, a[k], b[k])
+
+
+def test_oom_on_rank1_halves_everywhere_once_and_pause_resume_replays_identically(workspace: Path):
+    """A fake OOM on rank 1 at step 3 halves the micro-batch on both ranks, recorded once;
+    a pause at step 5 ends every rank (exit 75: `run` says 130) and `run --resume` finishes;
+    `replay --check` of the whole (halving edit included) is bit-identical."""
+    import time
+
+    session = lm_session(workspace, "oomp", steps=8)
+    ctl = workspace / "pause.jsonl"
+    ctl.write_text(json.dumps({"v": 1, "type": "pause", "id": "p", "at_step": 5}) + "\n")
+    env_fault = {"TUNETERM_FAULT_OOM_AT_STEP": "3", "TUNETERM_FAULT_OOM_RANK": "1"}
+    os.environ.update(env_fault)
+    try:
+        first = _cli(workspace, "run", str(session), "--processes", "2", "--control", str(ctl))
+    finally:
+        for k in env_fault:
+            os.environ.pop(k)
+    assert first.returncode == 130, first.stderr[-2000:]
+    run_dir = Path(first.stdout.strip())
+    time.sleep(0.5)
+    assert _group(run_dir) == {}
+    assert (run_dir / "checkpoints" / "step-00000005").is_dir()
+    halvings = [e for e in rows(run_dir, "events.jsonl") if e["kind"] == "edit"]
+    assert [(e["step"], e["source"], e["edit"]["set"]) for e in halvings] == \
+        [(2, "oom", {"batch_size": 2, "gradient_accumulation": 2})]
+    again = _cli(workspace, "run", "--resume", str(run_dir))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["step"] for r in rows(run_dir) if r["kind"] == "train"] == list(range(1, 9))
+    replay = _cli(workspace, "replay", str(run_dir), "--check")
+    assert replay.returncode == 0, replay.stderr[-2000:]

@@ -6,7 +6,8 @@ An odd batch size halves down (5 -> 2 x 2 micro-batches: 4 examples a step from 
 at batch size 1 there is nothing left to halve and the run fails with a clear message.
 
 For tests on the CPU, ``TUNETERM_FAULT_OOM_AT_STEP=N`` raises a fake CUDA OOM once, in
-the last micro-batch of optimizer step N (1-based: the step that ends with N steps done).
+the last micro-batch of optimizer step N (1-based: the step that ends with N steps done);
+with ``TUNETERM_FAULT_OOM_RANK=R`` only rank R of a multi-process session raises it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tuneterm.errors import TrainingError, UserError
 from tuneterm.session.schema import Edit
 
 FAULT_ENV = "TUNETERM_FAULT_OOM_AT_STEP"
+FAULT_RANK_ENV = "TUNETERM_FAULT_OOM_RANK"
 OutOfMemory = torch.cuda.OutOfMemoryError
 
 
@@ -31,6 +33,9 @@ class FaultInjector:
             self.at = int(raw) if raw else 0
         except ValueError:
             raise UserError(f"{FAULT_ENV}={raw!r}: expected a step number") from None
+        rank = os.environ.get(FAULT_RANK_ENV, "").strip()
+        if rank and rank != (os.environ.get("RANK", "0") or "0"):
+            self.at = 0
 
     def maybe_fail(self, step: int, last_micro: bool) -> None:
         """Called before each micro-batch's forward pass of optimizer step ``step`` (1-based)."""
