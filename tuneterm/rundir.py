@@ -142,10 +142,12 @@ class Comparison:
 _KIND_ORDER = {"train": 0, "eval": 1}  # the order a step's rows are written in
 
 
-def compare_metrics(original: Iterable[dict], replay: Iterable[dict]) -> Comparison:
+def compare_metrics(original: Iterable[dict], replay: Iterable[dict], rel_tol: float = 0.0) -> Comparison:
     """Compare two runs' metrics step for step, wall-clock fields aside. Rows are keyed by
     (kind, step); the newest row of a key wins (a resumed attempt rewrites the steps after
-    its checkpoint with the same values). The first difference, in step order, is named."""
+    its checkpoint with the same values). The first difference, in step order, is named.
+    ``rel_tol`` > 0: numbers agree within that relative tolerance (runs on another number
+    of processes, whose sums are taken in another order)."""
 
     def keyed(rows: Iterable[dict]) -> dict:
         out: dict = {}
@@ -167,10 +169,17 @@ def compare_metrics(original: Iterable[dict], replay: Iterable[dict]) -> Compari
                                               f"({len(ka)} rows vs {len(kb)})", step)
         ra, rb = ka[key], kb[key]
         for f in sorted(set(ra) | set(rb)):
-            if ra.get(f) != rb.get(f):
+            if ra.get(f) != rb.get(f) and not _close(ra.get(f), rb.get(f), rel_tol):
                 return Comparison(False, len(ka), f"step {step} ({kind}): {f} differs: "
                                                   f"original {ra.get(f)!r}, replay {rb.get(f)!r}", step)
+    if rel_tol:
+        return Comparison(True, len(ka), f"all {len(ka)} metric rows equal within {rel_tol:g} relative")
     return Comparison(True, len(ka), f"all {len(ka)} metric rows identical")
+
+
+def _close(a, b, rel_tol: float) -> bool:
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+    return bool(rel_tol) and numbers and abs(a - b) <= rel_tol * max(abs(a), abs(b))
 
 
 

@@ -84,6 +84,10 @@ def test_two_processes_equal_one_with_edits_and_replay_bit_identical(workspace: 
     replay = _cli(workspace, "replay", str(d2), "--check")
     assert replay.returncode == 0, replay.stderr[-2000:]
     assert "identical" in replay.stderr
+    # A 1-process run replayed on 2: compared within 1e-4, and it says so.
+    across = _cli(workspace, "replay", str(d1), "--check", "--processes", "2")
+    assert across.returncode == 0, across.stderr[-2000:]
+    assert "within 0.0001 relative (1 vs 2 processes" in across.stderr
 
 
 def _group(run_dir: Path) -> dict[int, str]:
