@@ -183,3 +183,32 @@ def test_oom_on_rank1_halves_everywhere_once_and_pause_resume_replays_identicall
     assert [r["step"] for r in rows(run_dir) if r["kind"] == "train"] == list(range(1, 9))
     replay = _cli(workspace, "replay", str(run_dir), "--check")
     assert replay.returncode == 0, replay.stderr[-2000:]
+
+
+@pytest.mark.parametrize("kind", ["classification", "lora"])
+def test_classifier_and_lora_sessions_on_two_processes_equal_one(workspace: Path, kind: str):
+    """A tiny-BERT classifier, plain and with LoRA adapters under live LoRA edits (freeze,
+    lora_dropout, train_base, lora_lr_ratio, a refused edit): 2 processes equal 1 within
+    1e-4 at every step; the LoRA run replays bit-identically on 2."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "lora"))
+    from test_lora_run import LORA, SCRIPT as LORA_SCRIPT, _session
+
+    session = _session(workspace, kind, steps=9, extra=LORA if kind == "lora" else "")
+    ctl = workspace / "control.jsonl"
+    script = LORA_SCRIPT if kind == "lora" else [m for m in SCRIPT if m["id"] != "fr"]
+    ctl.write_text("".join(json.dumps({"v": 1, **m}) + "\n" for m in script))
+    one = _cli(workspace, "run", str(session), "--control", str(ctl))
+    two = _cli(workspace, "run", str(session), "--processes", "2", "--control", str(ctl))
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-1500:], two.stderr[-1500:])
+    m1, m2 = rows(Path(one.stdout.strip())), rows(Path(two.stdout.strip()))
+    assert [(r["kind"], r["step"]) for r in m1] == [(r["kind"], r["step"]) for r in m2]
+    for a, b in zip(m1, m2):
+        for k in ("loss", "grad_norm", "val_loss", "val_accuracy"):
+            if a.get(k) is not None:
+                assert _close(a[k], b[k]), (a["kind"], a["step"], k, a[k], b[k])
+    ev1 = [e["kind"] for e in rows(Path(one.stdout.strip()), "events.jsonl") if e["kind"] in ("edit", "reject")]
+    ev2 = [e["kind"] for e in rows(Path(two.stdout.strip()), "events.jsonl") if e["kind"] in ("edit", "reject")]
+    assert ev1 == ev2 and ev2.count("edit") == len(script) - (kind == "lora")
+    if kind == "lora":
+        replay = _cli(workspace, "replay", two.stdout.strip(), "--check")
+        assert replay.returncode == 0, replay.stderr[-2000:]
