@@ -100,7 +100,7 @@ def _group(run_dir: Path) -> dict[int, str]:
             cmd, env = (d / "cmdline").read_bytes(), (d / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if str(run_dir).encode() in cmd and b"tuneterm.engine.worker" in cmd:
+        if str(run_dir).encode() in cmd and (b"tuneterm.engine.worker" in cmd or b"tuneterm.engine.rank" in cmd):
             rank = [x.decode() for x in env if x.startswith(b"RANK=")]
             out[int(d.name)] = rank[0] if rank else "agent"
     return out

@@ -1,6 +1,6 @@
 """Start one session on N processes with torch.distributed's elastic agent (torchrun's,
 used as a library): this process becomes the agent, the ranks are workers
-(``python -m tuneterm.engine.worker RUN_DIR --rank-of-group ...``) in one local group.
+(``python -m tuneterm.engine.rank RUN_DIR ...``, the worker under another name) in one local group.
 
 The agent owns the rendezvous and the group's life: when a rank dies (kill -9, the
 OOM-killer) it stops the others, and the ranks' collectives time out meanwhile
@@ -40,7 +40,7 @@ def run_group(processes: int, run_dir: Path, worker_args: list[str]) -> int:
                           shutdown_timeout=60)
     fallback, killed = 0, 0
     try:
-        elastic_launch(config, sys.executable)("-m", "tuneterm.engine.worker", *worker_args)
+        elastic_launch(config, sys.executable)("-m", "tuneterm.engine.rank", *worker_args)
     except ChildFailedError as e:
         codes = {f.local_rank: f.exitcode for f in e.failures.values()}
         killed = next((-c for c in codes.values() if c < 0), 0)
