@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 
 import torch
@@ -59,7 +60,7 @@ class Single:
         """Sum the gradients of ``params`` over ranks (identity here)."""
 
     def broadcast(self, obj):
-        """Rank 0's ``obj`` on every rank (one collective)."""
+        """Rank 0's list of JSON-able messages on every rank (one collective when empty)."""
         return obj
 
     def barrier(self) -> None:
@@ -120,9 +121,18 @@ class DDP(Single):
 
     @_collective
     def broadcast(self, obj):
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=0)
-        return box[0]
+        # JSON, not pickle (control messages are JSON already): its length first, one small
+        # collective, and the bytes only when there are some, so that a boundary with no
+        # message costs one broadcast of one integer.
+        data = json.dumps(obj).encode() if self.is_leader and obj else b""
+        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        self.dist.broadcast(size, src=0)
+        if not int(size):
+            return obj if self.is_leader else []
+        buf = (torch.frombuffer(bytearray(data), dtype=torch.uint8).to(self.device) if self.is_leader
+               else torch.empty(int(size), dtype=torch.uint8, device=self.device))
+        self.dist.broadcast(buf, src=0)
+        return obj if self.is_leader else json.loads(buf.cpu().numpy().tobytes())
 
     @_collective
     def barrier(self) -> None:
