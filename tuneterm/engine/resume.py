@@ -14,7 +14,7 @@ from tuneterm.engine import dropout as drop
 from tuneterm.engine import layers as L
 from tuneterm.engine.control import truncate_after
 from tuneterm.errors import UserError
-from tuneterm.rundir import CHECKPOINTS, RunDir
+from tuneterm.rundir import CHECKPOINTS, RunDir, checkpoint_name
 
 
 def save(t, reason: str) -> Path:
@@ -25,7 +25,7 @@ def save(t, reason: str) -> Path:
     if not t.strategy.is_leader:  # every rank holds the same weights: rank 0 writes them
         t.strategy.barrier()
         t.last_ckpt_step = st.step
-        return t.paths.checkpoints / ckpt.step_dir_name(st.step)
+        return t.paths.checkpoints / checkpoint_name(st.step)
     path = ckpt.save(t.paths.checkpoints, st.step, t.weights, tensors, st.to_json())
     t.last_ckpt_step = st.step
     es = st.early_stopping
