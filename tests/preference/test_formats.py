@@ -131,3 +131,15 @@ def test_truncation_is_counted_and_said(workspace, capsys, tok):
     assert start["train_examples"] + start["val_examples"] == 17
     assert "pairs left out: their prompt fills max_length = 40" in err
     assert "with a completion cut at max_length = 40" in err
+
+
+def test_a_prompt_without_a_token_of_its_own_is_refused():
+    class Whole:  # a tokenizer that merges the prompt into the completion's first token
+        eos_token = "</s>"
+
+        def __call__(self, text, **kw):
+            return {"input_ids": [hash(text) % 1000]}
+
+    rec = PD.PairRecord("p.jsonl:3", False, " ", "yes", "no")
+    with pytest.raises(UserError, match=r"^p.jsonl:3: prompt: no token of the prompt stays before the completions"):
+        PD.encode_all([rec], Whole(), 40)

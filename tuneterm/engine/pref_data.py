@@ -192,6 +192,9 @@ def encode_all(records: list, tok, max_length: int) -> tuple[list, dict]:
     out, long_prompts, truncated = [], 0, 0
     for rec in records:
         p, c, r = tokenize(rec, tok)
+        if not p:  # a completion's first token is scored from the prompt's last position
+            raise UserError(f"{rec.where}: prompt: no token of the prompt stays before the completions (its "
+                            "text merges into theirs when tokenised); end it on a word boundary")
         for key, ids in (("chosen", c), ("rejected", r)):
             if not ids:
                 raise UserError(f"{rec.where}: {key}: no tokens after the prompt")
