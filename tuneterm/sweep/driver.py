@@ -213,7 +213,11 @@ class _Driver:
             if step not in fl.reported:
                 trial.report(v, step)
                 fl.reported.add(step)
-        if fl.stopped_at is not None or (final["state"] == "done" and final.get("result") == "stopped"):
+        # Pruned only if the stop took: a run whose last step came before the stop reached it
+        # trained its whole budget and ended done, so it is a complete trial.
+        stopped = final["state"] == "done" and final.get("result") == "stopped"
+        ran_out = final["state"] == "done" and not stopped
+        if stopped or (fl.stopped_at is not None and not ran_out):
             study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
         if final["state"] == "done" and values:
