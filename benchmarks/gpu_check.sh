@@ -2,7 +2,8 @@
 # One device call, under 8 minutes on an H100/H200: the GPU tests (kernels, the engine end
 # to end on CUDA, deterministic replay), then whole fine-tuning steps (benchmarks/gpu_e2e.py:
 # tuneterm vs the HF Trainer, Liger, PEFT/TRL). Results land in $OUT (or benchmarks/results/):
-# pytest_gpu.txt, gpu_e2e.csv, gpu_e2e.md. `--kernels` runs the kernel benchmark
+# pytest_gpu.txt, gpu_e2e.csv, gpu_e2e.md, and on a machine with 2+ GPUs distributed_gpu.md
+# (benchmarks/distributed_gpu.py: DDP and FSDP2 scaling, ~3 more minutes; skipped on one GPU). `--kernels` runs the kernel benchmark
 # (benchmarks/kernels.py, ~5 min) instead of the whole-step one.
 #
 #   bash benchmarks/gpu_bundle.sh                  # here first: what the device image lacks, into .gpu/
@@ -48,5 +49,9 @@ else
     [ -f "$OUT/gpu_e2e.md" ] && cat "$OUT/gpu_e2e.md" || tail -n 30 "$OUT/e2e_log.txt"
 fi
 
-echo "== exit codes: gpu tests $tests_rc, benchmark $bench_rc"
-[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+echo "== multi-GPU: DDP and FSDP2 scaling (one line and skipped on a 1-GPU machine)"
+timeout 240 "$PY" benchmarks/distributed_gpu.py 2>&1 | grep -v 'shards' | tee "$OUT/distributed_gpu.md" | tail -n 12
+dist_rc=${PIPESTATUS[0]}
+
+echo "== exit codes: gpu tests $tests_rc, benchmark $bench_rc, multi-GPU $dist_rc"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$dist_rc" -eq 0 ]
