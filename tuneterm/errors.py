@@ -12,6 +12,7 @@ class ExitCode(enum.IntEnum):
     OK = 0          # finished: done, early-stopped, or stopped by a `stop` message
     FAILED = 1      # a training error (the reason is in events.jsonl), or any other failure
     BAD_INPUT = 2   # bad usage, session or run directory
+    GROUP_LOST = 70  # a rank of a multi-process session vanished mid-collective: a crash, resumable
     LOCKED = 73     # another worker holds RUN_DIR/.lock
     PAUSED = 75     # paused at a checkpoint (resumable)
 

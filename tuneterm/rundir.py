@@ -27,7 +27,8 @@ from tuneterm.files import (JsonlTail, complete, fsync_dir, parse_rows, read_jso
 from tuneterm.states import (ACTIVE_STATES, FINISHED_STATES, RUN_ENDS, STATES, RunEnd,  # noqa: F401
                              SessionState, exit_code_for_end, is_finished)
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_PAUSED = (int(c) for c in ExitCode)
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = int(ExitCode.OK), int(ExitCode.FAILED), int(ExitCode.BAD_INPUT)
+EXIT_LOCKED, EXIT_PAUSED = int(ExitCode.LOCKED), int(ExitCode.PAUSED)
 
 # -- paths ----------------------------------------------------------------------------------
 

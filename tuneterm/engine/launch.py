@@ -19,9 +19,9 @@ from pathlib import Path
 from tuneterm.errors import ExitCode
 
 EXIT_FILE_ENV = "TUNETERM_EXIT_FILE"  # where rank 0 writes the session's exit code
-# Rank 0's code when another rank vanished mid-collective: none of ExitCode's (not a training
-# failure, not a pause), so the runner counts the attempt as a crash and resumes it.
-EXIT_GROUP_LOST = 70
+# Rank 0's code when another rank vanished mid-collective: not a training failure, not a
+# pause, so the runner counts the attempt as a crash and resumes it.
+EXIT_GROUP_LOST = int(ExitCode.GROUP_LOST)
 
 
 def run_group(processes: int, run_dir: Path, worker_args: list[str]) -> int:
