@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 from tuneterm.rundir import FILE_NAMES
-from tuneterm.states import RUN_ENDS, STATES
+from tuneterm.states import RUN_ENDS, STATES, Want
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +78,38 @@ def bare_states(root: Path) -> list[str]:
         found += [f"{rel}:{line}: {value!r}" for line, value in strings(path.read_text(), keys=False)
                   if value in words and (rel, value) not in NOT_A_STATE]
     return found
+
+
+def wants_in(source: str) -> list[tuple[int, str]]:
+    """(line, value) of each string constant compared with, assigned to or passed as a
+    ``want`` (the queue's column saying why a worker is being ended): each should be a
+    ``states.Want`` member."""
+    words = {w.value for w in Want}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        pairs = []
+        if isinstance(node, ast.Compare):
+            pairs = [(node.left, c) for c in node.comparators] + [(c, node.left) for c in node.comparators]
+        elif isinstance(node, ast.Assign):
+            pairs = [(t, node.value) for t in node.targets]
+        elif isinstance(node, ast.Call):
+            pairs = [(ast.Name(id=k.arg), k.value) for k in node.keywords if k.arg]
+        for target, value in pairs:
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+            if isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant):
+                name = target.slice.value
+            values = value.elts if isinstance(value, (ast.Tuple, ast.List, ast.Set)) else [value]
+            found += [(v.lineno, v.value) for v in values
+                      if name == "want" and isinstance(v, ast.Constant) and v.value in words]
+    return sorted(found)
+
+
+def test_the_runner_spells_no_want_as_a_bare_string():
+    found = [f"{p.relative_to(ROOT)}:{line}: {v!r}" for p in modules(ROOT, *STATE_SCOPE)
+             for line, v in wants_in(p.read_text())]
+    assert found == [], "use tuneterm.states.Want"
+    src = 'run.want = "pause"\nif row["want"] in ("cancel", x):\n    f(want="bounce")\nok = verb == "pause"\n'
+    assert wants_in(src) == [(1, "pause"), (2, "cancel"), (3, "bounce")]
 
 
 def test_run_directory_file_names_are_spelled_only_in_rundir():

@@ -104,6 +104,25 @@ class RunEnd(_Named):
         return ExitCode.PAUSED if self is RunEnd.PAUSED else ExitCode.FAILED
 
 
+class Want(_Named):
+    """Why the daemon is ending (or bouncing) a running worker: the queue's ``want`` column,
+    set when the request is taken and read when the worker exits, so that its exit code is
+    read as what was asked (a SIGTERM'd worker asked to pause is paused, not crashed)."""
+
+    PAUSE = "pause"        # `pause`: checkpoint and exit 75; the session is paused
+    CANCEL = "cancel"      # `cancel`: the session is cancelled whatever the worker does
+    BOUNCE = "bounce"      # a restart asked (new knobs that need one): pause, then queue again
+    SHUTDOWN = "shutdown"  # the daemon is stopping: the session is interrupted, resumed later
+    WALL = "wall"          # runtime.max_wall_s passed: failed, with the limit as the reason
+    HUNG = "hung"          # no step and no heartbeat for too long: killed, a crash
+    RESTART = "restart"    # the mark on a session paused by `daemon stop`: `daemon start` resumes it
+
+    @property
+    def stopping(self) -> bool:
+        """It ends the worker (a bounce restarts it; a restart mark is on a paused session)."""
+        return self not in (Want.BOUNCE, Want.RESTART)
+
+
 RUN_ENDS = tuple(e.value for e in RunEnd)
 COMPLETED_ENDS = tuple(e.value for e in RunEnd if e.completed)
 

@@ -35,7 +35,7 @@ from tuneterm.runner.store import Store
 from tuneterm.runner.supervise import StopReport, Supervisor
 from tuneterm.runner.tail import Tailer
 from tuneterm.session.problems import Problem
-from tuneterm.states import ACTIVE_STATES, SessionState, is_finished
+from tuneterm.states import ACTIVE_STATES, SessionState, Want, is_finished
 from tuneterm.workspace import Workspace, inside, new_run_id
 
 log = logging.getLogger("tuneterm.runner")
@@ -249,8 +249,8 @@ class Daemon:
             row = self.set_state(row["id"], **fields)
         elif fields:
             row = self.store.update(row["id"], **fields)
-        if out.action == "stop":
-            self.sup.stop_worker(row["id"], verb)
+        if out.action == "stop":  # out.want says why (pause or cancel)
+            self.sup.stop_worker(row["id"], out.want)
         return self.view(row)
 
     def move(self, ref, to: int | None, by: int | None) -> dict:
@@ -287,25 +287,25 @@ class Daemon:
         if run.want in transitions.STOPPING:
             return self._refuse(row, msg, f"session {row['run_id']} is stopping ({run.want})")
         if msg["type"] in ("pause",):
-            self.store.update(row["id"], want="pause")
+            self.store.update(row["id"], want=Want.PAUSE)
         fut = asyncio.get_running_loop().create_future()
         run.pending[mid] = (msg, fut)
         if run.handle.adopted:
             # No pipe to a re-adopted worker: pause it (SIGTERM) and continue under a new
             # worker that gets the message (docs/runner.md, "Re-adoption").
             if msg["type"] == "pause":
-                run.want = "pause"
+                run.want = Want.PAUSE
                 run.handle.signal(signal.SIGTERM)
             else:
                 run.outbox.append(msg)
-                if run.want != "bounce":
-                    run.want = "bounce"
+                if run.want != Want.BOUNCE:
+                    run.want = Want.BOUNCE
                     run.handle.signal(signal.SIGTERM)
         elif not await run.handle.send(msg):
             run.pending.pop(mid, None)
             return self._refuse(row, msg, "the worker no longer reads control messages (it is exiting)")
         if msg["type"] == "pause":
-            run.want = "pause"
+            run.want = Want.PAUSE
         try:
             return await asyncio.wait_for(asyncio.shield(fut), wait)
         except asyncio.TimeoutError:

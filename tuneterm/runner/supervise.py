@@ -24,7 +24,7 @@ from tuneterm.runner.executor import WorkerHandle, proc_state
 from tuneterm.runner.limits import Limits, read_limits
 from tuneterm.runner.store import Store
 from tuneterm.rundir import RunDir, last_end_event, latest_checkpoint_step
-from tuneterm.states import RunEnd
+from tuneterm.states import RunEnd, Want
 from tuneterm.states import SessionState as S
 
 log = logging.getLogger("tuneterm.runner")
@@ -82,7 +82,7 @@ class Supervisor:
 
     # -- stopping workers ---------------------------------------------------------------------
 
-    def stop_worker(self, sid: int, why: str, detail: str = "") -> None:
+    def stop_worker(self, sid: int, why: Want, detail: str = "") -> None:
         run = self.runs.get(sid)
         if run is None:
             return
@@ -155,7 +155,7 @@ class Supervisor:
             if lim.max_wall_s and now - run.began > lim.max_wall_s:
                 why = f"wall-clock limit reached ([runtime] max_wall_s = {lim.max_wall_s:g})"
                 log.warning("session %s: %s; pausing it", run.sid, why)
-                self.stop_worker(run.sid, "wall", why)
+                self.stop_worker(run.sid, Want.WALL, why)
                 continue
             if lim.heartbeat_s:
                 run.life = max(run.life, _files_life(run.run_dir, now))
@@ -164,7 +164,7 @@ class Supervisor:
                     why = (f"no heartbeat for {silent:.0f}s ([runtime] heartbeat_s = {lim.heartbeat_s:g}): "
                            f"the worker hung{' (stopped, state T)' if _is_stopped(run.handle) else ''}; killed it")
                     log.warning("session %s: %s", run.sid, why)
-                    run.want, run.detail = "hung", why
+                    run.want, run.detail = Want.HUNG, why
                     run.handle.signal(signal.SIGKILL)
 
     # -- one session's workers --------------------------------------------------------------------
@@ -180,7 +180,7 @@ class Supervisor:
                     log.info("session %s: re-adopted worker pid %s", sid, handle.pid)
                     if (row["pid"], row["pid_start"]) != (handle.pid, handle.pid_start):
                         row = self.store.update(sid, pid=handle.pid, pid_start=handle.pid_start)
-                    if row["want"] in ("pause", "cancel"):
+                    if row["want"] in (Want.PAUSE, Want.CANCEL):
                         run.want = row["want"]
                         handle.signal(signal.SIGTERM)
                 else:
@@ -199,7 +199,7 @@ class Supervisor:
                 run.began = run.life = time.monotonic()
                 if row["state"] != S.RUNNING:
                     self.sessions.set_state(sid, state=S.RUNNING, error=None)
-                if run.want in ("pause", "cancel", "shutdown") and not handle.adopted:
+                if run.want in (Want.PAUSE, Want.CANCEL, Want.SHUTDOWN) and not handle.adopted:
                     self.stop_worker(sid, run.want)  # asked while the worker was starting
                 for msg in run.outbox:
                     await handle.send(msg)
@@ -316,7 +316,7 @@ class Supervisor:
         self.stopping = True
         sids = list(self.runs)
         for sid in sids:
-            self.stop_worker(sid, "shutdown")
+            self.stop_worker(sid, Want.SHUTDOWN)
         killed: list[int] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace

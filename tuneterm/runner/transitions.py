@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from tuneterm.errors import UserError
 from tuneterm.rundir import EXIT_BAD_INPUT as EXIT_BAD  # the worker exit codes are the run directory's
 from tuneterm.rundir import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PAUSED, exit_code_for_end
-from tuneterm.states import RunEnd
+from tuneterm.states import RunEnd, Want
 from tuneterm.states import SessionState as S
 
-STOPPING = ("pause", "cancel", "shutdown", "wall", "hung")  # wants that end a worker
+STOPPING = tuple(w for w in Want if w.stopping)  # wants that end a worker (a tuple: the column holds str)
 # The mark on a session paused by `daemon stop`: `daemon start` resumes exactly these.
-STOPPED_BY_DAEMON = "restart"
+STOPPED_BY_DAEMON = Want.RESTART
 
 _KEEP = object()
 
@@ -76,7 +76,7 @@ def on_request(verb: str, state: str, want: str | None, supervised: bool) -> Out
     starting) a worker for it. Raises UserError for what a person may not do."""
     if verb == "pause":
         if supervised or state == S.RUNNING:
-            return Outcome(want="pause", action="stop")
+            return Outcome(want=Want.PAUSE, action="stop")
         if state in (S.QUEUED, S.INTERRUPTED):
             return Outcome(state=S.PAUSED)
         if state == S.PAUSED:
@@ -85,14 +85,14 @@ def on_request(verb: str, state: str, want: str | None, supervised: bool) -> Out
     if verb == "resume":
         if state in (S.PAUSED, S.INTERRUPTED):
             return Outcome(state=S.QUEUED, want=None, crashes=0, error=None)
-        if state == S.RUNNING and want == "pause":
+        if state == S.RUNNING and want == Want.PAUSE:
             raise UserError("is pausing; resume it once it is paused")
         if state in (S.QUEUED, S.RUNNING):
             return Outcome()
         raise UserError(f"is {state}; use `queue retry` to run it again")
     if verb == "cancel":
         if supervised or state == S.RUNNING:
-            return Outcome(want="cancel", action="stop")
+            return Outcome(want=Want.CANCEL, action="stop")
         if state in (S.QUEUED, S.PAUSED, S.INTERRUPTED):
             return Outcome(state=S.CANCELLED, want=None, finished=True)
         if state == S.CANCELLED:
@@ -127,20 +127,20 @@ def on_exit(*, code: int | None, want: str | None, end_state: str | None, reason
     if code == EXIT_OK:
         return Outcome(state=S.DONE, result=end_state or RunEnd.DONE, crashes=0, **done)
     stopped = code == EXIT_PAUSED or (code < 0 and want in STOPPING)
-    if want == "bounce" and code == EXIT_PAUSED:
+    if want == Want.BOUNCE and code == EXIT_PAUSED:
         return Outcome(want=None, action="restart")
-    if want == "hung":
+    if want == Want.HUNG:
         # Killed by the daemon for a lost heartbeat: a crash (it may hang again).
         return _crash(code, crashes + 1, max_crashes, detail or "no heartbeat")
     if stopped:
         forced = f" (did not stop in time: killed by {signame(code)})" if code < 0 else ""
-        if want == "cancel":
+        if want == Want.CANCEL:
             return Outcome(state=S.CANCELLED, **done)
-        if want == "shutdown":
+        if want == Want.SHUTDOWN:
             return Outcome(state=S.PAUSED, want=STOPPED_BY_DAEMON, clear_pid=True, crashes=0,
                            error="stopped by `tuneterm daemon stop`" + forced +
                                  "; `queue resume` or `daemon start` continues it")
-        if want == "wall":
+        if want == Want.WALL:
             return Outcome(state=S.FAILED, error=(detail or "wall-clock limit reached") + forced +
                            "; checkpointed: `queue retry` continues it", **done)
         return Outcome(state=S.PAUSED, want=None, clear_pid=True, crashes=0)
@@ -152,7 +152,7 @@ def on_exit(*, code: int | None, want: str | None, end_state: str | None, reason
     if code in (EXIT_FAILED, EXIT_BAD):
         what = "training failed" if code == EXIT_FAILED else "bad session or run directory"
         return Outcome(state=S.FAILED, error=f"{what}: {reason}" if reason else what, **done)
-    if want == "cancel":
+    if want == Want.CANCEL:
         return Outcome(state=S.CANCELLED, **done)
     how = f"killed by {signame(code)}" if code < 0 else f"exit code {code}"
     return _crash(code, 1 if progress else crashes + 1, max_crashes, how)
@@ -174,9 +174,9 @@ def on_recover(want: str | None, end_state: str | None, reason: str | None = Non
         return Outcome(state=S.DONE, result=end_state, **done)
     if end is RunEnd.FAILED:
         return Outcome(state=S.FAILED, error=f"training failed: {reason or ''}".rstrip(": "), **done)
-    if want == "cancel":
+    if want == Want.CANCEL:
         return Outcome(state=S.CANCELLED, **done)
-    if end is RunEnd.PAUSED and want == "pause":
+    if end is RunEnd.PAUSED and want == Want.PAUSE:
         return Outcome(state=S.PAUSED, want=None, clear_pid=True)
     return Outcome(state=S.INTERRUPTED, clear_pid=True,
                    error="the worker ended while no daemon ran; resuming from the last checkpoint")
