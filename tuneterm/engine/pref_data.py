@@ -233,16 +233,21 @@ class Pairs:
 
 
 def collate(dataset: Pairs, indices, pad_id: int, device) -> dict:
-    """One row per pair: prompt, chosen, rejected (padded to the longest row). ``sel``: the
-    flattened positions whose next-token log-prob counts, ``targets`` those tokens, ``seq``
-    which completion each belongs to (pair j's chosen: j, its rejected: B + j)."""
+    """One row per pair: prompt, chosen, rejected (padded to the longest row). Every tensor
+    is row-major, so that a rank's rows of a micro-batch are ``t[a:b]`` of each (micro.py):
+    ``target_ids`` are a row's completion tokens (chosen, then rejected), ``target_at`` the
+    position in its row whose next-token log-prob scores each, ``target_side`` 0 (chosen),
+    1 (rejected) or -1 (padding); ``n_tokens`` each row's (chosen, rejected) lengths."""
     pairs = [dataset.pairs[int(i)] for i in indices]
     b = len(pairs)
     width = max(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    n_target = max(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
     ids = np.full((b, width), pad_id, dtype=np.int64)
     pos = np.zeros((b, width), dtype=np.int64)
     allowed = np.zeros((b, width, width), dtype=bool)
-    sel, targets, seq = [], [], []
+    target_ids = np.zeros((b, n_target), dtype=np.int64)
+    target_at = np.zeros((b, n_target), dtype=np.int64)
+    target_side = np.full((b, n_target), -1, dtype=np.int64)
     for j, p in enumerate(pairs):
         n_p, n_c, n_r = len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)
         ids[j, :n_p + n_c + n_r] = p.prompt_ids + p.chosen_ids + p.rejected_ids
@@ -255,20 +260,18 @@ def collate(dataset: Pairs, indices, pad_id: int, device) -> dict:
         for t in range(n_p + n_c + n_r, width):
             allowed[j, t, t] = True  # padding attends to itself only (no empty softmax)
         # the log-prob of a completion's first token is read at the prompt's last position
-        sel += [j * width + t for t in [n_p - 1, *range(n_p, n_p + n_c - 1)]]
-        sel += [j * width + t for t in [n_p - 1, *range(r0, r0 + n_r - 1)]]
-        targets += p.chosen_ids + p.rejected_ids
-        seq += [j] * n_c + [b + j] * n_r
+        target_at[j, :n_c + n_r] = [n_p - 1, *range(n_p, n_p + n_c - 1), n_p - 1, *range(r0, r0 + n_r - 1)]
+        target_ids[j, :n_c + n_r] = p.chosen_ids + p.rejected_ids
+        target_side[j, :n_c], target_side[j, n_c:n_c + n_r] = 0, 1
     mask = torch.zeros(b, 1, width, width).masked_fill(~torch.from_numpy(allowed)[:, None],
                                                        torch.finfo(torch.float32).min)
     batch = {"input_ids": torch.from_numpy(ids).to(device), "attention_mask": mask.to(device),
              "position_ids": torch.from_numpy(pos).to(device),
-             "sel": torch.tensor(sel, dtype=torch.int64, device=device),
-             "targets": torch.tensor(targets, dtype=torch.int64, device=device),
-             "seq": torch.tensor(seq, dtype=torch.int64, device=device),
-             "n_tokens": torch.tensor([len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs],
-                                      dtype=torch.float32, device=device),
-             "pairs": b}
+             "target_ids": torch.from_numpy(target_ids).to(device),
+             "target_at": torch.from_numpy(target_at).to(device),
+             "target_side": torch.from_numpy(target_side).to(device),
+             "n_tokens": torch.tensor([[len(p.chosen_ids), len(p.rejected_ids)] for p in pairs],
+                                      dtype=torch.float32, device=device)}
     if dataset.ref is not None:
         at = torch.as_tensor([int(i) for i in indices])
         batch["ref_chosen"] = dataset.ref[0][at].to(device)

@@ -104,18 +104,22 @@ def _read(path: Path, sizes: dict) -> dict | None:
 def load_or_compute(model, data, env, max_length: int, compute) -> tuple[str, str]:
     """Attach the reference log-probs to ``data.train`` and ``data.val`` (``Pairs.ref``),
     read from a cache file or computed by ``compute(dataset) -> (chosen, rejected)`` and
-    written to the run directory; returns (file name, "cached" | "computed")."""
+    written to the run directory (by rank 0 alone); returns (file name, "cached" | "computed")."""
     from safetensors.torch import save
 
     from tuneterm.rundir import write_atomic
 
+    # On several processes rank 0 alone writes the run directory; another rank reads a file
+    # it finds (whole or absent: written by a rename) or computes the same values in memory,
+    # rather than waiting at a barrier for as long as rank 0's pass over the data takes.
+    lead = env.strategy is None or env.strategy.is_leader
     name = CACHE.format(fingerprint(model, data, max_length, (env.dtype, env.acc.autocast_dtype)))
     sizes = {"train": len(data.train), "val": len(data.val)}
     found = None
     for path in _candidates(env, name):
         found = _read(path, sizes)
         if found is not None:
-            if path != Path(env.run_dir) / name:
+            if lead and path != Path(env.run_dir) / name:
                 shutil.copyfile(path, Path(env.run_dir) / f".{name}.copy")
                 Path(env.run_dir, f".{name}.copy").replace(Path(env.run_dir) / name)
             break
@@ -125,7 +129,8 @@ def load_or_compute(model, data, env, max_length: int, compute) -> tuple[str, st
         for split in SPLITS:
             chosen, rejected = compute(getattr(data, split))
             found[f"{split}_chosen"], found[f"{split}_rejected"] = chosen.float().cpu(), rejected.float().cpu()
-        write_atomic(Path(env.run_dir) / name, save(found))
+        if lead:
+            write_atomic(Path(env.run_dir) / name, save(found))
     for split in SPLITS:
         getattr(data, split).ref = (found[f"{split}_chosen"], found[f"{split}_rejected"])
     return name, how

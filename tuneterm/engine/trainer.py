@@ -99,7 +99,8 @@ class Trainer:
         model = self.task.build_model(s, self.workspace, self.tokenizer, self.data)
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.env = TaskEnv(self.device, self.dtype, self.acc, self.run_dir, self.workspace,
-                           s.evaluation.batch_size or 2 * s.hyperparameters.batch_size, s.lora.enabled, self.replay_of)
+                           s.evaluation.batch_size or 2 * s.hyperparameters.batch_size, s.lora.enabled, self.replay_of,
+                           strategy=self.strategy)
         self.task.bind(self.model, self.env)  # a second model (preference's reference) follows these choices
         self.dctx = drop.DropoutContext(s.session.seed)
         self.sites = drop.install(self.model, self.dctx, s.hyperparameters.dropout, self.impl)

@@ -25,7 +25,8 @@ class TaskData:
 class TaskEnv:
     """What the trainer decided that a task's second model (preference tuning's reference)
     or its work before step 1 must follow: device, dtype, accel (kernels, precision,
-    compile), where the run lives, the evaluation batch size."""
+    compile), where the run lives, the evaluation batch size, and the strategy (the ranks'
+    sums for values of a step; rank 0 alone writes files)."""
     device: Any
     dtype: Any
     acc: Any  # engine/accel.Accel
@@ -34,6 +35,7 @@ class TaskEnv:
     eval_batch_size: int
     lora: bool  # the model gets LoRA adapters after bind()
     replay_of: Any = None  # the run a replay retrains (Path | None)
+    strategy: Any = None  # engine/strategy's Single | DDP; None: one process
 
 
 class Task(Protocol):
@@ -74,7 +76,9 @@ class Task(Protocol):
 
     def step_metrics(self) -> dict:
         """Values for the training row of the step just computed (beside loss, lr, ...),
-        from the ``loss`` calls since the last call, which it forgets."""
+        from the ``loss`` calls since the last call, which it forgets. Called on every rank
+        at the same points (a rank with no rows too): the global batch's values, summed
+        over ranks with ``env.strategy``."""
 
     def evaluate_file(self, run, path) -> dict:
         """`tuneterm eval`: {"run", "checkpoint", "step", "data", "examples", *the metrics without

@@ -70,6 +70,7 @@ class PreferenceTask(CausalLMTask):
         self.seed, self.micro_batch = 0, 1  # the first epoch's order and micro-batches (precompute)
         self._stats = np.zeros(len(STATS))
         self._pairs = 0
+        self.strategy = None  # env.strategy: a step's sums are the ranks' together
 
     def mode(self, metric: str) -> str:
         return SPEC.metrics[metric]
@@ -101,6 +102,7 @@ class PreferenceTask(CausalLMTask):
                         warnings=[f"{what} data: {line}" for what, line in lost.items() if line])
 
     def bind(self, model, env) -> None:
+        self.strategy = env.strategy
         self.reference = REF.kind(self.settings, env.lora)
         if self.reference == "frozen-copy":
             self.frozen = REF.frozen_copy(model, env.acc)
@@ -129,18 +131,23 @@ class PreferenceTask(CausalLMTask):
         return PD.collate(dataset, indices, self.pad_id, device)
 
     def batch_weight(self, batch: dict) -> int:
-        return int(batch["pairs"])
+        return int(batch["input_ids"].shape[0])
 
     def logps(self, model, batch: dict) -> PL.Logps:
         """The model's summed log-probs of each pair's chosen and rejected completion."""
         hidden, head = self._hidden_and_head(model, batch)
-        h = hidden.reshape(-1, hidden.shape[-1])[batch["sel"]]
+        b, width = batch["input_ids"].shape
+        side = batch["target_side"]
+        scored = side >= 0
+        row = torch.arange(b, device=side.device)[:, None]
+        h = hidden.reshape(-1, hidden.shape[-1])[(row * width + batch["target_at"])[scored]]
         logits = logit_head.apply(head(h).float(), *logit_head.transform(model))
-        tok = logits.gather(1, batch["targets"][:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
-        b = batch["pairs"]
-        sums = torch.zeros(2 * b, dtype=tok.dtype, device=tok.device).index_add(0, batch["seq"], tok)
+        targets = batch["target_ids"][scored]
+        tok = logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+        # pair j's chosen sums into j, its rejected into b + j
+        sums = torch.zeros(2 * b, dtype=tok.dtype, device=tok.device).index_add(0, (side * b + row)[scored], tok)
         n = batch["n_tokens"]
-        return PL.Logps(sums[:b], sums[b:], n[:b], n[b:])
+        return PL.Logps(sums[:b], sums[b:], n[:, 0], n[:, 1])
 
     def ref_logps(self, model, batch: dict) -> tuple:
         """(chosen, rejected) of the reference model, or (None, None) without one."""
@@ -171,10 +178,13 @@ class PreferenceTask(CausalLMTask):
         self._stats += vals.cpu().numpy()
         self._pairs += loss.shape[0]
 
-    def _take(self) -> dict:
-        out = {k: float(v / self._pairs) for k, v in zip(STATS, self._stats)} if self._pairs else {}
+    def _take(self, across_ranks: bool = False) -> dict:
+        stats, pairs = self._stats.tolist(), self._pairs
+        if across_ranks and self.strategy is not None and self.strategy.world > 1:
+            # one collective, on every rank (one with no rows sends zeros): the global batch's means
+            *stats, pairs = self.strategy.all_sum([*stats, float(pairs)])
         self._stats[:], self._pairs = 0.0, 0
-        return out
+        return {k: float(v / pairs) for k, v in zip(STATS, stats)} if pairs else {}
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         loss, lp, r_c, r_r = self.pair_terms(model, batch)
@@ -182,7 +192,10 @@ class PreferenceTask(CausalLMTask):
         return loss.mean()
 
     def step_metrics(self) -> dict:
-        out = self._take()
+        # Every rank calls this at the same points (micro.py's forget before a step, the
+        # trainer's row after it): each call is one sum over the ranks. Evaluation needs
+        # none: every rank evaluates the whole validation set.
+        out = self._take(across_ranks=True)
         out.pop("loss", None)  # the trainer's own
         return out
 
