@@ -83,3 +83,25 @@ def test_the_worker_writes_library_warnings_to_log_txt_only(workspace):
                        timeout=300, env=_env(), stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr
     _assert_logged_not_printed(p.stderr, rd)
+
+
+def test_loading_a_model_folder_draws_no_progress_bar(tmp_path, capfd):
+    """transformers draws a "Loading weights" tqdm bar on stderr for every from_pretrained
+    (SmolLM2, any model folder); a run's terminal shows tuneterm's own lines only."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from tuneterm.engine.models import _tiny_config, build_causal_lm, build_model, load_tokenizer
+
+    hf_logging.enable_progress_bar()  # the library's default, whatever an earlier test set
+    tok = load_tokenizer("builtin:tiny-llama")
+    config = _tiny_config("builtin:tiny-llama", 2, len(tok), tok.pad_token_id)
+    for auto, build in ((AutoModelForCausalLM, lambda f: build_causal_lm(str(f), tokenizer=tok)),
+                        (AutoModelForSequenceClassification, lambda f: build_model(str(f), 2, tokenizer=tok))):
+        folder = tmp_path / auto.__name__
+        auto.from_config(config).save_pretrained(str(folder), safe_serialization=True)
+        tok.save_pretrained(str(folder))
+        capfd.readouterr()
+        build(folder)
+        err = capfd.readouterr().err
+        assert "Loading weights" not in err, err

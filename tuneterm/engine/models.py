@@ -85,6 +85,14 @@ def check_model_folder(folder: Path, source: str) -> None:
                         "(save_pretrained(..., safe_serialization=True))", field="model.source")
 
 
+def quiet_loading() -> None:
+    """No "Loading weights" bar: transformers draws one (tqdm, on stderr) at every
+    from_pretrained, and a run's terminal shows tuneterm's own lines only."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_tokenizer(source: str, workspace: Path | None = None):
     from transformers import AutoTokenizer
 
@@ -140,6 +148,7 @@ def build_model(source: str, num_labels: int, *, tokenizer, workspace: Path | No
     import transformers
 
     transformers.logging.set_verbosity_error()  # "newly initialized classifier" is expected
+    quiet_loading()
     try:
         return AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True)
     except (OSError, ValueError) as e:
@@ -174,6 +183,7 @@ def build_causal_lm(source: str, *, tokenizer, workspace: Path | None = None, se
         if meta:
             with torch.device("meta"):
                 return AutoModelForCausalLM.from_config(config)
+        quiet_loading()
         return AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch.float32, use_safetensors=True)
     except (OSError, ValueError) as e:
         raise UserError(f"model.source: cannot load {source!r} as a causal LM: {str(e).splitlines()[0]}") from None
