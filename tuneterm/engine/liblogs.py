@@ -40,6 +40,14 @@ def route_library_warnings() -> None:
         root.addHandler(logging.NullHandler())
 
 
+def quiet_loading() -> None:
+    """No "Loading weights" bar: transformers draws one (tqdm, on stderr) at every
+    from_pretrained, and a run's terminal shows tuneterm's own lines only."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 class OwnLines(logging.Filter):
     """For a handler on a terminal: tuneterm's lines, not the libraries'."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from tuneterm.engine.liblogs import quiet_loading
 from tuneterm.errors import UserError
 from tuneterm.session.check import HUB_ID
 from tuneterm.session.schema import BUILTIN_MODELS
@@ -83,14 +84,6 @@ def check_model_folder(folder: Path, source: str) -> None:
         raise UserError(f"{source!r} holds its weights as {pickles[0]}, a pickle (loading it could run code); "
                         "tuneterm loads only .safetensors: convert it where you trust it "
                         "(save_pretrained(..., safe_serialization=True))", field="model.source")
-
-
-def quiet_loading() -> None:
-    """No "Loading weights" bar: transformers draws one (tqdm, on stderr) at every
-    from_pretrained, and a run's terminal shows tuneterm's own lines only."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def load_tokenizer(source: str, workspace: Path | None = None):

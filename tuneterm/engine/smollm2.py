@@ -64,7 +64,7 @@ def convert(gguf: Path, target: Path) -> None:
     except ImportError:
         raise UserError("model.source: converting builtin:smollm2-135m needs the packages gguf and accelerate "
                         "(run scripts/setup.sh)") from None
-    from tuneterm.engine.models import quiet_loading
+    from tuneterm.engine.liblogs import quiet_loading
 
     quiet_loading()  # the loader's bar (the GGUF reader draws its own, with tqdm itself)
     target.parent.mkdir(parents=True, exist_ok=True)
