@@ -81,6 +81,15 @@ class RunDir:
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints / checkpoint_name(step)
 
+    def is_run(self) -> bool:
+        """Whether this folder is a run directory: its frozen session beside something only
+        a run has (a user's folder that merely holds a session.toml is not one)."""
+        try:
+            return self.session.is_file() and any(
+                p.exists() for p in (self.events, self.metrics, self.queue_row, self.lock, self.checkpoints))
+        except OSError:  # a folder that cannot be read is not known to be one
+            return False
+
 
 # -- the end of an attempt ------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ def test_read_only_verbs_never_start_a_daemon_or_training(runner):
     r = runner.tt("daemon", "stop")
     assert r.returncode == 0 and "daemon stopped" in r.stdout, r.stdout + r.stderr
     for verb in (["queue", "ls"], ["queue", "ls", "--json"], ["queue", "logs", str(s["id"])],
-                 ["daemon", "status"]):
+                 ["queue", "show", str(s["id"])], ["daemon", "status"]):
         r = runner.tt(*verb)
         assert runner.daemon_pid() is None, f"{verb} started a daemon"
         assert not runner.worker_pids(), f"{verb} started training"

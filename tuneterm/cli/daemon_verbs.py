@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from tuneterm.cli.common import finish, print_json, workspace
 from tuneterm.states import SessionState
@@ -128,18 +127,9 @@ def cmd_daemon_stop(args) -> int:
 
 
 def _alive(pid: int) -> bool:
-    import os
+    from tuneterm.runner.health import pid_alive
 
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return pid_alive(pid)
 
 
 def cmd_daemon_status(args) -> int:

@@ -1,9 +1,9 @@
-"""Runner verbs: `queue add|ls|pause|resume|cancel|move|retry|logs`, `set`, `freeze`,
+"""Runner verbs: `queue add|ls|show|pause|resume|cancel|move|retry|logs`, `set`, `freeze`,
 `unfreeze`, `daemon start|stop|status`, `watch`. They talk to the workspace's daemon
 through ``tuneterm.runner.client`` (no torch, no textual: they start in milliseconds).
 
 Only the verbs that mean "train" start a daemon when none runs: `queue add`, `queue
-resume`, `queue retry`, `daemon start` (and the TUI). `queue ls` and `queue logs` read the
+resume`, `queue retry`, `daemon start` (and the TUI). `queue ls`, `show` and `logs` read the
 queue database and run directories when no daemon runs; the other verbs need a running
 daemon (docs/runner.md, "Which verbs start the daemon").
 """
@@ -22,10 +22,10 @@ from tuneterm.states import SessionState
 
 
 def register(sub) -> None:
-    q = sub.add_parser("queue", help="the session queue: add, ls, pause, resume, cancel, move, retry, logs "
+    q = sub.add_parser("queue", help="the session queue: add, ls, show, pause, resume, cancel, move, retry, logs "
                                      "(only add, resume and retry start the daemon)",
                        description="Manage the queue of the workspace's runner daemon. Only add, resume and "
-                                   "retry start the daemon when none runs; ls and logs then read the queue "
+                                   "retry start the daemon when none runs; ls, show and logs then read the queue "
                                    "from disk; pause, cancel and move need a running daemon.")
     qs = q.add_subparsers(dest="queue_verb", metavar="VERB", parser_class=sub._parser_class)
     qs.required = True
@@ -55,6 +55,12 @@ def register(sub) -> None:
     g.add_argument("--top", action="store_true")
     g.add_argument("--bottom", action="store_true")
     finish(p, cmd_queue_move)
+
+    p = qs.add_parser("show", help="one session: state, progress, its run directory and, for a multi-process "
+                                   "session, its process count and each rank's last step and step time, or the "
+                                   "rank that stalled (never starts the daemon)")
+    p.add_argument("ref", metavar="RUN")
+    finish(p, cmd_queue_show)
 
     p = qs.add_parser("logs", help="a session's log (log.txt of its run directory, else the worker's stderr; "
                                    "never starts the daemon)")
@@ -149,6 +155,13 @@ def _offline(args):
         return None
 
 
+def _health(s: dict) -> str:
+    """A multi-process session's per-rank line (runner/health.py); "" otherwise."""
+    from tuneterm.runner.health import health_line, session_processes
+
+    return health_line(s.get("processes") or session_processes(s["run_dir"]), s.get("ranks") or [])
+
+
 def cmd_queue_ls(args) -> int:
     c = _offline(args)
     if c is None:
@@ -163,8 +176,29 @@ def cmd_queue_ls(args) -> int:
         print_json(sessions)
     elif sessions:
         print_table(_rows(sessions), _COLUMNS)
+        for s in sessions:  # a running multi-process session: its ranks, under the table
+            line = _health(s) if s["state"] == SessionState.RUNNING and s.get("processes") else ""
+            if line:
+                sys.stdout.write(f"{s['id']} {s['name']}: {line}\n")
     else:
         sys.stdout.write("the queue is empty\n")
+    return 0
+
+
+def cmd_queue_show(args) -> int:
+    s = _view(args)
+    if args.json:
+        print_json(s)
+        return 0
+    row = _rows([s])[0]
+    lines = [f"{k:<9} {row[k]}" for k in _COLUMNS if row[k] and row[k] != "-" and k != "note"]
+    lines += [f"{'run dir':<9} {s['run_dir']}", f"{'attempts':<9} {s['attempts']} ({s['crashes']} crashes in a row)"]
+    if s.get("error"):
+        lines.append(f"{'error':<9} {s['error']}")
+    health = _health(s)
+    if health:
+        lines.append(health)
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
@@ -196,15 +230,19 @@ def cmd_queue_move(args) -> int:
     return 0
 
 
-def cmd_queue_logs(args) -> int:
+def _view(args) -> dict:
+    """The session ``args.ref`` names, from the daemon, else as it is on disk."""
     c = _offline(args)
     if c is None:
         from tuneterm.runner.readonly import read_session
 
-        s = read_session(workspace(args), _ref(args.ref))
-    else:
-        with c:
-            s = c.get(_ref(args.ref))
+        return read_session(workspace(args), _ref(args.ref))
+    with c:
+        return c.get(_ref(args.ref))
+
+
+def cmd_queue_logs(args) -> int:
+    s = _view(args)
     rd = RunDir(s["run_dir"])
     path, stderr = rd.log, rd.worker_stderr
     if (not path.exists() or path.stat().st_size == 0) and stderr.exists() and stderr.stat().st_size:

@@ -27,7 +27,7 @@ from tuneterm.engine import data as D
 from tuneterm.engine import dropout as drop
 from tuneterm.engine import edits as E
 from tuneterm.engine import layers as L
-from tuneterm.engine import grad_ckpt, micro, oom, optim, plan, resume, schedule
+from tuneterm.engine import grad_ckpt, heartbeat, micro, oom, optim, plan, resume, schedule
 from tuneterm.engine import strategy as S
 from tuneterm.engine.control import Mailbox, Sink
 from tuneterm.engine.early_stop import EarlyStopping
@@ -272,6 +272,7 @@ class Trainer:
         st.move_to(step_plan.after)
         st.samples_seen += step_plan.units
         dt = time.perf_counter() - t0
+        heartbeat.beat(self, dt)  # out of band: a stalled rank cannot report through a collective
         row = {"kind": "train", "step": st.step, "epoch": round(plan.progress(self.knobs(), st.position), 6),
                "loss": loss_value if finite else None, "lr": lr, "grad_norm": gnorm_value if finite else None,
                "batch_size": self.hp.batch_size, "total_steps": st.total_steps,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from tuneterm.errors import UserError
+from tuneterm.runner.health import run_health
 from tuneterm.runner.store import Store
 from tuneterm.runner.tail import Tailer
 from tuneterm.states import SessionState
@@ -50,6 +51,11 @@ class Queue:
         if index is None:
             index = self.store.index_of(row["id"])
         running = row["state"] == SessionState.RUNNING
+        # per-rank health of a multi-process run (its heartbeat files); a started attempt's
+        # start event dates the beats that are its own (no end row after it)
+        processes, ranks = run_health(f"{self.runs}{os.sep}{row['run_id']}", running=running,
+                                      since=t.began if t.end is None else float("inf")) \
+            if row["attempts"] else (None, [])
         return {
             "id": row["id"], "run_id": row["run_id"], "name": row["name"], "model": row["model"],
             "data": row["data"], "state": row["state"], "position": index + 1, "step": t.step,
@@ -58,7 +64,7 @@ class Queue:
             "run_dir": f"{self.runs}{os.sep}{row['run_id']}", "created": row["created"], "started": row["started"],
             "finished": row["finished"], "attempts": row["attempts"], "crashes": row["crashes"],
             "error": row["error"], "result": row["result"], "want": row["want"],
-            "pid": row["pid"] if running else None,
+            "pid": row["pid"] if running else None, "processes": processes, "ranks": ranks,
         }
 
     def list(self) -> list[dict]:

@@ -46,6 +46,7 @@ class Tailer:
         self.total_steps: int | None = None
         self.end: dict | None = None  # the last "end" event
         self.last_event: dict | None = None
+        self.began: float | None = None  # the wall time of this attempt's start/resume event
         self._recent: deque = deque(maxlen=32)  # (time, step) of recent train rows
 
     def refresh(self) -> list[tuple[str, dict]]:
@@ -108,6 +109,7 @@ class Tailer:
                 self.end = row
             elif row.get("kind") in ("start", "resume"):
                 self.end = None
+                self.began = row.get("time") if isinstance(row.get("time"), (int, float)) else None
                 self._recent.clear()
 
     def _read_metric(self) -> None:
