@@ -44,12 +44,14 @@ QUEUE_ROW = "queue.json"      # the runner's copy of the session's queue row (a 
 WORKER_STDERR = "worker.stderr"  # the worker's stderr, appended by the executor (a crash's traceback)
 CONFUSION = "confusion.json"  # a finished classification run's confusion matrix (engine/predict.py)
 TENSORBOARD = "tensorboard"   # [tracking] tensorboard = true: TensorBoard's event files
+HEARTBEATS = "heartbeats"     # a multi-process run's rank-<r>.json: each rank's last step (per-rank health)
+RANK_BEAT_PREFIX = "rank-"
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_DONE = "state.json"  # written last-but-renamed: its presence marks a complete folder
 # Every name above: a string constant equal to one of them outside this module is a second
 # spelling (tests/test_one_owner.py).
 FILE_NAMES = (SESSION, METRICS, EVENTS, SAMPLES, LOG, CHECKPOINTS, LAYERS, LOCK, QUEUE_ROW, WORKER_STDERR,
-              CONFUSION, CHECKPOINT_DONE)
+              CONFUSION, CHECKPOINT_DONE, HEARTBEATS)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class RunDir:
     worker_stderr = property(lambda self: self.path / WORKER_STDERR)
     confusion = property(lambda self: self.path / CONFUSION)
     tensorboard = property(lambda self: self.path / TENSORBOARD)
+    heartbeats = property(lambda self: self.path / HEARTBEATS)
 
     @property
     def name(self) -> str:
@@ -89,6 +92,42 @@ class RunDir:
                 p.exists() for p in (self.events, self.metrics, self.queue_row, self.lock, self.checkpoints))
         except OSError:  # a folder that cannot be read is not known to be one
             return False
+
+    def rank_beat(self, rank: int) -> Path:
+        """Rank ``rank``'s heartbeat file (written by engine/heartbeat.py after each step)."""
+        return self.heartbeats / f"{RANK_BEAT_PREFIX}{rank}.json"
+
+
+# -- per-rank heartbeats --------------------------------------------------------------------
+
+# A heartbeat file is one JSON object: {"rank", "world", "pid", "host", "step", "seconds"
+# (that step's), "median_s" (of the rank's recent steps), "time" (wall clock)}.
+
+
+def read_rank_beats(run_dir: str | os.PathLike) -> list[dict]:
+    """The heartbeat of each rank of a multi-process run, by rank ([] for a single-process
+    run, which writes none). A file missing, half-written or garbled is left out, never an
+    error: the files are replaced whole, but a reader may be looking at a copied or
+    damaged folder."""
+    folder = os.path.join(run_dir, HEARTBEATS)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    beats = []
+    for name in names:
+        if not (name.startswith(RANK_BEAT_PREFIX) and name.endswith(".json")):
+            continue  # the writer's temporary file, or a stranger
+        try:
+            with open(os.path.join(folder, name), "rb") as fh:
+                row = json.loads(fh.read(4096))
+        except (OSError, ValueError):
+            continue
+        if isinstance(row, dict) and all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool)
+                                         for k in ("rank", "world", "step")) \
+                and isinstance(row.get("time"), (int, float)):
+            beats.append(row)
+    return sorted(beats, key=lambda r: r["rank"])
 
 
 # -- the end of an attempt ------------------------------------------------------------------
