@@ -100,10 +100,11 @@ def inside(ws: os.PathLike, path: str | os.PathLike, what: str = "path") -> Path
 
 
 def clash(path: str | os.PathLike, ws: Path, extra: tuple = ()) -> str | None:
-    """How writing a folder at ``path`` would overwrite the workspace ``ws``: "is", "holds"
-    or "lies inside" one of its own folders (runs/, sessions/, .tuneterm/; the workspace
-    itself may only hold other folders), or one of ``extra`` ((what, folder) pairs: a run
-    kept elsewhere). Symbolic links are resolved on both sides. None: no overlap."""
+    """How writing at ``path`` (a folder, or a file) would overwrite the workspace ``ws``:
+    "is", "holds" or "lies inside" one of its own folders (runs/, sessions/, .tuneterm/; the
+    workspace itself may only hold other folders), one of ``extra`` ((what, folder) pairs:
+    a run kept elsewhere), or any run directory (``RunDir.is_run``; one holding it: two
+    levels down at most). Symbolic links are resolved on both sides. None: no overlap."""
     p = Path(path).absolute().resolve()
     w = Path(ws).resolve()
     if p == w:
@@ -120,7 +121,25 @@ def clash(path: str | os.PathLike, ws: Path, extra: tuple = ()) -> str | None:
             return f"holds {what} ({f})"
         if p.is_relative_to(f):
             return f"lies inside {what} ({f})"
-    return None
+    # any other run, wherever it is kept (another workspace, a folder of copied runs)
+    for f in (p, *p.parents):
+        if RunDir(f).is_run():
+            return f"is the run directory {f}" if f == p else f"lies inside the run directory {f}"
+    held = next((d for d in _folders_below(p, depth=2) if RunDir(d).is_run()), None)
+    return f"holds the run directory {held}" if held else None
+
+
+def _folders_below(path: Path, depth: int):
+    """The folders under ``path``, ``depth`` levels deep at most (a runs/ folder and its runs;
+    a workspace holding runs/ is found by its own check)."""
+    try:
+        subs = [Path(e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+    except OSError:  # absent, a file, or unreadable
+        return
+    for d in subs:
+        yield d
+        if depth > 1:
+            yield from _folders_below(d, depth - 1)
 
 
 def find_run(ws: os.PathLike, ref: str) -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from results_helpers import lm_session_toml, train, train_text, write_csv, write_prompts  # noqa: E402
+from results_helpers import copy_workspace, lm_session_toml, train, train_text, write_csv, write_prompts  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +46,10 @@ def lm_run(results_ws) -> Path:
 def lora_run(results_ws) -> Path:
     """A tiny BERT classifier trained with LoRA adapters (the head as modules_to_save)."""
     return train(results_ws, "tiny-lora", 5e-3, edits="\n[lora]\nenabled = true\nr = 4\nalpha = 8\n")
+
+
+@pytest.fixture
+def own_ws(results_ws: Path, run_a: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(workspace, run): a throwaway copy of run_a's workspace, for tests that could damage
+    or delete it when they fail."""
+    return copy_workspace(results_ws, run_a, tmp_path / "ws")

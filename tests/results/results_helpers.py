@@ -155,3 +155,9 @@ def unwritable_dir(tmp_path: Path) -> Path:
     d.mkdir()
     d.chmod(0o555)
     return d
+
+
+def listing(root: Path) -> dict:
+    """Every file under ``root`` with its size and mtime (what a deletion or a write would change)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}

@@ -11,19 +11,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import run_cli
-from results_helpers import copy_workspace, unwritable_dir
-
-
-@pytest.fixture
-def own_ws(results_ws: Path, run_a: Path, tmp_path: Path) -> tuple[Path, Path]:
-    return copy_workspace(results_ws, run_a, tmp_path / "ws")
-
-
-def _listing(root: Path) -> dict:
-    """Every file under ``root`` with its size and mtime (what a deletion would change)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
+from results_helpers import listing, unwritable_dir
 
 # OUT, relative to the workspace's parent, as a function of (workspace, run)
 TARGETS = {
@@ -43,12 +31,12 @@ TARGETS = {
 def test_export_refuses_the_workspace_and_its_runs_even_with_force(own_ws, capsys, where):
     ws, run = own_ws
     out = TARGETS[where](ws, run)
-    before = _listing(ws.parent)
+    before = listing(ws.parent)
     code, stdout, err = run_cli(["-w", str(ws), "export", run.name, str(out), "--force"], capsys)
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and stdout == ""
     assert str(out) in err and "never" in err, err
-    assert _listing(ws.parent) == before  # nothing deleted, nothing written
+    assert listing(ws.parent) == before  # nothing deleted, nothing written
     assert not any(p.name.startswith((".exported", f".{out.name}.")) for p in out.parent.iterdir())
 
 
@@ -57,20 +45,33 @@ def test_a_symbolic_link_to_the_workspace_or_a_run_is_refused_too(own_ws, tmp_pa
     ws, run = own_ws
     link = tmp_path / "link"
     link.symlink_to(TARGETS[points_to](ws, run), target_is_directory=True)
-    before = _listing(ws)
+    before = listing(ws)
     code, _, err = run_cli(["-w", str(ws), "export", run.name, str(link), "--force"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert link.is_symlink() and _listing(ws) == before
+    assert link.is_symlink() and listing(ws) == before
 
 
 def test_a_run_given_by_path_outside_the_workspace_is_protected(own_ws, tmp_path, capsys):
     ws, run = own_ws
     elsewhere = tmp_path / "elsewhere" / "myrun"
     shutil.move(run, elsewhere)
-    before = _listing(elsewhere)
+    before = listing(elsewhere)
     code, _, err = run_cli(["-w", str(ws), "export", str(elsewhere), str(elsewhere), "--force"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert _listing(elsewhere) == before
+    assert listing(elsewhere) == before
+
+
+@pytest.mark.parametrize("where", ["the run", "a folder inside it", "its parent"])
+def test_another_run_kept_outside_the_workspace_is_protected(own_ws, tmp_path, capsys, where):
+    ws, run = own_ws
+    other = tmp_path / "elsewhere" / "kept"
+    shutil.copytree(run, other)
+    out = {"the run": other, "a folder inside it": other / "exported", "its parent": other.parent}[where]
+    before = listing(tmp_path / "elsewhere")
+    code, _, err = run_cli(["-w", str(ws), "export", run.name, str(out), "--force"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(out) in err and "never" in err, err
+    assert listing(tmp_path / "elsewhere") == before
+    assert not (other / "exported").exists()
 
 
 def test_export_inside_the_workspace_but_outside_its_folders_is_fine(own_ws, capsys):

@@ -58,7 +58,8 @@ def register(sub) -> None:
                        "A progress bar on stderr for long files.")
     p.add_argument("run", help="run directory or run id")
     p.add_argument("input", help="a .csv or .jsonl file in the session's [data] format (labels not needed)")
-    p.add_argument("--out", metavar="FILE", help="write here (atomically) instead of stdout")
+    p.add_argument("--out", metavar="FILE", help="write here (atomically) instead of stdout; never a file in "
+                   "a run directory or the workspace's runs/, sessions/ or .tuneterm/")
     p.add_argument("--probs", action="store_true", help="every class's probability")
     p.add_argument("--max-new-tokens", type=int, metavar="N",
                    help="causal LM, preference: tokens to generate per row (default: [evaluation] "
@@ -134,6 +135,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _check_predict_out(out: Path, ws: Path, run_dir: Path) -> None:
+    """Before any work: --out is not a file of a run (its metrics, session, a checkpoint...)
+    or of the workspace's own folders (export's rule, workspace.clash)."""
+    from tuneterm.workspace import clash
+
+    overlap = clash(out, ws, (("the run", run_dir),))
+    if overlap:
+        raise UserError(f"--out {out}: {overlap}; predict never writes over or into a run or the workspace's "
+                        "runs/, sessions/ or .tuneterm/: choose another file")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tuneterm.engine.loaded import load_run
     from tuneterm.engine.predict import check_out, predict_file
@@ -142,9 +154,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     ws = workspace_of(args)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens: {args.max_new_tokens} must be at least 1")
+    run_dir = _run(ws, args.run)
     if args.out:
+        _check_predict_out(Path(args.out), ws, run_dir)
         check_out(Path(args.out))
-    run = load_run(_run(ws, args.run), ws, args.checkpoint, args.device)
+    run = load_run(run_dir, ws, args.checkpoint, args.device)
     _say_skipped(run.skipped)
     generates = task_spec(run.task).model == "causal-lm"  # causal LM, preference: a completion per row
     if args.max_new_tokens is not None and not generates:
