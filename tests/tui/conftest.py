@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,20 @@ def fake(tmp_path):
 
     ws = tmp_path / "ws"
     return FakeClient(ws)
+
+
+@pytest.fixture
+def real(workspace, monkeypatch):
+    """A real daemon on the test workspace; every process it started is killed (by pid)
+    afterwards."""
+    pytest.importorskip("torch")
+    from tui_helpers import kill_processes_of
+
+    base = Path(tempfile.mkdtemp(prefix="tt-tui-", dir="/tmp"))
+    monkeypatch.setenv("TUNETERM_RUNTIME_DIR", str(base / "r"))
+    from tuneterm.runner.client import RunnerClient
+
+    client = RunnerClient.connect(workspace, start=True, timeout=30.0)
+    yield client
+    client.close()
+    kill_processes_of(workspace)

@@ -4,17 +4,15 @@ with their steps, in the run's edit log; pause and resume; replay and see a matc
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
-from tui_helpers import aio, kill_processes_of, wait_until
-from textual.widgets import DataTable, Input
+from tui_helpers import aio, edit_learning_rate, freeze_layer0, queue_the_session_file, wait_until
+from textual.widgets import DataTable
 from tiny_sessions import tiny_session_toml
 
 from tuneterm.tui.app import make_app
 from tuneterm.tui.data import read_toml
-from tuneterm.tui.queue_screen import QueueScreen
 from tuneterm.tui.session_screen import SessionScreen
 
 pytestmark = pytest.mark.slow
@@ -25,21 +23,6 @@ pytestmark = pytest.mark.slow
 # stops at the same step.
 STEPS = 100_000
 
-
-
-@pytest.fixture
-def real(workspace, monkeypatch):
-    """A real daemon on the test workspace; every process it started is killed (by pid)
-    afterwards."""
-    pytest.importorskip("torch")
-    base = Path(tempfile.mkdtemp(prefix="tt-tui-", dir="/tmp"))
-    monkeypatch.setenv("TUNETERM_RUNTIME_DIR", str(base / "r"))
-    from tuneterm.runner.client import RunnerClient
-
-    client = RunnerClient.connect(workspace, start=True, timeout=30.0)
-    yield client
-    client.close()
-    kill_processes_of(workspace)
 
 
 def edits_of(run_dir: Path) -> list[dict]:
@@ -53,11 +36,7 @@ async def test_queue_watch_edit_freeze_pause_resume_and_replay(real, workspace):
     app = make_app(real, workspace, poll_interval=0.3)
     async with app.run_test(size=(120, 36)) as pilot:
         # queue it from sessions/ as a person would: a, then the file
-        await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen), what="the queue")
-        await pilot.press("a")
-        await pilot.pause()
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: len(app.sessions) == 1, timeout=120, what="the session in the queue")
+        await queue_the_session_file(pilot)
         await wait_until(pilot, lambda: (app.sessions[0].get("step") or 0) > 0, timeout=120,
                          what="progress in the queue")
         first = app.sessions[0]["step"]
@@ -70,23 +49,12 @@ async def test_queue_watch_edit_freeze_pause_resume_and_replay(real, workspace):
         assert run_dir is not None and screen.view.layers  # layers.json was read
 
         # the learning rate, live: checked, sent, acknowledged with its step
-        screen.query_one("#knobs-table", DataTable).focus()
-        await pilot.press("e")
-        await wait_until(pilot, lambda: app.screen.query_one("#edit-input", Input), what="the edit dialog")
-        app.screen.query_one("#edit-input", Input).value = "5e-4"
-        await pilot.press("enter")
-        knobs = screen.query_one("#knobs")
-        await wait_until(pilot, lambda: "applied at step" in knobs.edit_status.get("learning_rate", ("",))[0],
-                         timeout=60, what="the learning-rate ack")
-        lr_step = int(knobs.edit_status["learning_rate"][0].rsplit(" ", 1)[1])
+        lr_step = await edit_learning_rate(pilot, screen, "5e-4")
         await wait_until(pilot, lambda: {"step": lr_step, "set": {"learning_rate": 5e-4}} in edits_of(run_dir),
                          timeout=30, what="the edit in session.toml")
 
         # freeze layer.0 from the layers tab
-        await pilot.press("right_square_bracket")
-        screen.query_one("#layers-table", DataTable).focus()
-        await pilot.press("down", "space")
-        await wait_until(pilot, lambda: screen.view.layers[1]["frozen"], timeout=60, what="the freeze ack")
+        await freeze_layer0(pilot, screen)
         await wait_until(pilot, lambda: any(e.get("freeze") == ["layer.0"] for e in edits_of(run_dir)),
                          timeout=30, what="the freeze in session.toml")
         freeze_step = next(e["step"] for e in edits_of(run_dir) if e.get("freeze") == ["layer.0"])

@@ -65,3 +65,43 @@ def kill_processes_of(ws: Path) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.2)
+
+
+async def edit_learning_rate(pilot, screen, value: str) -> int:
+    """On the session screen: `e` on the Knobs tab, type ``value``, enter; the step the
+    run's acknowledgement names."""
+    from textual.widgets import DataTable, Input
+
+    app = pilot.app
+    screen.query_one("#knobs-table", DataTable).focus()
+    await pilot.press("e")
+    await wait_until(pilot, lambda: app.screen.query_one("#edit-input", Input), what="the edit dialog")
+    app.screen.query_one("#edit-input", Input).value = value
+    await pilot.press("enter")
+    knobs = screen.query_one("#knobs")
+    await wait_until(pilot, lambda: "applied at step" in knobs.edit_status.get("learning_rate", ("",))[0],
+                     timeout=60, what="the learning-rate ack")
+    return int(knobs.edit_status["learning_rate"][0].rsplit(" ", 1)[1])
+
+
+async def freeze_layer0(pilot, screen) -> None:
+    """On the session screen: the Layers tab, down to layer.0, space; until it is acknowledged."""
+    from textual.widgets import DataTable
+
+    await pilot.press("right_square_bracket")
+    screen.query_one("#layers-table", DataTable).focus()
+    await pilot.press("down", "space")
+    await wait_until(pilot, lambda: screen.view.layers[1]["frozen"], timeout=60, what="the freeze ack")
+
+
+async def queue_the_session_file(pilot) -> None:
+    """On the queue: `a`, then enter on the only file of sessions/, as a person would; until
+    the queue lists it."""
+    from tuneterm.tui.queue_screen import QueueScreen
+
+    app = pilot.app
+    await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen), what="the queue")
+    await pilot.press("a")
+    await pilot.pause()
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: len(app.sessions) == 1, timeout=120, what="the session in the queue")

@@ -12,7 +12,8 @@ from textual.widgets import Static
 
 ABOUT = (
     "Screens: the queue (enter opens a session) · the session (charts, knobs, layers, "
-    "timeline, log, guidance) · replay (y) · new session (n).\n"
+    "timeline, log, guidance; a multi-process session's ranks under its header) · replay (y) "
+    "· new session (n).\n"
     "Live edits apply at the next optimizer step; the knobs tab shows \"applied at step N\" "
     "or why the run refused. Closing the app (q) never stops a run.\n"
     "ctrl+p opens the command palette (every action, \"group: Verb\")."

@@ -41,8 +41,9 @@ def short_best(best) -> str:
 
 def row_cells(s: dict, wide: bool = True) -> tuple:
     state = str(s.get("state", ""))
+    n = s.get("processes")
     return (
-        str(s.get("name", "")),
+        str(s.get("name", "")) + (f" x{n}" if isinstance(n, int) and n > 1 else ""),  # its process count
         short_source(s.get("model")),
         short_source(s.get("data")),
         state,

@@ -24,6 +24,7 @@ from tuneterm.tui.guidance import GUIDANCE
 from tuneterm.tui.knobs import check_knob, knob_help
 from tuneterm.tui.messages import LogLines, StreamEnded, StreamPending
 from tuneterm.tui.panels import KnobsPanel, LayersPanel, TimelinePanel, status_line
+from tuneterm.tui.ranks import RanksLine
 from tuneterm.tui.samples import add_tab as add_samples_tab
 from tuneterm.tui.stream import Stream
 
@@ -68,6 +69,7 @@ class SessionScreen(Screen):
         v = self.view
         yield Header(icon="≈")
         yield Static("", id="run-status")
+        yield RanksLine(id="run-ranks")  # a multi-process session's ranks
         yield Static("", id="guidance-banner")
         with Horizontal(id="charts"):
             yield LineChart("loss", [Line(v.train_loss, TRAIN, "train"), Line(v.val_loss, VAL, "val")],
@@ -258,6 +260,7 @@ class SessionScreen(Screen):
                 self.query_one("#guidance", Static).update(Text(advice or GUIDANCE))
 
     def _status(self, s: dict) -> None:
+        self.query_one(RanksLine).show(s, self.run_dir)
         text = status_line(self.view, s, max(self.size.width - 2, 20))
         if text.plain != self._status_text:
             self._status_text = text.plain
