@@ -3,6 +3,9 @@ the views the daemon answers: a stalled rank in red, nothing new for one process
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from test_pilot import SIZE, app_for, open_queue, open_session
 from tui_helpers import aio, cell_texts
 
@@ -38,3 +41,23 @@ async def test_a_single_process_session_shows_no_rank_line(fake):
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_session(pilot, 1)
         assert not screen.query_one(RanksLine).display and screen.query_one(RanksLine).text == ""
+
+
+@aio
+async def test_a_lost_groups_reason_with_brackets_shows_in_the_timeline_as_written(fake):
+    # gloo's messages name their source as "[/path/file.cc:78]", which is not markup
+    reason = ("GroupLost: rank 0: a rank of the group is gone ([/__w/pytorch/third_party/gloo/gloo/transport/"
+              "tcp/unbound_buffer.cc:78] Timed out waiting 60000ms for recv operation to complete)")
+    rd = Path(fake.sessions[1]["run_dir"])
+    with open(rd / "events.jsonl", "a") as fh:
+        fh.write(json.dumps({"kind": "end", "state": "failed", "step": 120, "reason": reason}) + "\n")
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_session(pilot, 1)
+        await pilot.press("right_square_bracket", "right_square_bracket")  # the Timeline tab
+        await pilot.pause()
+        table = screen.query_one("#timeline-table", DataTable)
+        table.move_cursor(row=table.row_count - 1)
+        await pilot.pause()
+        assert "[/__w/pytorch" in str(table.get_row_at(table.row_count - 1)[2])
+        assert app.is_running
