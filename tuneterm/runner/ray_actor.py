@@ -45,13 +45,26 @@ class WorkerActor:
         self.eof: asyncio.Event | None = None
         self.node = socket.gethostname()
 
-    async def start(self, resume: bool) -> dict:
+    async def where(self) -> dict:
+        """This actor's node and a port free on it now (rank 0's: the group's rendezvous,
+        MASTER_PORT; the tiny window before rank 0 binds it is the one torchrun has too)."""
+        import ray  # inside an actor ray is there; this module imports none of it at import time
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "port": port}
+
+    async def start(self, resume: bool, env: dict | None = None) -> dict:
+        """Start the worker program; ``env``: what it gets on top of the actor's environment
+        (a rank's torchrun variables)."""
         rd = Path(self.run_dir)
         if not RunDir(rd).session.is_file():
             return {"error": f"run directory {rd} is not visible on Ray node {self.node}: the workspace must be "
                              "on a filesystem every node mounts at the same path (docs/cluster.md)"}
         self.more, self.eof = asyncio.Event(), asyncio.Event()
-        env = {**os.environ, "TUNETERM_ACTOR_PID": str(os.getpid())}
+        env = {**os.environ, **(env or {}), "TUNETERM_ACTOR_PID": str(os.getpid())}
         argv = [*self.command, str(rd), *(["--resume"] if resume else []), *self.extra_args]
         err = open(RunDir(rd).worker_stderr, "ab")
         try:

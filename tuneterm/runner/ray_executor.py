@@ -24,8 +24,10 @@ its files under ``temp_dir``) or reuses the one a previous daemon started; ``dae
 stops it. This module imports ray only when a RayExecutor is made (never torch).
 
 Modules: ``ray_config`` ([runner.ray] settings), ``ray_head`` (the workspace's local
-single-node Ray), ``ray_actor`` (the actor that runs on a node) and this one, the daemon's
-side (RayExecutor, RayWorker). None of them imports ray at import time; every call that may
+single-node Ray), ``ray_actor`` (the actor that runs on a node), ``ray_worker`` (the daemon's
+handle on one actor, RayWorker), ``ray_group`` (a session of ``[distributed] processes`` > 1:
+a placement group with one actor per rank) and this one, the daemon's side (RayExecutor).
+None of them imports ray at import time; every call that may
 block on the cluster is awaited (actor calls) or runs in a thread, never on the daemon's loop.
 """
 
@@ -34,106 +36,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import uuid
 from pathlib import Path
-from typing import AsyncIterator
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from tuneterm import protocol
 from tuneterm.errors import UserError
 from tuneterm.rundir import RunDir
-from tuneterm.runner.ray_actor import _EVENT, _METRIC, READ_WAIT_S, WorkerActor
+from tuneterm.runner.ray_actor import WorkerActor
 from tuneterm.runner.ray_config import NAMESPACE, RAY_KEYS, RayConfig, parse_ray_config, workspace_tag  # noqa: F401
 from tuneterm.runner.ray_head import _pids_under, start_local_head, stop_local_head  # noqa: F401
 from tuneterm.runner.executor import Executor, WorkerHandle
+from tuneterm.runner.ray_worker import RayWorker, _ray_errors
 
 log = logging.getLogger("tuneterm.runner")
-
-
-def _ray_errors() -> tuple:
-    import ray.exceptions as rx
-
-    return (rx.RayError, ConnectionError)
-
-
-class RayWorker(WorkerHandle):
-    """A worker running inside a Ray actor, reached through actor calls only."""
-
-    def __init__(self, actor, name: str, info: dict):
-        self.actor = actor
-        self.name = name
-        self.pid = info.get("pid")  # the actor's pid on its node (the node may not be this machine)
-        self.pid_start = None
-        self.node = info.get("node")
-        self._drained = asyncio.Event()
-        self._killed = False
-
-    async def send(self, msg: dict) -> bool:
-        try:
-            return bool(await self.actor.send.remote(protocol.encode(msg)))
-        except _ray_errors():
-            return False
-
-    async def messages(self) -> AsyncIterator[dict]:
-        try:
-            while True:
-                try:
-                    lines, eof = await self.actor.read.remote(READ_WAIT_S)
-                except _ray_errors():
-                    return
-                for line in lines:
-                    if line == _METRIC:
-                        yield {"type": "metric"}
-                    elif line == _EVENT:
-                        yield {"type": "event"}
-                    else:
-                        try:
-                            yield protocol.decode(line)
-                        except protocol.ProtocolError:
-                            continue
-                if eof:
-                    return
-        finally:
-            self._drained.set()
-
-    def signal(self, sig: int) -> None:
-        if sig == signal.SIGKILL:
-            self.kill()  # the worker dies with its actor
-            return
-        try:
-            self.actor.signal.remote(int(sig))
-        except _ray_errors():
-            pass
-
-    def kill(self) -> None:
-        import ray
-
-        if not self._killed:
-            self._killed = True
-            try:
-                ray.kill(self.actor, no_restart=True)
-            except _ray_errors() + (ValueError,):
-                pass
-
-    async def wait(self) -> int | None:
-        try:
-            code = await self.actor.wait.remote()
-        except _ray_errors() as e:
-            # The actor died (killed, its node lost): the worker died with it.
-            log.warning("actor %s died: %s", self.name, str(e).splitlines()[0] if str(e) else type(e).__name__)
-            code = -int(signal.SIGKILL)
-        else:
-            try:  # let the reader take the last lines before the actor goes
-                await asyncio.wait_for(self._drained.wait(), 5.0)
-            except asyncio.TimeoutError:
-                pass
-        await asyncio.to_thread(self.kill)
-        return code
 
 
 class RayExecutor(Executor):
@@ -181,14 +100,28 @@ class RayExecutor(Executor):
                 "cluster": self.cluster, "gpus_per_session": self.cfg.gpus_per_session,
                 "cpus_per_session": self.cfg.cpus_per_session}
 
+    def _session(self, run_dir: Path) -> dict:
+        try:
+            with open(RunDir(run_dir).session, "rb") as fh:
+                return tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
+
     def gpus_for(self, run_dir: Path) -> float:
         """A session that trains on the CPU (``[runtime] device = "cpu"``) asks for no GPU."""
         try:
-            with open(RunDir(run_dir).session, "rb") as fh:
-                device = tomllib.load(fh).get("runtime", {}).get("device", "auto")
-        except (OSError, tomllib.TOMLDecodeError, AttributeError):
+            device = self._session(run_dir).get("runtime", {}).get("device", "auto")
+        except AttributeError:
             device = "auto"
         return 0.0 if device == "cpu" else self.cfg.gpus_per_session
+
+    def processes_for(self, run_dir: Path) -> int:
+        """The session's ``[distributed] processes`` (1 when unset or unreadable)."""
+        try:
+            n = self._session(run_dir).get("distributed", {}).get("processes", 1)
+        except AttributeError:
+            n = 1
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
     def _names(self, run_dir: Path) -> list[str]:
         import ray.util
@@ -196,9 +129,21 @@ class RayExecutor(Executor):
         stem = f"{self.prefix}{Path(run_dir).name}-"
         return sorted(n for n in ray.util.list_named_actors() if isinstance(n, str) and n.startswith(stem))
 
-    def _kill_stale(self, run_dir: Path) -> None:
+    def _kill_stale(self, run_dir: Path, keep: str | None = None) -> None:
+        """Every actor and placement group of ``run_dir``'s earlier attempts (but ``keep``'s)."""
+        import ray.util
+
+        stem = f"{self.prefix}{Path(run_dir).name}-"
         for stale in self._names(run_dir):
-            self._kill_named(stale)
+            if keep is None or not stale.startswith(keep):
+                self._kill_named(stale)
+        for row in ray.util.placement_group_table().values():
+            name = row.get("name") or ""
+            if name.startswith(stem) and name != keep and row.get("state") != "REMOVED":
+                try:
+                    ray.util.remove_placement_group(ray.util.get_placement_group(name))
+                except _ray_errors() + (ValueError,):
+                    pass
 
     def _kill_named(self, name: str) -> None:
         import ray
@@ -214,6 +159,11 @@ class RayExecutor(Executor):
         # An earlier attempt's actor that outlived its worker. These calls block on the
         # cluster (up to a minute when its head is gone): keep them off the daemon's loop.
         await asyncio.to_thread(self._kill_stale, run_dir)
+        processes = self.processes_for(run_dir)
+        if processes > 1:  # a placement group, one actor per rank
+            from tuneterm.runner.ray_group import start_group
+
+            return await start_group(self, run_dir, resume, processes)
         name = f"{self.prefix}{Path(run_dir).name}-{uuid.uuid4().hex[:8]}"
         actor_cls = ray.remote(WorkerActor).options(
             name=name, namespace=NAMESPACE, lifetime="detached", max_restarts=0, max_concurrency=16,
@@ -240,11 +190,23 @@ class RayExecutor(Executor):
 
         # Listing and looking up actors block on the cluster: in a thread. The info call is
         # an actor call: awaited, with the same 30 s bound ray.get had.
-        names = await asyncio.to_thread(self._names, run_dir)
-        for stale in names[:-1]:
-            await asyncio.to_thread(self._kill_named, stale)
-        if not names:
+        # An attempt's actors: tt-...-<run>-<nonce> alone, or tt-...-<run>-<nonce>-r<rank>
+        # for each rank of a group. The newest attempt is followed; any other one is ended.
+        stem = f"{self.prefix}{Path(run_dir).name}-"
+        attempts: dict[str, dict] = {}
+        for n in await asyncio.to_thread(self._names, run_dir):
+            nonce, _, rank = n[len(stem):].partition("-r")
+            attempts.setdefault(nonce, {})[int(rank) if rank.isdigit() else None] = n
+        keep = f"{stem}{max(attempts)}" if attempts else None
+        await asyncio.to_thread(self._kill_stale, run_dir, keep)
+        if keep is None:
             return None
+        members = attempts[max(attempts)]
+        if None not in members:
+            from tuneterm.runner.ray_group import adopt_group
+
+            return await adopt_group(run_dir, members, self.processes_for(run_dir))
+        names = [members[None]]
         try:
             actor = await asyncio.to_thread(ray.get_actor, names[-1], namespace=NAMESPACE)
             info = await asyncio.wait_for(actor.info.remote(), 30)
