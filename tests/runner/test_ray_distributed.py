@@ -91,3 +91,33 @@ def test_two_ranks_on_ray_take_a_set_survive_a_rank_kill_and_equal_the_local_run
     assert not any(alive(p) for p in (*ranks.values(), *actors.values()))
     left = _left_on_ray(c.status()["address"], "tt-")
     assert left == {"actors": [], "groups": []}, left
+
+
+def test_a_restarted_daemon_follows_the_group_by_name_and_a_pause_leaves_nothing(ray_runner):  # noqa: F811
+    """The rank actors and the placement group are detached: a daemon killed mid-run leaves
+    the group training; the next one finds it by its names (the same attempt; control goes
+    to rank 0's actor), and a pause (75) ends every rank, actor and the group."""
+    r = ray_runner
+    c = r.client()
+    path = r.session("adopted", steps=STEPS)
+    path.write_text(path.read_text() + "\n[distributed]\nprocesses = 2\n")
+    s = c.add(path, check=False)
+    run_dir = Path(s["run_dir"])
+    wait_for(lambda: c.get(s["id"])["step"] >= 3, 240, "training")
+    ranks = {_rank_of(p): p for p in r.worker_pids(run_dir)}
+    assert set(ranks) == {"0", "1"}, ranks
+    r.kill_daemon()
+    assert all(alive(p) for p in ranks.values())
+    c2 = r.client()  # a new daemon on the same local head
+    ack = c2.control(s["id"], {"type": "set", "values": {"weight_decay": 0.0}})
+    assert ack["type"] == "ack", ack
+    row = c2.get(s["id"])
+    assert row["attempts"] == 1 and row["pid"] == _ppid(ranks["0"]), row
+    c2.pause(s["id"])
+    p = wait_for(lambda: (x := c2.get(s["id"]))["state"] == "paused" and x, 120, "paused")
+    assert p["step"] < STEPS
+    wait_for(lambda: not any(alive(x) for x in ranks.values()), 30, "every rank to exit")
+    left = _left_on_ray(c2.status()["address"], "tt-")
+    assert left == {"actors": [], "groups": []}, left
+    edits = tomllib.loads((run_dir / "session.toml").read_text()).get("edits", [])
+    assert edits == [{"step": ack["step"], "set": {"weight_decay": 0.0}}]
