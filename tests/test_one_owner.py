@@ -1,6 +1,6 @@
 """One owner per fact (docs/architecture.md): the names of the run directory's files are
-spelled only in tuneterm/rundir.py, and the runner, its verbs and the TUI spell a session
-state or a run's end state only through tuneterm.states' enums. Read from the source with
+spelled only in tuneterm/rundir.py, and the runner, its verbs, the TUI and sweeps spell a
+session state or a run's end state only through tuneterm.states' enums. Read from the source with
 ast, so a second spelling fails here before it drifts."""
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ NOT_A_STATE = {
     ("tuneterm/runner/paths.py", "running"): "the daemon's ready line `running PID`: another daemon serves",
 }
 
-STATE_SCOPE = ("tuneterm/runner", "tuneterm/tui", "tuneterm/cli/runner_verbs.py", "tuneterm/cli/daemon_verbs.py")
+STATE_SCOPE = ("tuneterm/runner", "tuneterm/tui", "tuneterm/sweep", "tuneterm/cli/runner_verbs.py",
+               "tuneterm/cli/daemon_verbs.py")
 
 
 def strings(source: str, *, keys: bool = True) -> list[tuple[int, str]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tuneterm.errors import UserError
+from tuneterm.states import RunEnd, SessionState
 from tuneterm.sweep.report import eval_values, finish, format_params
 from tuneterm.sweep.spec import Sweep
 from tuneterm.sweep.trial import trial_session
@@ -172,7 +173,7 @@ class _Driver:
         if not run_id:
             trial.set_user_attr("run_id", view["run_id"])
         self.say(f"trial {ft.number}: resuming {view['run_id']} ({view['state']})")
-        if view["state"] in ("paused", "cancelled", "interrupted"):
+        if view["state"] in (SessionState.PAUSED, SessionState.CANCELLED, SessionState.INTERRUPTED):
             # Paused by `daemon stop` or a person: the sweep needs it to finish.
             self.trials.keep_going(view)
         self._fly(trial, view)
@@ -215,12 +216,13 @@ class _Driver:
                 fl.reported.add(step)
         # Pruned only if the stop took: a run whose last step came before the stop reached it
         # trained its whole budget and ended done, so it is a complete trial.
-        stopped = final["state"] == "done" and final.get("result") == "stopped"
-        ran_out = final["state"] == "done" and not stopped
+        done = final["state"] == SessionState.DONE
+        stopped = done and final.get("result") == RunEnd.STOPPED
+        ran_out = done and not stopped
         if stopped or (fl.stopped_at is not None and not ran_out):
             study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
-        if final["state"] == "done" and values:
+        if done and values:
             best = (min if self.sweep.direction == "minimize" else max)(v for _, v in values)
             trial.set_user_attr("final", values[-1][1])
             study.tell(trial, best)

@@ -147,7 +147,7 @@ def describe_study(study, importances: bool = True) -> dict:
                        "error": t.user_attrs.get("error")})
     out = {"name": study.study_name, "objective": study.user_attrs.get("objective"),
            "direction": study.direction.name.lower(), "counts": counts, "trials": trials, "best": None}
-    if counts.get("COMPLETE"):
+    if counts.get(TrialState.COMPLETE.name):
         b = study.best_trial
         out["best"] = {"number": b.number, "value": b.value, "params": dict(b.params),
                        "run_id": b.user_attrs.get("run_id")}

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tuneterm.states import FINISHED_STATES, SessionState
+
 _RECONNECTS = 20            # daemon restarts tolerated while following one trial
-ENDED = ("done", "failed", "cancelled")  # session states that end a trial
 
 
 class _Runner:
@@ -111,7 +112,7 @@ class _Follower(threading.Thread):
                 time.sleep(0.5)
         final = self.runner.call(lambda c: c.get(self.ref))
         # A crashed daemon/worker may have left the stream early: wait for the session to end.
-        while final["state"] not in ENDED:
+        while final["state"] not in FINISHED_STATES:  # done, failed, cancelled: the trial ended
             time.sleep(0.5)
             final = self.runner.call(lambda c: c.get(self.ref))
         return final
@@ -142,7 +143,8 @@ class QueueTrials:
     def keep_going(self, view: dict) -> None:
         """A trial's session that a person or `daemon stop` paused, or that was cancelled:
         the sweep needs it to finish."""
-        self.runner.call(lambda c: c.resume(view["id"]) if view["state"] == "paused" else c.retry(view["id"]))
+        paused = view["state"] == SessionState.PAUSED
+        self.runner.call(lambda c: c.resume(view["id"]) if paused else c.retry(view["id"]))
 
     def stop(self, view: dict) -> dict:
         """The pruner's stop (the run ends at the next step, as `stopped`)."""
