@@ -18,8 +18,6 @@ import pytest
 from runner_helpers import alive, rows, wait_for
 from test_ray import _ckpts, ray_runner  # noqa: F401  (the local-Ray runner fixture)
 
-pytestmark = pytest.mark.slow  # a Ray head and two ranks of real training
-
 STEPS = 40
 
 
@@ -48,6 +46,7 @@ def _left_on_ray(address: str, prefix: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a Ray head and two ranks of real training
 def test_two_ranks_on_ray_take_a_set_survive_a_rank_kill_and_equal_the_local_run(ray_runner):  # noqa: F811
     r = ray_runner
     c = r.client()
@@ -93,6 +92,7 @@ def test_two_ranks_on_ray_take_a_set_survive_a_rank_kill_and_equal_the_local_run
     assert left == {"actors": [], "groups": []}, left
 
 
+@pytest.mark.slow  # a Ray head and two ranks of real training
 def test_a_restarted_daemon_follows_the_group_by_name_and_a_pause_leaves_nothing(ray_runner):  # noqa: F811
     """The rank actors and the placement group are detached: a daemon killed mid-run leaves
     the group training; the next one finds it by its names (the same attempt; control goes
@@ -121,3 +121,22 @@ def test_a_restarted_daemon_follows_the_group_by_name_and_a_pause_leaves_nothing
     assert left == {"actors": [], "groups": []}, left
     edits = tomllib.loads((run_dir / "session.toml").read_text()).get("edits", [])
     assert edits == [{"step": ack["step"], "set": {"weight_decay": 0.0}}]
+
+
+def test_rank_variables_and_bundles_for_ranks_on_two_nodes():
+    """torchrun's numbering when Ray spreads ranks over nodes (no Ray needed): LOCAL_RANK
+    counts within a node in rank order, GROUP_RANK numbers nodes by their first rank, and
+    every rank meets at rank 0's node; a rank asking for nothing still gets a bundle."""
+    from tuneterm.runner.ray_group import bundles, rank_envs
+
+    where = [{"node_id": n, "ip": ip, "port": 29500 + i}
+             for i, (n, ip) in enumerate([("b", "10.0.0.2"), ("a", "10.0.0.1"), ("b", "10.0.0.2")])]
+    got = [{k: e[k] for k in ("RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE")}
+           for e in rank_envs(where)]
+    assert got == [{"RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2"},
+                   {"RANK": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": "1", "GROUP_WORLD_SIZE": "2"},
+                   {"RANK": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2"}]
+    assert {(e["WORLD_SIZE"], e["MASTER_ADDR"], e["MASTER_PORT"]) for e in rank_envs(where)} == {("3", "10.0.0.2", "29500")}
+    assert not any(k.startswith("TORCHELASTIC") for e in rank_envs(where) for k in e)
+    assert bundles(2, 1.0, 0.0, {"a100": 1.0}) == [{"CPU": 1.0, "a100": 1.0}] * 2
+    assert bundles(2, 0.0, 0.0, {}) == [{"CPU": 0.01}] * 2
