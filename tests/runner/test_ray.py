@@ -106,7 +106,7 @@ def test_two_sessions_through_ray_live_edit_and_actor_kill_resume(ray_runner, re
     assert _pids_under(r.ray_temp, head_only=True), "the daemon started no Ray head in temp_dir"
     out = subprocess.run([sys.executable, "-m", "tuneterm", "daemon", "status", "--workspace", str(r.ws)],
                          capture_output=True, text=True, timeout=60).stdout
-    assert "executor ray at 127.0.0.1:" in out and "(local head)" in out and "per session 0 GPUs, 1 CPUs" in out, out
+    assert "executor ray at 127.0.0.1:" in out and "(local head)" in out and "per session (per rank of a multi-process one) 0 GPUs, 1 CPUs" in out, out
 
     edited = c.add(r.session("edited", steps=STEPS), check=False)
     killed = c.add(r.session("killed", steps=STEPS), check=False)

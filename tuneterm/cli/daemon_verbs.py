@@ -167,7 +167,8 @@ def cmd_daemon_status(args) -> int:
             cl = st.get("cluster") or {}
             where = (f"ray at {st.get('address')}{' (local head)' if st.get('local_head') else ''}: "
                      f"{cl.get('CPU', 0):g} CPUs, {cl.get('GPU', 0):g} GPUs; per session "
-                     f"{st.get('gpus_per_session', 0):g} GPUs, {st.get('cpus_per_session', 0):g} CPUs")
+                     f"(per rank of a multi-process one) {st.get('gpus_per_session', 0):g} GPUs, "
+                     f"{st.get('cpus_per_session', 0):g} CPUs")
         else:
             where = "local processes"
         sys.stdout.write(f"daemon running (pid {st['pid']}, up {st['uptime_s']:.0f}s, {st['slots']} slots)\n"

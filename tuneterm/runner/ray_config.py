@@ -18,7 +18,7 @@ class RayConfig:
     address: str = "local"  # "local" | "auto" | "HOST:PORT" | "ray://HOST:PORT"
     gpus_per_session: float = 1.0
     cpus_per_session: float = 1.0
-    resources: dict = field(default_factory=dict)  # custom Ray resources per session
+    resources: dict = field(default_factory=dict)  # custom Ray resources per session (per rank)
     temp_dir: str | None = None  # the local head's files (address = "local" only)
 
 

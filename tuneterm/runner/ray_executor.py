@@ -85,7 +85,7 @@ class RayExecutor(Executor):
                             f"{self.address} has {self.cluster['GPU']:g} GPUs (set gpus_per_session = 0 to "
                             "train on CPUs)")
         self.prefix = f"tt-{workspace_tag(self.ws)}-"
-        log.info("Ray executor: %s (%g CPUs, %g GPUs); per session %g GPUs, %g CPUs", self.address,
+        log.info("Ray executor: %s (%g CPUs, %g GPUs); per session (per rank) %g GPUs, %g CPUs", self.address,
                  self.cluster["CPU"], self.cluster["GPU"], cfg.gpus_per_session, cfg.cpus_per_session)
 
     def default_slots(self) -> int:
