@@ -212,3 +212,24 @@ def test_classifier_and_lora_sessions_on_two_processes_equal_one(workspace: Path
     if kind == "lora":
         replay = _cli(workspace, "replay", two.stdout.strip(), "--check")
         assert replay.returncode == 0, replay.stderr[-2000:]
+
+
+def test_the_group_code_trusts_a_finished_rank_0_over_a_rank_killed_while_closing(monkeypatch):
+    """The agent SIGTERMs the ranks still closing down when one exits first; a Python rank in
+    its finalisation dies of it (-15). A run rank 0 closed as paused or done stays so; a rank
+    killed before that is a crash (128 + signal) whatever rank 0 wrote."""
+    from tuneterm.engine import launch
+
+    assert launch.group_code({0: -15, 1: 75}, 75) == 75
+    assert launch.group_code({1: -15}, 0) == 0
+    assert launch.group_code({1: -9}, 70) == 137
+    assert launch.group_code({1: -9}, 1) == 137
+    assert launch.group_code({1: -9}, None) == 137
+    assert launch.group_code({0: 1, 1: 1}, 1) == 1
+    assert launch.group_code({}, None, stopped_by=15) == 143
+    assert launch.group_code({0: 2}, None) == 2
+    # Under the agent a rank that ended as planned exits 0 (its code is in the exit file).
+    monkeypatch.setenv(launch.EXIT_FILE_ENV, "/nonexistent")
+    assert [launch.rank_exit_code(c) for c in (0, 75, 1, 70)] == [0, 0, 1, 70]
+    monkeypatch.delenv(launch.EXIT_FILE_ENV)
+    assert launch.rank_exit_code(75) == 75

@@ -38,24 +38,44 @@ def run_group(processes: int, run_dir: Path, worker_args: list[str]) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f"tuneterm-{uuid.uuid4().hex}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2,
                           shutdown_timeout=60)
-    fallback, killed = 0, 0
+    codes: dict[int, int] = {}
+    stopped_by = 0
     try:
         elastic_launch(config, sys.executable)("-m", "tuneterm.engine.rank", *worker_args)
     except ChildFailedError as e:
         codes = {f.local_rank: f.exitcode for f in e.failures.values()}
-        killed = next((-c for c in codes.values() if c < 0), 0)
-        fallback = codes.get(0, next(iter(codes.values()), int(ExitCode.FAILED)))
     except SignalException as e:  # the agent was told to stop: the ranks were told too
-        fallback = 128 + int(e.sigval)
+        stopped_by = int(e.sigval)
     try:
-        code = int(exit_file.read_text().strip())
+        written = int(exit_file.read_text().strip())
     except (OSError, ValueError):
-        code = None
+        written = None
     finally:
         exit_file.unlink(missing_ok=True)
-    if killed:  # a rank killed by a signal: a crash (resumable), whatever rank 0 wrote
+    return group_code(codes, written, stopped_by)
+
+
+def group_code(codes: dict[int, int], written: int | None, stopped_by: int = 0) -> int:
+    """The session's exit code from how the group ended: ``codes`` the agent's failures
+    (local rank: exit status, negative for a signal), ``written`` what rank 0 wrote before
+    it exited (None: it never got to), ``stopped_by`` the signal that stopped the agent.
+
+    Rank 0 writes OK or PAUSED only after the last checkpoint's barrier, which every rank
+    passed: the run is whole, whatever happened to a rank afterwards (the agent SIGTERMs the
+    ranks still closing down when one exits non-zero, and a Python process in its
+    finalisation dies of it). Otherwise a rank killed by a signal makes the attempt a crash
+    to resume (128 + the signal), whatever rank 0 wrote; then rank 0's code; then the agent's
+    view."""
+    if written in (ExitCode.OK, ExitCode.PAUSED):
+        return int(written)
+    killed = next((-c for c in codes.values() if c < 0), 0)
+    if killed:
         return 128 + killed
-    return code if code is not None else (fallback or int(ExitCode.FAILED))
+    if written is not None:
+        return written
+    if stopped_by:
+        return 128 + stopped_by
+    return codes.get(0, next(iter(codes.values()), int(ExitCode.FAILED))) if codes else int(ExitCode.FAILED)
 
 
 def write_exit_code(code: int) -> None:
@@ -63,3 +83,15 @@ def write_exit_code(code: int) -> None:
     path = os.environ.get(EXIT_FILE_ENV)
     if path:
         Path(path).write_text(f"{int(code)}\n")
+
+
+def rank_exit_code(code: int) -> int:
+    """What a rank exits with. Under the elastic agent, a rank that ended as planned (done,
+    paused: every rank passed the last checkpoint's barrier) exits 0 and the session's code
+    travels in the exit file: the agent reads any other status as the group failing and
+    SIGTERMs/SIGKILLs the ranks still closing down, which run_group would then count as a
+    rank killed (a crash) although the run paused or finished. Outside an agent (one
+    process, Ray's ranks) the code itself."""
+    if os.environ.get(EXIT_FILE_ENV) and int(code) in (ExitCode.OK, ExitCode.PAUSED):
+        return int(ExitCode.OK)
+    return int(code)

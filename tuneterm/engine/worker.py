@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         code, _ = train_run(run_dir, workspace, sinks=[] if args.no_protocol else [out], mailbox=mailbox,
                             resume=args.resume, kernels=args.kernels, device=args.device, lock=lock,
                             replay_of=Path(args.replay_of) if args.replay_of else None)
-        return code
     except RunLocked as e:
         sys.stderr.write(f"tuneterm-worker: {e}\n")
         code = ExitCode.LOCKED
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         code = launch.EXIT_GROUP_LOST if isinstance(e.__cause__, GroupLost) else ExitCode.FAILED
     finally:
         launch.write_exit_code(code)
-    return code
+    return launch.rank_exit_code(code)
 
 
 def _rank_args(run_dir: Path, workspace: Path, args) -> list[str]:
@@ -121,6 +120,7 @@ def _follower(run_dir: Path, workspace: Path, args) -> int:
     are rank 0's to act on (a pause reaches this rank at the next step boundary)."""
     import logging
 
+    from tuneterm.engine import launch
     from tuneterm.engine.runs import train_run
     from tuneterm.errors import ExitCode, TrainingError, UserError
 
@@ -128,8 +128,9 @@ def _follower(run_dir: Path, workspace: Path, args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
     try:
-        return train_run(run_dir, workspace, sinks=[], resume=args.resume, kernels=args.kernels,
-                         device=args.device, replay_of=Path(args.replay_of) if args.replay_of else None)[0]
+        return launch.rank_exit_code(train_run(run_dir, workspace, sinks=[], resume=args.resume, kernels=args.kernels,
+                                               device=args.device, replay_of=Path(args.replay_of) if args.replay_of
+                                               else None)[0])
     except UserError:
         return ExitCode.BAD_INPUT
     except TrainingError:
