@@ -34,7 +34,7 @@ def forward_backward(t, step_plan) -> float:
     weights = [t.task.batch_weight(batch) if has else 0 for _, batch, has in mine]
     total = strat.all_sum([float(sum(weights))])[0] if strat.world > 1 else sum(weights)
     loss_sum = torch.zeros((), dtype=torch.float64)
-    t.task.step_metrics()  # forget the values of a step redone after running out of memory
+    t.task.forget_step_metrics()  # the values of a step redone after running out of memory
     out_of_memory = 0.0
     try:
         for m, ((r0, batch, has), w) in enumerate(zip(mine, weights)):

@@ -80,6 +80,9 @@ class Task(Protocol):
         at the same points (a rank with no rows too): the global batch's values, summed
         over ranks with ``env.strategy``."""
 
+    def forget_step_metrics(self) -> None:
+        """Drop what ``loss`` counted since the last ``step_metrics`` (this rank only)."""
+
     def evaluate_file(self, run, path) -> dict:
         """`tuneterm eval`: {"run", "checkpoint", "step", "data", "examples", *the metrics without
         their val_}, and whatever else the task reports, for a loaded run on a file."""
@@ -103,3 +106,7 @@ class BaseTask:
 
     def step_metrics(self) -> dict:
         return {}
+
+    def forget_step_metrics(self) -> None:
+        """Drop what ``loss`` counted since the last row (a step redone after running out
+        of memory): on this rank alone, no collective."""

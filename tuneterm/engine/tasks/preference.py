@@ -192,12 +192,15 @@ class PreferenceTask(CausalLMTask):
         return loss.mean()
 
     def step_metrics(self) -> dict:
-        # Every rank calls this at the same points (micro.py's forget before a step, the
-        # trainer's row after it): each call is one sum over the ranks. Evaluation needs
-        # none: every rank evaluates the whole validation set.
+        # Every rank calls this at the same point (the trainer's row after a step): one sum
+        # over the ranks a step. Evaluation needs none: every rank evaluates the whole
+        # validation set.
         out = self._take(across_ranks=True)
         out.pop("loss", None)  # the trainer's own
         return out
+
+    def forget_step_metrics(self) -> None:
+        self._take()
 
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
