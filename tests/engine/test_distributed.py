@@ -60,15 +60,20 @@ def test_unit_dropout_masks_follow_the_row_not_the_rank(shape, row0):
     assert torch.equal(part, whole[row0:])
 
 
-def test_two_processes_equal_one_with_edits_and_replay_bit_identical(workspace: Path):
-    session = lm_session(workspace, "dist", steps=9)
+def run_on_1_and_2(workspace: Path, session: Path, script: list[dict]) -> tuple[Path, Path]:
+    """The session run on 1 process and on 2, under ``script``'s control messages."""
     ctl = workspace / "control.jsonl"
-    ctl.write_text("".join(json.dumps({"v": 1, **m}) + "\n" for m in SCRIPT))
+    ctl.write_text("".join(json.dumps({"v": 1, **m}) + "\n" for m in script))
     one = _cli(workspace, "run", str(session), "--control", str(ctl))
     two = _cli(workspace, "run", str(session), "--processes", "2", "--control", str(ctl))
     assert one.returncode == 0, one.stderr[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
-    d1, d2 = Path(one.stdout.strip()), Path(two.stdout.strip())
+    return Path(one.stdout.strip()), Path(two.stdout.strip())
+
+
+def test_two_processes_equal_one_with_edits_and_replay_bit_identical(workspace: Path):
+    session = lm_session(workspace, "dist", steps=9)
+    d1, d2 = run_on_1_and_2(workspace, session, SCRIPT)
     m1, m2 = rows(d1), rows(d2)
     assert [r["step"] for r in m2 if r["kind"] == "train"] == list(range(1, 10))  # one row per step
     assert [(r["kind"], r["step"]) for r in m1] == [(r["kind"], r["step"]) for r in m2]

@@ -24,6 +24,12 @@ def _close(a: float, b: float, tol: float = 1e-4) -> bool:
 
 @pytest.mark.parametrize("strategy", DIST_STRATEGIES)
 def test_two_processes_report_the_global_batchs_reward_metrics(workspace: Path, capsys, strategy):
+    if strategy == "fsdp":
+        s = pref_session(workspace, "fsdp", steps=2, extra='\n[distributed]\nstrategy = "fsdp"\n')
+        code, out, err = run_cli(["run", str(s), "--processes", "2"], capsys)
+        assert code == 2 and 'does not train a preference task yet' in err, err
+        assert not any((workspace / "runs").iterdir())  # refused before anything was left behind
+        return
     # 9 training pairs at batch 4: every third step is one pair, so rank 1's share is empty there
     s = pref_session(workspace, f"dist-{strategy}", steps=6, checkpoint_interval=3,
                      preference='reference = "precompute"',

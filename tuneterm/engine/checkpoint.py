@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -38,6 +39,10 @@ from tuneterm.rundir import CHECKPOINT_DONE, checkpoint_name, checkpoint_steps
 FORMAT = 1
 MANIFEST = "manifest.json"
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
+# A sharded checkpoint (strategy = "fsdp", fsdp.py): each tensor file is a DCP folder.
+SHARDED = "sharded"
+SHARDED_DIRS = {"model.safetensors": "model/", "optimizer.safetensors": "optimizer/"}
+SHARDED_FILES = ("model/.metadata", "optimizer/.metadata")
 STATE = CHECKPOINT_DONE
 READ_FILES = ("model.safetensors", STATE)  # what eval, predict and export read (the optimizer is a resume's)
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on a header
@@ -85,13 +90,24 @@ def save(ckpt_root: Path, step: int, weights: Weights, opt_tensors: dict, state:
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in weights.state_dict().items()}
     save_file(tensors, str(tmp / "model.safetensors"))
     save_file({k: v.detach().contiguous().cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
+    return seal(tmp, final, list(TENSOR_FILES), state)
+
+
+def seal(tmp: Path, final: Path, names: list[str], state: dict, layout: str | None = None) -> Path:
+    """Finish a checkpoint written into ``tmp`` (its tensor files ``names``, relative):
+    state.json, every file fsynced, the manifest last, then ``tmp`` renamed to ``final``.
+    ``layout`` "sharded": the tensors are DCP folders (fsdp.py), listed file by file."""
+    ckpt_root = final.parent
     (tmp / STATE).write_text(json.dumps({"format": FORMAT, **state}, indent=1, allow_nan=False))
     files = {}
-    for name in (*TENSOR_FILES, STATE):
+    for name in (*names, STATE):
         _fsync_file(tmp / name)
         files[name] = {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+    for d in {(tmp / n).parent for n in names} - {tmp}:
+        _fsync_dir(d)
     # Last, so that a manifest vouches only for files already on disk.
-    (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files}, indent=1))
+    extra = {"layout": layout} if layout else {}
+    (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, **extra, "files": files}, indent=1))
     _fsync_file(tmp / MANIFEST)
     _fsync_dir(tmp)
     if final.exists():
@@ -166,8 +182,12 @@ def verify(path: Path, files: tuple = (*TENSOR_FILES, STATE)) -> tuple[str | Non
         return problem, False
     if manifest is not None:
         listed = manifest.get("files") if isinstance(manifest, dict) else None
-        if not isinstance(listed, dict) or any(f not in listed for f in (*TENSOR_FILES, STATE)):
-            return f"{MANIFEST} does not list {', '.join((*TENSOR_FILES, STATE))}", False
+        sharded = isinstance(manifest, dict) and manifest.get("layout") == SHARDED
+        need = (*SHARDED_FILES, STATE) if sharded else (*TENSOR_FILES, STATE)
+        if not isinstance(listed, dict) or any(f not in listed for f in need):
+            return f"{MANIFEST} does not list {', '.join(need)}", False
+        if sharded:  # a tensor file asked for is its DCP folder's every file
+            files = [n for n in listed if any(n.startswith(SHARDED_DIRS[f]) for f in files if f in SHARDED_DIRS)]
         for name in dict.fromkeys((*files, STATE)):
             info, f = listed[name], path / name
             if not isinstance(info, dict) or not isinstance(info.get("size"), int):
@@ -240,12 +260,52 @@ def read_state(path: Path) -> dict:
     return state
 
 
+def is_sharded(path: Path) -> bool:
+    """A checkpoint written by several ranks with DCP (strategy = "fsdp")."""
+    return (path / SHARDED_FILES[0]).is_file() and not (path / TENSOR_FILES[0]).exists()
+
+
+def tensors(path: Path, which: str = "model", device="cpu") -> dict:
+    """A checkpoint's model (or optimizer) tensors, whole, on this process: its safetensors
+    file, or a sharded checkpoint's DCP folder gathered (no process group needed)."""
+    if is_sharded(path):
+        return {k: v.to(device) for k, v in full_tensors(path / which).items()}
+    return load_file(str(path / f"{which}.safetensors"), device=str(device))
+
+
+def full_tensors(folder: Path) -> dict:
+    """Every tensor of a DCP folder, whole, on this process (no process group needed)."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    meta = dcp.FileSystemReader(str(folder)).read_metadata()
+    sd = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype)
+          for k, m in meta.state_dict_metadata.items() if isinstance(m, TensorStorageMetadata)}
+    if sd:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(sd, checkpoint_id=str(folder), no_dist=True)
+    return sd
+
+
+def tensor_names(path: Path, which: str = "model") -> list[str]:
+    """The names of a checkpoint's model (or optimizer) tensors, without reading them."""
+    if is_sharded(path):
+        import torch.distributed.checkpoint as dcp
+
+        return list(dcp.FileSystemReader(str(path / which)).read_metadata().state_dict_metadata)
+    from safetensors import safe_open
+
+    with safe_open(str(path / f"{which}.safetensors"), "pt") as f:
+        return list(f.keys())
+
+
 def load(path: Path, weights: Weights, device) -> tuple[dict, dict]:
     """Load a checkpoint's weights into ``weights``; return (optimizer tensors, state)."""
     # load_state_dict copies into the existing tensors, so views into flat buffers stay views.
-    weights.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)), strict=True)
-    opt = load_file(str(path / "optimizer.safetensors"), device=str(device))
-    return opt, read_state(path)
+    weights.load_state_dict(tensors(path, "model", device), strict=True)
+    return tensors(path, "optimizer", device), read_state(path)
 
 
 def prune(ckpt_root: Path, keep_last: int, keep_steps: set[int]) -> list[int]:
@@ -257,7 +317,7 @@ def prune(ckpt_root: Path, keep_last: int, keep_steps: set[int]) -> list[int]:
         if s not in keep:
             shutil.rmtree(ckpt_root / checkpoint_name(s), ignore_errors=True)
             removed.append(s)
-    # Leftovers of a write killed halfway.
+    # Leftovers of a write killed halfway (a sharded one's included).
     for d in ckpt_root.glob(".tmp-*"):
         shutil.rmtree(d, ignore_errors=True)
     return removed

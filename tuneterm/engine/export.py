@@ -130,12 +130,10 @@ def write_adapter(run: LoadedRun, folder: Path) -> None:
 
 def checkpoint_holds_base(checkpoint: Path) -> bool:
     """Whether a LoRA checkpoint holds base weights (of a group that trained beside its adapters)."""
-    from safetensors import safe_open
-
+    from tuneterm.engine.checkpoint import tensor_names
     from tuneterm.engine.layers import is_adapter
 
-    with safe_open(str(checkpoint / "model.safetensors"), "pt") as f:
-        return any(not is_adapter(k) for k in f.keys())
+    return any(not is_adapter(k) for k in tensor_names(checkpoint))
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

@@ -70,8 +70,6 @@ def resolve_device(requested: str | None) -> torch.device:
 def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | None = "cpu") -> LoadedRun:
     """The run's model at a checkpoint, in eval mode. A LoRA run's model is the PEFT model
     (base rebuilt from the source, adapters and trained base groups from the checkpoint)."""
-    from safetensors.torch import load_file
-
     from tuneterm.engine.models import build_causal_lm, build_model, load_tokenizer
     from tuneterm.session.io import run_session
 
@@ -95,7 +93,7 @@ def load_run(run_dir: Path, workspace: Path, which: str = "best", device: str | 
         labels = []
         model = build_causal_lm(session.model.source, tokenizer=tok, workspace=workspace, seed=seed)
     model = model.to(dtype=torch.bfloat16 if session.model.dtype == "bfloat16" else torch.float32)
-    weights = load_file(str(path / "model.safetensors"))
+    weights = ckpt.tensors(path)  # a sharded (fsdp) checkpoint's gathered whole
     if getattr(getattr(session, "lora", None), "enabled", False):
         from tuneterm.engine import dropout as drop
         from tuneterm.engine import layers as L

@@ -22,17 +22,20 @@ def save(t, reason: str) -> Path:
     (and not the best, with keep_best) removed; the run's rows synced first."""
     tensors, t.state.optimizer = t.opt.state_tensors()
     st = t.state
-    if not t.strategy.is_leader:  # every rank holds the same weights: rank 0 writes them
-        t.strategy.barrier()
-        t.last_ckpt_step = st.step
-        return t.paths.checkpoints / checkpoint_name(st.step)
-    path = ckpt.save(t.paths.checkpoints, st.step, t.weights, tensors, st.to_json())
+    path = t.paths.checkpoints / checkpoint_name(st.step)
+    if t.strategy.name == "fsdp":  # every rank writes its shards (fsdp.py)
+        from tuneterm.engine import fsdp
+
+        fsdp.save(path, t.weights.state_dict(), tensors, st.to_json(), t.strategy)
+    elif t.strategy.is_leader:  # every rank holds the same weights: rank 0 writes them
+        ckpt.save(t.paths.checkpoints, st.step, t.weights, tensors, st.to_json())
     t.last_ckpt_step = st.step
-    es = st.early_stopping
-    keep = {es.best_step} if (es.best_step is not None and t.session.checkpoint.keep_best) else set()
-    ckpt.prune(t.paths.checkpoints, t.session.checkpoint.keep_last, keep)
-    t.out.sync()
-    t.event("checkpoint", path=f"{CHECKPOINTS}/{path.name}", reason=reason)
+    if t.strategy.is_leader:
+        es = st.early_stopping
+        keep = {es.best_step} if (es.best_step is not None and t.session.checkpoint.keep_best) else set()
+        ckpt.prune(t.paths.checkpoints, t.session.checkpoint.keep_last, keep)
+        t.out.sync()
+        t.event("checkpoint", path=f"{CHECKPOINTS}/{path.name}", reason=reason)
     t.strategy.barrier()
     return path
 
@@ -41,7 +44,16 @@ def load(t, path: Path) -> None:
     """The checkpoint at ``path`` into trainer ``t``; a UserError when it is another base
     model's (LoRA) or its state.json does not fit."""
     fingerprint = t.state.lora_fingerprint
-    tensors, saved = ckpt.load(path, t.weights, t.device)
+    if t.strategy.name == "fsdp":  # into this rank's shards, from a checkpoint of any process count
+        from tuneterm.engine import fsdp
+
+        saved = ckpt.read_state(path)
+        params = t.opt.params
+        opt_like = {f"{k}/{n}": params[n] for n in (saved.get("optimizer") or {}).get("steps", {})
+                    for k in ("exp_avg", "exp_avg_sq")}
+        tensors = fsdp.load_into(path, t.weights.state_dict(), opt_like)
+    else:
+        tensors, saved = ckpt.load(path, t.weights, t.device)
     if saved.get("lora_fingerprint") != fingerprint:
         raise UserError(f"{path.name}: the checkpoint's LoRA base weights (fingerprint "
                         f"{saved.get('lora_fingerprint')}) are not this model's ({fingerprint})")

@@ -8,7 +8,10 @@ model; a step's micro-batches are split across ranks by rows, the loss weights a
 gradients are summed across ranks, and rank 0 — the leader — owns the control channel,
 the run lock, the run directory's files and the exit code.
 
-Gradients are summed by one all-reduce per step over the trainable parameters, in a fixed
+``FSDP`` (FSDP2, engine/fsdp.py) shards each block's weights and the optimizer's moments
+across ranks, with the same rows, sums and edits as DDP.
+
+Under DDP, gradients are summed by one all-reduce per step over the trainable parameters, in a fixed
 order (not DistributedDataParallel's hooks): freezing and unfreezing live change only
 which tensors take part, and two ranks' sum is the same whichever arrives first, so a
 replay at the same process count is bit-identical.
@@ -19,9 +22,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 
 import torch
+
+from tuneterm.errors import UserError
 
 # Seconds a collective waits for a rank before the group gives up: a rank killed mid-step
 # ends the others within this (the elastic agent then tears the group down).
@@ -58,6 +64,15 @@ class Single:
 
     def reduce_gradients(self, params) -> None:
         """Sum the gradients of ``params`` over ranks (identity here)."""
+
+    def run(self, model, fn, *args):
+        """``fn(model, *args)``: how the loop computes with the model (FSDP wraps it)."""
+        return fn(model, *args)
+
+    def grad_norm(self, opt) -> float:
+        """The global gradient norm of the optimizer's parameters (every rank holds whole
+        gradients here and under DDP, after ``reduce_gradients``)."""
+        return float(opt.grad_norm())
 
     def broadcast(self, obj):
         """Rank 0's list of JSON-able messages on every rank (one collective when empty)."""
@@ -143,6 +158,76 @@ class DDP(Single):
             self.dist.destroy_process_group()
 
 
+class FSDP(DDP):
+    name = "fsdp"
+    every_rank_computes = True  # the gathers are collectives: no rank may skip a forward
+
+    def __init__(self, backend: str, device: torch.device) -> None:
+        super().__init__(backend, device)
+        from torch.distributed.device_mesh import init_device_mesh
+
+        self.mesh = init_device_mesh(self.device.type, (self.world,))
+
+    def check(self, acc, session, lora) -> None:
+        """What this strategy cannot train, refused before anything is built."""
+        if acc.param_dtype != torch.float32 or acc.impl == "triton":
+            raise UserError('distributed.strategy: "fsdp" trains fp32 parameters with the torch optimizer '
+                            '(bf16 through precision = "bf16" autocast); set runtime.kernels = "torch" '
+                            'and model.dtype to float32')
+        if session.model.task == "preference":
+            raise UserError('distributed.strategy: "fsdp" does not train a preference task yet (its reference '
+                            'model reads the policy\'s weights whole); use strategy = "ddp"')
+        if lora is not None:
+            raise UserError('distributed.strategy: "fsdp" does not train LoRA adapters yet; use strategy = "ddp" '
+                            '(every rank holds the model, the adapters are small)')
+        if session.runtime.gradient_checkpointing or acc.compile:
+            raise UserError('distributed.strategy: "fsdp" does not combine with runtime.gradient_checkpointing '
+                            'or runtime.compile yet; use strategy = "ddp"')
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``fully_shard`` each block, then a root around the model; gradients summed, not
+        averaged. Returns the model (its parameters now sharded); ``run`` computes with it."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        from tuneterm.engine.fsdp import Root
+        from tuneterm.engine.layers import _find_blocks
+
+        mp = MixedPrecisionPolicy() if self.device.type != "cuda" else \
+            MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
+        found = _find_blocks(model)
+        for block in (found[1] if found else []):
+            fully_shard(block, mesh=self.mesh, mp_policy=mp)
+        self.root = Root(model)
+        fully_shard(self.root, mesh=self.mesh, mp_policy=mp)
+        for m in self.root.modules():
+            if hasattr(m, "set_gradient_divide_factor") and hasattr(m, "unshard"):
+                m.set_gradient_divide_factor(1.0)
+                m.set_force_sum_reduction_for_comms(True)  # gloo has no pre-multiplied sum
+        return model
+
+    def run(self, model, fn, *args):
+        """``fn(model, *args)`` inside the root's forward: the weights outside the blocks
+        (embeddings, head, final norm) are gathered for it, and its backward reduces them.
+        A task computes its loss from the model's parts (the decoder stack, then the head),
+        so the model's own forward is not what runs."""
+        return self.root(fn, *args)
+
+    def reduce_gradients(self, params) -> None:
+        """FSDP's reduce-scatter summed them during the backward."""
+
+    @_collective
+    def grad_norm(self, opt) -> float:
+        """The global norm of the sharded gradients: each rank's float64 sum of squares of its
+        shards, summed across ranks (one all-reduce), as TorchAdamW sums whole ones."""
+        local = torch.zeros((), dtype=torch.float64, device=self.device)
+        for p in opt.trainable():
+            if p.grad is not None:
+                g = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+                local += torch.linalg.vector_norm(g.detach(), 2.0, dtype=torch.float64).to(self.device) ** 2
+        self.dist.all_reduce(local)
+        return math.sqrt(float(local))
+
+
 def world_from_env() -> int:
     """The group size torchrun's agent gave this process (1 outside one)."""
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -152,4 +237,6 @@ def for_session(session, device: torch.device) -> Single:
     """The strategy this process runs: Single outside an elastic agent's group."""
     if world_from_env() <= 1:
         return Single()
+    if session.distributed.strategy == "fsdp":
+        return FSDP(session.distributed.backend, device)
     return DDP(session.distributed.backend, device)

@@ -107,6 +107,9 @@ class Trainer:
         self.lora = lora_module(s)  # LoRA: adapters attached after the base model's dropout sites
         if self.lora is not None:
             self.model = self.lora.attach(self.model, s, self.dctx, self.impl)
+        if self.strategy.name == "fsdp":  # sharded per block before anything holds a parameter
+            self.strategy.check(self.acc, s, self.lora)
+            self.model = self.strategy.wrap(self.model)
         self.groups = L.layer_groups(self.model)
         self.weights = ModelWeights(self.model, self.groups, self.lora)
         names = L.group_names(self.groups)
@@ -261,7 +264,7 @@ class Trainer:
             except oom.OutOfMemory as e:
                 message = str(e).splitlines()[0] if str(e) else "out of memory"
             oom.halve_micro_batch(self, message)
-        gnorm_value = float(self.opt.grad_norm())
+        gnorm_value = self.strategy.grad_norm(self.opt)
         lr = schedule.learning_rate(st.step, self.hp, st.total_steps)
         finite = math.isfinite(loss_value) and math.isfinite(gnorm_value)
         if finite:
@@ -312,14 +315,14 @@ class Trainer:
         s, st = self.session, self.state
         bs = s.evaluation.batch_size or self.hp.batch_size * 2
         with accel.autocast(self.acc):
-            res = self.task.evaluate(self.model, self.data, self.device, bs)
+            res = self.strategy.run(self.model, self.task.evaluate, self.data, self.device, bs)
         st.last_eval_step = st.step
         row = {"kind": "eval", "step": st.step, "epoch": round(plan.progress(self.knobs(), st.position), 6)}
         row.update({k: res[k] for k in self.task.metrics if k in res and metric_problem(s, k) is None})
         row["time"] = round(time.time(), 3)
         self.metric(row)
         log.info(describe_eval(row))
-        self.out.samples(self.task.samples(self.model, self.data, self.device, s, st.step))
+        self.out.samples(self.strategy.run(self.model, self.task.samples, self.data, self.device, s, st.step))
         es = st.early_stopping
         if es.update(res[es.metric], st.step):
             self.event("eval_best", metric=es.metric, value=es.best)

@@ -258,7 +258,7 @@ class RuntimeSpec:
     max_wall_s: float = _f(0.0, "wall-clock limit for the session in seconds (0: none)", min=0.0)
 
 
-DIST_STRATEGIES = ("ddp",)  # "fsdp" (FSDP2, sharded checkpoints) is named in DESIGN.md, not built yet
+DIST_STRATEGIES = ("ddp", "fsdp")
 DIST_BACKENDS = ("auto", "gloo", "nccl")
 
 
@@ -267,8 +267,8 @@ class DistributedSpec:
     """One session on several processes, started by torch.distributed's elastic agent
     (docs/distributed.md). A step trains the same units in the same order at any count."""
     processes: int = _f(1, "ranks for this one session (1: a single process)", min=1, max=1024)
-    strategy: str = _f("ddp", "ddp: every rank holds the model, gradients are summed across ranks (fsdp: not built yet)",
-                       choices=DIST_STRATEGIES)
+    strategy: str = _f("ddp", "ddp: every rank holds the model, gradients are summed across ranks | fsdp: FSDP2, "
+                       "each rank holds 1/N of the weights and moments (sharded checkpoints)", choices=DIST_STRATEGIES)
     backend: str = _f("auto", "auto (nccl on CUDA, gloo on the CPU) | gloo | nccl", choices=DIST_BACKENDS)
 
 

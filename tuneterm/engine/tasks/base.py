@@ -7,6 +7,7 @@ the step plan, edits, the optimizer, checkpoints — and never looks inside a ba
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -110,3 +111,8 @@ class BaseTask:
     def forget_step_metrics(self) -> None:
         """Drop what ``loss`` counted since the last row (a step redone after running out
         of memory): on this rank alone, no collective."""
+
+    def uncounted(self):
+        """A ``loss`` call in this context leaves the step's values as they were (FSDP's
+        weight-0 row on a rank with no rows of a micro-batch)."""
+        return contextlib.nullcontext()

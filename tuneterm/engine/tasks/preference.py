@@ -17,6 +17,7 @@ logps_rejected (the policy's summed log-probs, means over pairs).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +202,14 @@ class PreferenceTask(CausalLMTask):
 
     def forget_step_metrics(self) -> None:
         self._take()
+
+    @contextlib.contextmanager
+    def uncounted(self):
+        stats, pairs = self._stats.clone(), self._pairs
+        try:
+            yield
+        finally:
+            self._stats[:], self._pairs = stats, pairs
 
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,111 @@
+"""`strategy = "fsdp"` (FSDP2) on two CPU processes (gloo): the same run as on one process
+within 1e-4 at every step with recorded edits, `replay --check` bit-identical at two,
+sharded checkpoints (DCP, manifest last) that resume on one process and that eval and
+export read whole; a 1-process run resumed on two; a classifier and a LoRA session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from engine_helpers import rows
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_distributed import SCRIPT, _cli, _close, lm_session, run_on_1_and_2  # noqa: E402
+
+pytestmark = pytest.mark.slow  # real ranks
+
+FSDP = '\n[distributed]\nstrategy = "fsdp"\n'
+
+
+def _same(a_rows, b_rows, keys=("loss", "grad_norm", "val_loss", "lr")):
+    assert [(r["kind"], r["step"]) for r in a_rows] == [(r["kind"], r["step"]) for r in b_rows]
+    for a, b in zip(a_rows, b_rows):
+        for k in keys:
+            if a.get(k) is not None:
+                assert _close(a[k], b[k]), (a["kind"], a["step"], k, a[k], b[k])
+
+
+def _cut_after(run_dir: Path, step: int) -> Path:
+    """A copy of a finished run as if it had been killed after its checkpoint at ``step``."""
+    other = run_dir.with_name(run_dir.name + f"-cut{step}")
+    shutil.copytree(run_dir, other)
+    for c in (other / "checkpoints").iterdir():
+        if int(c.name.split("-")[1]) > step:
+            shutil.rmtree(c)
+    return other
+
+
+def test_fsdp_equals_one_process_replays_resumes_anywhere_and_exports(workspace: Path):
+    from safetensors.torch import load_file
+
+    from tuneterm.engine import checkpoint as ckpt
+
+    session = lm_session(workspace, "fsdp", steps=9)
+    session.write_text(session.read_text() + FSDP)
+    d1, d2 = run_on_1_and_2(workspace, session, SCRIPT)
+    m1, m2 = rows(d1), rows(d2)
+    assert [r["step"] for r in m2 if r["kind"] == "train"] == list(range(1, 10))  # one row per step
+    _same(m1, m2)
+    assert [e["kind"] for e in rows(d2, "events.jsonl")].count("edit") == len(SCRIPT)
+
+    # Sharded: each rank's DCP shard, the manifest (written last) vouching for every file.
+    step2 = d2 / "checkpoints" / "step-00000002"
+    assert ckpt.is_sharded(step2) and not (step2 / "model.safetensors").exists()
+    manifest = json.loads((step2 / "manifest.json").read_text())
+    assert manifest["layout"] == "sharded"
+    assert {"model/__0_0.distcp", "model/__1_0.distcp", "optimizer/.metadata", "state.json"} <= set(manifest["files"])
+    assert ckpt.verify(step2) == (None, True)
+    (step2 / "model" / "__1_0.distcp").write_bytes(b"damaged")
+    assert "model/__1_0.distcp" in ckpt.verify(step2)[0]
+
+    replay = _cli(workspace, "replay", str(d2), "--check")
+    assert replay.returncode == 0 and "identical" in replay.stderr, replay.stderr[-2000:]
+
+    # A 2-process run resumed on 1 (DCP gathered), a 1-process run resumed on 2 (sharded).
+    for src, procs in ((d2, "1"), (d1, "2")):
+        cut = _cut_after(src, 4)
+        again = _cli(workspace, "run", "--resume", str(cut), "--processes", procs)
+        assert again.returncode == 0, again.stderr[-2000:]
+        _same(rows(src), rows(cut))
+
+    # export gathers the shards into one model.safetensors: the run's last weights.
+    out = workspace / "exported"
+    exp = _cli(workspace, "export", str(d2), str(out), "--checkpoint", "last")
+    assert exp.returncode == 0, exp.stderr[-2000:]
+    whole = ckpt.tensors(d2 / "checkpoints" / "step-00000009")
+    got = load_file(str(out / "model.safetensors"))
+    assert got and all(torch.equal(got[k], whole[k]) for k in got)
+    ev = _cli(workspace, "eval", str(d2), "chat.jsonl", "--json")
+    ev1 = _cli(workspace, "eval", str(d1), "chat.jsonl", "--json")
+    assert ev.returncode == 0 and ev1.returncode == 0, ev.stderr[-1500:]
+    assert _close(json.loads(ev.stdout)["loss"], json.loads(ev1.stdout)["loss"])
+
+
+def test_fsdp_classifier_equals_one_process_and_lora_is_refused_in_one_line(workspace: Path):
+    sys.path.insert(0, str(Path(__file__).parent.parent / "lora"))
+    from test_lora_run import LORA, _session
+
+    lora = _session(workspace, "lora", steps=9, extra=LORA)
+    lora.write_text(lora.read_text() + FSDP)
+    refused = _cli(workspace, "run", str(lora), "--processes", "2")
+    assert refused.returncode == 2, refused.stderr[-1500:]
+    assert refused.stderr.strip().splitlines()[-1].startswith("tuneterm: error:")
+    assert 'does not train LoRA adapters yet; use strategy = "ddp"' in refused.stderr
+    assert not any((workspace / "runs").iterdir())  # nothing left behind
+
+    session = _session(workspace, "classification", steps=9, extra="")
+    # Micro-batches of one row until the batch-size edit: rank 1's share is empty, and it
+    # runs a row at weight 0 (every rank must take part in FSDP's gathers).
+    text = session.read_text().replace("batch_size = 8", "batch_size = 2\ngradient_accumulation = 2", 1)
+    assert "gradient_accumulation = 2" in text
+    session.write_text(text + FSDP)
+    d1, d2 = run_on_1_and_2(workspace, session, [m for m in SCRIPT if m["id"] != "fr"])
+    _same(rows(d1), rows(d2), ("loss", "grad_norm", "val_loss", "val_accuracy"))
+    ev1 = [e["kind"] for e in rows(d1, "events.jsonl") if e["kind"] in ("edit", "reject")]
+    ev2 = [e["kind"] for e in rows(d2, "events.jsonl") if e["kind"] in ("edit", "reject")]
+    assert ev1 == ev2 and ev2.count("edit") == 4
