@@ -74,28 +74,30 @@ def _shard_like(full: torch.Tensor, like) -> torch.Tensor:
     return full.to(device=like.device, dtype=like.dtype)
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
-def load_into(path: Path, model_sd: dict, opt_like: dict) -> dict:
-    """The checkpoint at ``path`` into the sharded tensors of ``model_sd`` (in place); returns
-    the optimizer's tensors laid out as ``opt_like`` ({tensor name: its parameter})."""
+def load_into(path: Path, weights, opt_like: dict) -> dict:
+    """The checkpoint at ``path`` into ``weights`` (the trainer's ModelWeights, its tensors
+    sharded); returns the optimizer's tensors laid out as ``opt_like`` ({tensor name: its
+    parameter}). Every tensor the checkpoint holds is read (a LoRA checkpoint's set grows
+    when a base group starts training), laid out as the live tensor of that name."""
     import torch.distributed.checkpoint as dcp
 
     from tuneterm.engine import checkpoint as ckpt
 
+    live = dict(weights.model.named_parameters())
+    live.update(weights.state_dict())
+    names = ckpt.tensor_names(path)
+    stranger = [n for n in names if n not in live]
+    if stranger:
+        raise ValueError(f"the checkpoint's tensor {stranger[0]!r} is not this model's")
     if ckpt.is_sharded(path):  # DCP reshards onto this process count
+        model_sd = {n: torch.zeros_like(live[n]) for n in names}
         dcp.load(model_sd, checkpoint_id=str(path / MODEL_DIR))
         opt = {k: torch.zeros_like(p) for k, p in opt_like.items()}
         if opt:
             dcp.load(opt, checkpoint_id=str(path / OPTIM_DIR))
-        return opt
-    full = ckpt.tensors(path, "model")  # one process's checkpoint: each rank takes its shards
-    missing = sorted(set(model_sd) - set(full))
-    if missing:
-        raise ValueError(f"model.safetensors lacks {missing[0]}")
-    for k, v in model_sd.items():
-        _local(v).copy_(_local(_shard_like(full[k], v)))
-    full_opt = ckpt.tensors(path, "optimizer")
-    return {k: _shard_like(full_opt[k], p) for k, p in opt_like.items() if k in full_opt}
+    else:  # one process's checkpoint: each rank takes its shards of the whole tensors
+        full, full_opt = ckpt.tensors(path, "model"), ckpt.tensors(path, "optimizer")
+        model_sd = {n: _shard_like(full[n], live[n]) for n in names}
+        opt = {k: _shard_like(full_opt[k], p) for k, p in opt_like.items() if k in full_opt}
+    weights.load_state_dict(model_sd, strict=True)
+    return opt

@@ -51,7 +51,7 @@ def load(t, path: Path) -> None:
         params = t.opt.params
         opt_like = {f"{k}/{n}": params[n] for n in (saved.get("optimizer") or {}).get("steps", {})
                     for k in ("exp_avg", "exp_avg_sq")}
-        tensors = fsdp.load_into(path, t.weights.state_dict(), opt_like)
+        tensors = fsdp.load_into(path, t.weights, opt_like)
     else:
         tensors, saved = ckpt.load(path, t.weights, t.device)
     if saved.get("lora_fingerprint") != fingerprint:

@@ -177,9 +177,6 @@ class FSDP(DDP):
         if session.model.task == "preference":
             raise UserError('distributed.strategy: "fsdp" does not train a preference task yet (its reference '
                             'model reads the policy\'s weights whole); use strategy = "ddp"')
-        if lora is not None:
-            raise UserError('distributed.strategy: "fsdp" does not train LoRA adapters yet; use strategy = "ddp" '
-                            '(every rank holds the model, the adapters are small)')
         if session.runtime.gradient_checkpointing or acc.compile:
             raise UserError('distributed.strategy: "fsdp" does not combine with runtime.gradient_checkpointing '
                             'or runtime.compile yet; use strategy = "ddp"')

@@ -107,6 +107,8 @@ class Trainer:
         self.lora = lora_module(s)  # LoRA: adapters attached after the base model's dropout sites
         if self.lora is not None:
             self.model = self.lora.attach(self.model, s, self.dctx, self.impl)
+        # Of the whole base weights, before FSDP shards them (resume checks it against the run's).
+        fingerprint = self.lora.fingerprint(self.model) if self.lora is not None else None
         if self.strategy.name == "fsdp":  # sharded per block before anything holds a parameter
             self.strategy.check(self.acc, s, self.lora)
             self.model = self.strategy.wrap(self.model)
@@ -133,7 +135,7 @@ class Trainer:
             early_stopping=EarlyStopping.of(es, self.task.mode(es.metric)), last_eval_step=-1,
             kernels=self.impl, dtype=str(self.dtype).replace("torch.", ""),
             lora={k: getattr(s.lora, k) for k in ("dropout", "lr_ratio", "train_base")} if self.lora else {},
-            lora_fingerprint=self.lora.fingerprint(self.model) if self.lora else None,
+            lora_fingerprint=fingerprint,
             task_knobs=dict(self.task.knobs))
         self.last_ckpt_step = -1
         self.pause_requested = False
