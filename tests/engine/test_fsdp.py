@@ -2,8 +2,9 @@
 within 1e-4 at every step with recorded edits, `replay --check` bit-identical at two,
 sharded checkpoints (DCP, manifest last) that resume on one process and that eval and
 export read whole; a 1-process run resumed on two; a classifier and a LoRA session.
-(The resumes start from a copy of a finished run cut back to a checkpoint: the files a kill
-leaves; kill -9 of a rank itself is tested under DDP in test_distributed.py.)"""
+(The 2-process run is paused mid-run and resumed on 1; the 1-process run resumed on 2, and
+the LoRA run, start from a copy cut back to a checkpoint: the files a kill leaves. kill -9 of
+a rank itself is tested under DDP in test_distributed.py: the same launcher and exit path.)"""
 
 from __future__ import annotations
 
@@ -68,12 +69,24 @@ def test_fsdp_equals_one_process_replays_resumes_anywhere_and_exports(workspace:
     replay = _cli(workspace, "replay", str(d2), "--check")
     assert replay.returncode == 0 and "identical" in replay.stderr, replay.stderr[-2000:]
 
-    # A 2-process run resumed on 1 (DCP gathered), a 1-process run resumed on 2 (sharded).
-    for src, procs in ((d2, "1"), (d1, "2")):
-        cut = _cut_after(src, 4)
-        again = _cli(workspace, "run", "--resume", str(cut), "--processes", procs)
-        assert again.returncode == 0, again.stderr[-2000:]
-        _same(rows(src), rows(cut))
+    # A 2-process run paused at step 5 (every rank writes its shards, then exits) resumed
+    # on 1 process (the shards gathered); a 1-process run resumed on 2 (sharded by each rank).
+    ctl = workspace / "pause.jsonl"
+    ctl.write_text("".join(json.dumps({"v": 1, **m}) + "\n" for m in SCRIPT if m["at_step"] < 5) +
+                   json.dumps({"v": 1, "type": "pause", "id": "p", "at_step": 5}) + "\n")
+    paused = _cli(workspace, "run", str(session), "--processes", "2", "--control", str(ctl))
+    assert paused.returncode == 130, paused.stderr[-2000:]  # paused (75): `run` says 130, as for Ctrl-C
+    dp = Path(paused.stdout.strip())
+    assert ckpt.is_sharded(dp / "checkpoints" / "step-00000005")
+    later = [m for m in SCRIPT if m["at_step"] >= 5]
+    ctl.write_text("".join(json.dumps({"v": 1, **m}) + "\n" for m in later))
+    again = _cli(workspace, "run", "--resume", str(dp), "--processes", "1", "--control", str(ctl))
+    assert again.returncode == 0, again.stderr[-2000:]
+    _same(m2, rows(dp))
+    cut = _cut_after(d1, 4)
+    again = _cli(workspace, "run", "--resume", str(cut), "--processes", "2")
+    assert again.returncode == 0, again.stderr[-2000:]
+    _same(m1, rows(cut))
 
     # export gathers the shards into one model.safetensors: the run's last weights.
     out = workspace / "exported"
