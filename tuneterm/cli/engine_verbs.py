@@ -205,6 +205,41 @@ def _processes(run_dir: Path, ws: Path, args) -> int:
     return _load(str(run_dir), ws).distributed.processes
 
 
+def _follow_group(proc, paths, started) -> str:
+    """Rank 0's rows drawn as one process's run draws them (the run's name once it started,
+    the progress line, a line per evaluation and edit) while the group trains; returns the
+    group's stderr."""
+    import threading
+    import time
+
+    from tuneterm.engine.progress import Progress
+    from tuneterm.files import JsonlTail, parse_rows
+
+    progress, since = Progress(), time.time() - 1.0  # rows a resume keeps were shown by their attempt
+    def on_event(row: dict) -> None:
+        started.event(row)
+        progress.event(row)
+
+    tails = [(JsonlTail(paths.metrics), progress.metric), (JsonlTail(paths.events), on_event)]
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()
+
+    def follow() -> None:
+        for tail, sink in tails:
+            for _, row in parse_rows(tail.read_new()[1]):
+                if isinstance(row, dict) and row.get("time", since) >= since and row.get("kind"):
+                    sink(row)
+
+    while proc.poll() is None:
+        follow()
+        time.sleep(0.2)
+    reader.join()
+    follow()
+    progress.close()
+    return "".join(chunks)
+
+
 def _train_group(run_dir: Path, ws: Path, args, resume: bool, control, replay_of, started) -> tuple[int, str]:
     """Train on several processes: the worker, as torch.distributed's elastic agent, starts
     the ranks (engine/launch.py); rank 0 writes the run directory as one process would.
@@ -227,9 +262,9 @@ def _train_group(run_dir: Path, ws: Path, args, resume: bool, control, replay_of
     # Ctrl-C reaches the whole process group; a TERM to us is passed on as a pause.
     signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
     signal.signal(signal.SIGINT, lambda *_: None)
-    _, err = proc.communicate()
+    err = _follow_group(proc, rundir.RunDir(run_dir), started)
     ends = [r for r in rundir.read_jsonl(rundir.RunDir(run_dir).events) if r.get("kind") in ("start", "resume", "end")]
-    if any(r["kind"] in ("start", "resume") for r in ends):
+    if any(r["kind"] in ("start", "resume") for r in ends) and not started.started:
         started.started = True
         sys.stderr.write(f"run: {run_dir}\n")
     state = ends[-1].get("state", RunEnd.FAILED) if ends and ends[-1]["kind"] == "end" else RunEnd.FAILED
