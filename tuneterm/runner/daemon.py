@@ -39,6 +39,7 @@ from tuneterm.states import ACTIVE_STATES, SessionState, Want, is_finished
 from tuneterm.workspace import Workspace, inside, new_run_id
 
 log = logging.getLogger("tuneterm.runner")
+HANDLE_WAIT_S = 30.0  # a control message to a session whose worker is starting waits this long
 
 MAX_SESSION_BYTES = 1 << 20
 
@@ -282,8 +283,19 @@ class Daemon:
         mid = msg.get("id") or protocol.new_id()
         msg = {**msg, "v": protocol.VERSION, "id": mid}
         run = self.runs.get(row["id"])
-        if run is None or run.handle is None or row["state"] != SessionState.RUNNING:
+        # A running session whose worker is starting or being re-adopted (a Ray group is
+        # found again by asking its actors) gets its control channel in a moment: wait for it.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, HANDLE_WAIT_S)
+        while row["state"] == SessionState.RUNNING and (run is None or run.handle is None) \
+                and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            row, run = self.resolve(ref), self.runs.get(row["id"])
+        if row["state"] != SessionState.RUNNING:
             return self._refuse(row, msg, f"session {row['run_id']} is {row['state']}, not running")
+        if run is None or run.handle is None:
+            return self._refuse(row, msg, f"session {row['run_id']} is starting: its worker does not read "
+                                          "control messages yet; try again in a moment")
         if run.want in transitions.STOPPING:
             return self._refuse(row, msg, f"session {row['run_id']} is stopping ({run.want})")
         if msg["type"] in ("pause",):
