@@ -30,7 +30,7 @@ def forward_backward(t, step_plan) -> float:
     for a, b in step_plan.slices:
         whole = t.task.collate(t.data.train, order[a:b], t.device)
         r0, r1 = strat.rows(b - a)
-        if r1 == r0 and getattr(strat, "every_rank_computes", False):
+        if r1 == r0 and strat.every_rank_computes:
             mine.append((0, _rows(whole, 0, 1), False))  # one row at weight 0: FSDP's gathers are collectives
         else:
             mine.append((r0, _rows(whole, r0, r1) if (r0, r1) != (0, b - a) else whole, r1 > r0))
@@ -43,7 +43,7 @@ def forward_backward(t, step_plan) -> float:
         for m, ((r0, batch, has), w) in enumerate(zip(mine, weights)):
             t.fault.maybe_fail(st.step + 1, m == len(mine) - 1)
             if not has:
-                if getattr(strat, "every_rank_computes", False):
+                if strat.every_rank_computes:
                     t.dctx.at(st.step, m, r0)
                     with accel.autocast(t.acc), t.task.uncounted():
                         (strat.run(t.model, t.task.loss, batch) * 0.0).backward()

@@ -53,6 +53,7 @@ class Single:
     world = 1
     is_leader = True
     name = "single"
+    every_rank_computes = False  # FSDP: its gathers are collectives, so no rank may skip a forward
 
     def rows(self, n: int) -> tuple[int, int]:
         """This rank's rows [a, b) of a micro-batch of ``n`` rows (contiguous, in order)."""
