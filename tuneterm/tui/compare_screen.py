@@ -18,6 +18,7 @@ from textual.strip import Strip
 from textual.widgets import DataTable, Footer, Header, Static
 
 from tuneterm.tui.chart import GUTTER, Line, LineChart, rasterize
+from tuneterm.tui.plain import PlainTable
 from tuneterm.tui.series import MinMaxSeries
 
 PALETTE = ("#5fafff", "#ffaf5f", "#87d787", "#d787d7", "#ff5f87", "#d7d75f", "#5fd7d7", "#afafaf")
@@ -107,7 +108,7 @@ class CompareScreen(Screen):
         with Horizontal(id="compare-charts"):
             yield MarkedChart("training loss", [], [], id="compare-train")
             yield MarkedChart("validation loss", [], [], id="compare-val")
-        yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+        yield PlainTable(id="compare-table", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:

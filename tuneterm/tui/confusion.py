@@ -60,8 +60,8 @@ def render_matrix(data: dict, width: int = 9) -> Table:
     short = [lab if len(lab) <= width else lab[: width - 1] + "…" for lab in labels]
     table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
     table.add_column("true \\ predicted", style="bold", no_wrap=True)
-    for lab in short:
-        table.add_column(lab, justify="right", no_wrap=True)
+    for lab in short:  # Text, not str: a label such as "[x]" is data, not markup
+        table.add_column(Text(lab), justify="right", no_wrap=True)
     for lab, row in zip(short, matrix):
         total = sum(row) or 1
         cells = []
@@ -69,7 +69,7 @@ def render_matrix(data: dict, width: int = 9) -> Table:
             share = n / total
             style = f"{'bold ' if share >= 0.5 else ''}white on {shade(share)}"
             cells.append(Text(f"{n:>{max(3, len(short[j]))}}", style=style))
-        table.add_row(lab, *cells)
+        table.add_row(Text(lab), *cells)
     return table
 
 

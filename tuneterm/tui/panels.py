@@ -13,8 +13,9 @@ from textual.widgets import DataTable, Static
 from tuneterm.states import SessionState
 from tuneterm.tui.data import KNOBS, RunView, fmt_best, fmt_eta, fmt_num, fmt_params
 from tuneterm.tui.knobs import knob_help
+from tuneterm.tui.plain import PlainTable
 
-class NavTable(DataTable):
+class NavTable(PlainTable):
     """A row table that also moves with j/k."""
 
     BINDINGS = [

@@ -15,6 +15,7 @@ from tuneterm.rundir import RunDir
 from tuneterm.states import SessionState as S
 from tuneterm.tui.compare_screen import with_marks
 from tuneterm.tui.data import fmt_best, fmt_num, fmt_progress, short_source
+from tuneterm.tui.plain import PlainTable
 
 STATE_STYLE = {
     S.RUNNING: "bold green", S.QUEUED: "", S.PAUSED: "yellow", S.DONE: "blue",
@@ -27,7 +28,7 @@ WIDTHS = {False: (12, 9, 8, 9, 13, 6, 9), True: (22, 12, 16, 11, 22, 8, 14)}
 STATE_COL = 3
 
 
-class QueueTable(DataTable):
+class QueueTable(PlainTable):
     BINDINGS = [
         Binding("enter", "select_cursor", "Open", id="queue.open"),
         Binding("j", "cursor_down", "Down", id="queue.down", show=False),

@@ -17,6 +17,7 @@ from tuneterm.rundir import RunDir
 from tuneterm.states import SessionState
 from tuneterm.tui.chart import Line, LineChart
 from tuneterm.tui.data import compare_metrics, fmt_num, is_finished, read_jsonl, read_toml
+from tuneterm.tui.plain import PlainTable
 from tuneterm.tui.series import MinMaxSeries
 
 ORIGINAL, REPLAY = "#5fafff", "#ffaf5f"
@@ -57,7 +58,7 @@ class ReplayScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header(icon="≈")
         yield Static("", id="replay-what")
-        table: DataTable = DataTable(id="replay-edits", cursor_type="row")
+        table: DataTable = PlainTable(id="replay-edits", cursor_type="row")
         table.add_column("step", key="step", width=7)
         table.add_column("edit", key="edit")
         yield table

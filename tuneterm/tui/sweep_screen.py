@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from tuneterm.tui.chart import Line, LineChart
+from tuneterm.tui.plain import PlainTable
 from tuneterm.tui.series import MinMaxSeries
 
 VALUE, BEST = "#5fafff", "#87d75f"
@@ -54,7 +55,7 @@ class SweepScreen(Screen):
         yield Static("", id="sweep-best")
         yield LineChart("objective over trials", [Line(self.values, VALUE, "trial"), Line(self.best, BEST, "best")],
                         id="sweep-chart")
-        yield DataTable(id="sweep-trials", cursor_type="row", zebra_stripes=True)
+        yield PlainTable(id="sweep-trials", cursor_type="row", zebra_stripes=True)
         yield Static("", id="sweep-importances")
         yield Footer()
 
