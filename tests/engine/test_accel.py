@@ -135,3 +135,20 @@ def test_causal_lm_loss_matches_the_models_own_loss(tied):
                       model.lm_head.weight.grad.clone()))
     for ours, ref in zip(grads[1], grads[0]):
         torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_an_fsdp_session_resolves_auto_to_the_torch_kernels(monkeypatch):
+    """On CUDA, auto is triton, whose flat AdamW cannot hold FSDP's DTensor shards: an FSDP
+    session's auto is torch (on any process count), an explicit triton is left to the strategy
+    to refuse, and --kernels still wins."""
+    import tuneterm_kernels.runtime as rt
+
+    monkeypatch.setattr(rt, "triton_available", lambda: True)
+    cuda = torch.device("cuda")
+    s = _session()
+    for strategy, want in (("ddp", "triton"), ("fsdp", "torch")):
+        s.distributed = SimpleNamespace(strategy=strategy)
+        assert accel.resolve(accel.kernels_request(s), cuda) == want
+    s.runtime.kernels = "triton"
+    assert accel.kernels_request(s) == "triton"
+    assert accel.kernels_request(s, "torch") == "torch"

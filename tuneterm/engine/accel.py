@@ -71,10 +71,22 @@ def _runtime(session, key: str, default):
     return getattr(getattr(session, "runtime", None), key, default)
 
 
+def kernels_request(session, kernels_req: str | None = None) -> str:
+    """What ``--kernels`` / ``runtime.kernels`` ask for, ``auto`` made ``torch`` for an FSDP
+    session: its parameters are DTensor shards, which the flat (Triton) AdamW cannot hold,
+    so ``auto`` picks the torch kernels on every process count (a checkpoint's optimizer
+    state then resumes on 1 GPU as on 2). An explicit ``triton`` is refused by the strategy."""
+    req = kernels_req or _runtime(session, "kernels", "auto")
+    dist = getattr(session, "distributed", None)
+    if req == "auto" and getattr(dist, "strategy", None) == "fsdp":
+        return "torch"
+    return req
+
+
 def setup(session, device, kernels_req: str | None = None) -> Accel:
     """Everything above for ``session`` on ``device``; also applies ``set_deterministic``."""
     device = torch.device(device)
-    impl = resolve(kernels_req or _runtime(session, "kernels", "auto"), device)
+    impl = resolve(kernels_request(session, kernels_req), device)
     param_dtype = torch.bfloat16 if session.model.dtype == "bfloat16" else torch.float32
     precision = _runtime(session, "precision", "auto")
     if precision not in ("auto", "fp32", "bf16"):

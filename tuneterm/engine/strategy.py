@@ -173,11 +173,8 @@ class FSDP(DDP):
         """What this strategy cannot train, refused before anything is built."""
         if acc.param_dtype != torch.float32 or acc.impl == "triton":
             raise UserError('distributed.strategy: "fsdp" trains fp32 parameters with the torch optimizer '
-                            '(bf16 through precision = "bf16" autocast); set runtime.kernels = "torch" '
-                            'and model.dtype to float32')
-        if session.model.task == "preference":
-            raise UserError('distributed.strategy: "fsdp" does not train a preference task yet (its reference '
-                            'model reads the policy\'s weights whole); use strategy = "ddp"')
+                            '(bf16 through precision = "bf16" autocast); set runtime.kernels to "auto" or '
+                            '"torch" and model.dtype to float32')
         if session.runtime.gradient_checkpointing or acc.compile:
             raise UserError('distributed.strategy: "fsdp" does not combine with runtime.gradient_checkpointing '
                             'or runtime.compile yet; use strategy = "ddp"')
