@@ -240,7 +240,8 @@ def fingerprint(model: nn.Module) -> str:
         # Name without PEFT's wrapper prefix: the same base fingerprints the same either way.
         h.update(n.removeprefix("base_model.model.").encode())
         h.update(repr((tuple(p.shape), str(p.dtype))).encode())
-        flat = p.detach().reshape(-1)
+        with torch.no_grad():  # an FSDP shard is gathered whole (every rank calls this, in order)
+            flat = (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().reshape(-1)
         if flat.numel():
             h.update(flat[sample_index(flat.numel()).to(flat.device)].float().cpu().numpy().tobytes())
     return h.hexdigest()[:32]

@@ -109,20 +109,26 @@ def load_or_compute(model, data, env, max_length: int, compute) -> tuple[str, st
 
     from tuneterm.rundir import write_atomic
 
-    # On several processes rank 0 alone writes the run directory; another rank reads a file
-    # it finds (whole or absent: written by a rename) or computes the same values in memory,
-    # rather than waiting at a barrier for as long as rank 0's pass over the data takes.
-    lead = env.strategy is None or env.strategy.is_leader
+    # On several processes rank 0 looks for the file and decides for every rank: it sends the
+    # values it read (one broadcast), or every rank computes them in memory at once — under
+    # FSDP each forward is a collective, so all ranks compute or none does — and rank 0 alone
+    # writes the run directory.
+    strategy = env.strategy
+    lead = strategy is None or strategy.is_leader
     name = CACHE.format(fingerprint(model, data, max_length, (env.dtype, env.acc.autocast_dtype)))
     sizes = {"train": len(data.train), "val": len(data.val)}
     found = None
-    for path in _candidates(env, name):
+    for path in _candidates(env, name) if lead else []:
         found = _read(path, sizes)
         if found is not None:
-            if lead and path != Path(env.run_dir) / name:
+            if path != Path(env.run_dir) / name:
                 shutil.copyfile(path, Path(env.run_dir) / f".{name}.copy")
                 Path(env.run_dir, f".{name}.copy").replace(Path(env.run_dir) / name)
             break
+    if strategy is not None and strategy.world > 1:
+        sent = strategy.broadcast({k: v.tolist() for k, v in found.items()} if found is not None else None)
+        if not lead and sent:  # float32 values through JSON's float: exact
+            found = {k: torch.tensor(v, dtype=torch.float32) for k, v in sent.items()}
     how = "cached" if found is not None else "computed"
     if found is None:
         found = {}

@@ -143,7 +143,8 @@ class Trainer:
         self.checkpoint_requested = False
         self.set_frozen(s.freeze.layers, True)
 
-        self.task.prepare(self.model, self.data, self.env)  # on the untrained model: a resume loads weights next
+        # On the untrained model (a resume loads weights next); under FSDP in the root's forward.
+        self.strategy.run(self.model, self.task.prepare, self.data, self.env)
         start, skipped = resume.starting_point(self)  # the newest checkpoint that verifies and loads
         trackers = live_sink(s, self.run_dir, self.workspace, resumed=self.resume) if self.tracking and lead else None
         self.out = (Outputs(self.run_dir, self.extra_sinks + ([trackers] if trackers else []), lambda: self.state.step)

@@ -205,7 +205,7 @@ class PreferenceTask(CausalLMTask):
 
     @contextlib.contextmanager
     def uncounted(self):
-        stats, pairs = self._stats.clone(), self._pairs
+        stats, pairs = self._stats.copy(), self._pairs
         try:
             yield
         finally:
