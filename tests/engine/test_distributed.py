@@ -139,6 +139,9 @@ def test_kill9_of_rank1_ends_the_group_and_resume_equals_uninterrupted(workspace
     _, err = proc.communicate(timeout=120)
     assert time.monotonic() - t0 < 30, "the group outlived its rank by more than 30 s"
     assert proc.returncode == 1 and "resumable" in err, err[-2000:]
+    # what the ranks printed is kept in the run directory and named, not lost with the rank
+    kept = run_dir / "worker.stderr"
+    assert str(kept) in err and "local_rank" in kept.read_text(), err[-2000:]
     time.sleep(0.5)
     assert _group(run_dir) == {}, "orphan processes"  # the agent and every rank are gone
 

@@ -240,6 +240,20 @@ def _follow_group(proc, paths, started) -> str:
     return "".join(chunks)
 
 
+def _keep_group_output(run_dir: Path, err: str) -> Path | None:
+    """The group's stderr (every rank's traceback, the agent's report) appended to the run's
+    worker.stderr, as the daemon's executor keeps a worker's, so a lost rank's reason is not
+    lost with it; None when there was none."""
+    from tuneterm.rundir import RunDir
+
+    if not err.strip():
+        return None
+    path = RunDir(run_dir).worker_stderr
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(err if err.endswith("\n") else err + "\n")
+    return path
+
+
 def _train_group(run_dir: Path, ws: Path, args, resume: bool, control, replay_of, started) -> tuple[int, str]:
     """Train on several processes: the worker, as torch.distributed's elastic agent, starts
     the ranks (engine/launch.py); rank 0 writes the run directory as one process would.
@@ -273,8 +287,9 @@ def _train_group(run_dir: Path, ws: Path, args, resume: bool, control, replay_of
         return code, state
     last = next((ln for ln in reversed(err.splitlines()) if ln.startswith("tuneterm-worker:")), "")
     if code == EXIT_GROUP_LOST or code > 128:
+        kept = _keep_group_output(run_dir, err)
         raise TrainingError(f"a rank of the process group was lost (exit code {code}); the run is resumable: "
-                            f"tuneterm run --resume {run_dir}")
+                            f"tuneterm run --resume {run_dir}" + (f" (the ranks' output: {kept})" if kept else ""))
     if code == ExitCode.BAD_INPUT and not started.started:
         raise UserError(last.split("error: ", 1)[-1] if last else f"setup failed on {run_dir.name}")
     raise TrainingError(last.split("failed: ", 1)[-1] if last else f"the process group ended with code {code}"
