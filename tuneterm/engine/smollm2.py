@@ -14,7 +14,10 @@ process converting at the same time never leaves a half-written model behind.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -53,6 +56,27 @@ def smollm2_path() -> Path:
     return target
 
 
+@contextlib.contextmanager
+def quiet_gguf_reader():
+    """No "Converting and de-quantizing GGUF tensors" bar: transformers' GGUF reader calls
+    tqdm itself (not its own progress-bar switch), so its module's ``tqdm`` is one that
+    draws nothing while the conversion runs."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as reader
+    except ImportError:  # another layout of transformers: its bar, if any, shows
+        yield
+        return
+    bar = getattr(reader, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    reader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        reader.tqdm = bar
+
+
 def convert(gguf: Path, target: Path) -> None:
     """Dequantise ``gguf`` to fp32 and write a Hugging Face folder at ``target`` atomically."""
     import torch
@@ -66,11 +90,15 @@ def convert(gguf: Path, target: Path) -> None:
                         "(run scripts/setup.sh)") from None
     from tuneterm.engine.liblogs import quiet_loading
 
-    quiet_loading()  # the loader's bar (the GGUF reader draws its own, with tqdm itself)
+    quiet_loading()  # the loader's bar (the GGUF reader draws its own: quiet_gguf_reader)
+    logging.getLogger("tuneterm.engine").info(
+        "converting builtin:smollm2-135m's GGUF once into %s (about 20 s; later runs read the folder)", target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER}-", dir=target.parent))
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        with quiet_gguf_reader():
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                         dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         state = model.state_dict()
         if getattr(model.config, "tie_word_embeddings", False):
