@@ -23,6 +23,26 @@ def _close(a: float, b: float, tol: float = 1e-4) -> bool:
     return abs(a - b) <= tol * max(abs(a), abs(b), 1.0)
 
 
+def _on_2_then_1(session: Path, capsys, extra: list | None = None) -> tuple[Path, Path]:
+    """The session run on 2 processes, then on 1: (run on 2, run on 1), after checking that
+    the loss and every reward metric of every row agree within 1e-4, and that the margins
+    moved (the comparison is not of zeros alone)."""
+    runs = []
+    for procs in (["--processes", "2"], []):
+        code, out, err = run_cli(["run", str(session), *procs, *(extra or [])], capsys)
+        assert code == 0, err
+        runs.append(Path(out.strip()))
+    m2, m1 = rows(runs[0]), rows(runs[1])
+    assert [(r["kind"], r["step"]) for r in m1] == [(r["kind"], r["step"]) for r in m2]
+    keys = {"loss", "val_loss"} | set(STATS) | {f"val_{k}" for k in STATS}
+    for a, b in zip(m1, m2):
+        assert {k for k in keys if k in a} == {k for k in keys if k in b}, (a, b)
+        for k in keys & a.keys():
+            assert _close(a[k], b[k]), (a["kind"], a["step"], k, a[k], b[k])
+    assert any(abs(r["reward_margin"]) > 1e-3 for r in m2 if r["kind"] == "train")
+    return runs[0], runs[1]
+
+
 @pytest.mark.parametrize("strategy", DIST_STRATEGIES)
 def test_two_processes_report_the_global_batchs_reward_metrics(workspace: Path, capsys, strategy):
     # 9 training pairs at batch 4: every third step is one pair, so rank 1's share is empty there
@@ -30,21 +50,7 @@ def test_two_processes_report_the_global_batchs_reward_metrics(workspace: Path, 
                      preference='reference = "precompute"',
                      extra=f'\n[distributed]\nstrategy = "{strategy}"\n')
     s.write_text(s.read_text().replace("validation_split = 0.2", "validation_split = 0.2\nmax_samples = 9"))
-    code, out, err = run_cli(["run", str(s), "--processes", "2"], capsys)  # first: it computes the cache
-    assert code == 0, err
-    two = Path(out.strip())
-    code, out, err = run_cli(["run", str(s)], capsys)
-    assert code == 0, err
-    one = Path(out.strip())
-    m1, m2 = rows(one), rows(two)
-    assert [(r["kind"], r["step"]) for r in m1] == [(r["kind"], r["step"]) for r in m2]
-    keys = {"loss", "val_loss"} | set(STATS) | {f"val_{k}" for k in STATS}
-    for a, b in zip(m1, m2):
-        assert {k for k in keys if k in a} == {k for k in keys if k in b}, (a, b)
-        for k in keys & a.keys():
-            assert _close(a[k], b[k]), (a["kind"], a["step"], k, a[k], b[k])
-    # the margins moved: the comparison is not of zeros alone
-    assert any(abs(r["reward_margin"]) > 1e-3 for r in m1 if r["kind"] == "train")
+    two, one = _on_2_then_1(s, capsys)  # first on 2: it computes the cache
     start = next(e for e in rows(two, "events.jsonl") if e["kind"] == "start")
     assert start["reference_cache"] == "computed"
     assert [p.name for p in two.iterdir() if "reference-" in p.name] == [start["reference_file"]]
@@ -107,19 +113,7 @@ def test_fsdp_trains_a_dpo_session_as_one_process_does(workspace: Path, capsys, 
         (workspace / "beta.jsonl").write_text('{"v": 1, "type": "set", "id": "b", "values": {"beta": 0.2}, '
                                               '"at_step": 2}\n')
     edits = ["--control", str(workspace / "beta.jsonl")] if lora else []
-    code, out, err = run_cli(["run", str(s), "--processes", "2", *edits], capsys)
-    assert code == 0, err
-    two = Path(out.strip())
-    code, out, err = run_cli(["run", str(s), *edits], capsys)
-    assert code == 0, err
-    one = Path(out.strip())
-    m1, m2 = rows(one), rows(two)
-    assert [(r["kind"], r["step"]) for r in m1] == [(r["kind"], r["step"]) for r in m2]
-    keys = {"loss", "val_loss"} | set(STATS) | {f"val_{k}" for k in STATS}
-    for a, b in zip(m1, m2):
-        for k in keys & a.keys():
-            assert _close(a[k], b[k]), (a["kind"], a["step"], k, a[k], b[k])
-    assert any(abs(r["reward_margin"]) > 1e-3 for r in m2 if r["kind"] == "train")
+    two, _ = _on_2_then_1(s, capsys, edits)
     start = next(e for e in rows(two, "events.jsonl") if e["kind"] == "start")
     assert start["reference"] == ("adapters-off" if lora else "frozen-copy")
     if lora:
