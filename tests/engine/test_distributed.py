@@ -243,3 +243,25 @@ def test_the_group_code_trusts_a_finished_rank_0_over_a_rank_killed_while_closin
     assert [launch.rank_exit_code(c) for c in (0, 75, 1, 70)] == [0, 0, 1, 70]
     monkeypatch.delenv(launch.EXIT_FILE_ENV)
     assert launch.rank_exit_code(75) == 75
+
+
+def test_fsdp_refuses_what_it_cannot_train_in_one_line():
+    """An explicit triton (its flat AdamW cannot hold DTensor shards), bf16 parameters and
+    compile: each a UserError naming the setting; fp32 + torch kernels with gradient
+    checkpointing passes."""
+    from types import SimpleNamespace as N
+
+    from tuneterm.errors import UserError
+
+    def session(gc=False):
+        return N(runtime=N(gradient_checkpointing=gc), model=N(task="causal-lm"))
+
+    def acc(impl="torch", dtype=torch.float32, compile=False):
+        return N(impl=impl, param_dtype=dtype, compile=compile)
+
+    check = S.FSDP.check  # needs no process group
+    check(None, acc(), session(gc=True), None)
+    for bad, says in ((acc(impl="triton"), "runtime.kernels"), (acc(dtype=torch.bfloat16), "model.dtype"),
+                      (acc(compile=True), "runtime.compile")):
+        with pytest.raises(UserError, match=says):
+            check(None, bad, session(), None)

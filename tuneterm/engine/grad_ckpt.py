@@ -49,8 +49,11 @@ def enable(model: nn.Module, dctx) -> None:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(inner, "_tt_grad_ckpt", False):
         return
-    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
-        "use_reentrant": False, "context_fn": lambda: _counters(dctx)})
+    kwargs = {"use_reentrant": False, "context_fn": lambda: _counters(dctx)}
+    if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.25's name
+        inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     inner._tt_grad_ckpt = True
 
 
