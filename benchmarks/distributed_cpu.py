@@ -1,10 +1,13 @@
-"""One session on 1 process x 2 threads against 2 processes x 1 thread (DDP on gloo),
-on this CPU, and the cost of the per-boundary control broadcast.
+"""One session on 1 process x 2 threads against 2 processes x 1 thread (DDP and FSDP2 on
+gloo), on this CPU, and the cost of the per-boundary control broadcast.
 
-    python benchmarks/distributed_cpu.py                 # tiny-llama, 12 steps each
-    python benchmarks/distributed_cpu.py --steps 30 --batch-size 16
+    python benchmarks/distributed_cpu.py                 # tiny-llama, 12 steps, 3 repeats
+    python benchmarks/distributed_cpu.py --steps 30 --batch-size 16 --repeats 5
 
-Each side is `tuneterm run` in its own subprocess on a throwaway workspace. samples/s:
+Each side is `tuneterm run` in its own subprocess on a throwaway workspace; the sides run
+one after the other in each repeat, the first side rotating per repeat, and the table gives
+each side's median with the per-repeat speed-ups against 1 x 2 (paired: this machine is
+shared and noisy). samples/s:
 steps 2..N from the metrics rows' own clocks (step 1 warms up; setup, evaluation and
 checkpoints outside the window). Peak RSS: the largest process of the side (for 2
 processes, the larger rank; RUSAGE_CHILDREN's maximum). Broadcast: the mean time of one
@@ -51,11 +54,13 @@ interval_steps = 0
 device = "cpu"
 kernels = "torch"
 threads = {threads}
+[distributed]
+strategy = "{strategy}"
 """
 
 
-def _workspace(root: Path, batch: int, steps: int, threads: int) -> Path:
-    ws = root / f"ws-{threads}"
+def _workspace(root: Path, batch: int, steps: int, threads: int, strategy: str) -> Path:
+    ws = root / f"ws-{threads}-{strategy}"
     (ws / "sessions").mkdir(parents=True)
     (ws / "runs").mkdir()
     words = "red green blue cat dog sun moon tree river stone bird fish".split()
@@ -63,12 +68,13 @@ def _workspace(root: Path, batch: int, steps: int, threads: int) -> Path:
                           {"role": "assistant", "content": " ".join(words[(i * 5 + k) % 12] for k in range(6))}]}
             for i in range(400)]
     (ws / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (ws / "sessions" / "bench.toml").write_text(SESSION.format(batch=batch, steps=steps, threads=threads))
+    (ws / "sessions" / "bench.toml").write_text(SESSION.format(batch=batch, steps=steps, threads=threads,
+                                                               strategy=strategy))
     return ws
 
 
-def side(root: Path, processes: int, threads: int, batch: int, steps: int) -> dict:
-    ws = _workspace(root / f"p{processes}", batch, steps, threads)
+def side(root: Path, processes: int, threads: int, strategy: str, batch: int, steps: int) -> dict:
+    ws = _workspace(root / f"p{processes}", batch, steps, threads, strategy)
     code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
     env = {**os.environ, "TUNETERM_HOME": str(ws), "OMP_NUM_THREADS": str(threads)}
@@ -80,7 +86,7 @@ def side(root: Path, processes: int, threads: int, batch: int, steps: int) -> di
     train = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [x for x in train if x["kind"] == "train"]
     span = train[-1]["time"] - train[0]["time"]
-    return {"processes": processes, "threads": threads, "samples_per_s": round(batch * (len(train) - 1) / span, 2),
+    return {"processes": processes, "threads": threads, "strategy": strategy, "samples_per_s": round(batch * (len(train) - 1) / span, 2),
             "step_ms": round(1000 * span / (len(train) - 1), 1), "peak_rss_mb": int(r.stderr.split()[-1]) // 1024,
             "last_loss": train[-1]["loss"]}
 
@@ -109,23 +115,39 @@ def broadcast_us(n: int = 500) -> float:
     return 1e6 * max(out.values())
 
 
+SIDES = ((1, 2, "ddp"), (2, 1, "ddp"), (2, 1, "fsdp"))  # processes, threads, strategy (1 process: no strategy)
+
+
 def main() -> int:
+    import statistics
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = [side(Path(tmp), 1, 2, args.batch_size, args.steps), side(Path(tmp), 2, 1, args.batch_size, args.steps)]
+    got: dict = {sd: [] for sd in SIDES}
+    for rep in range(args.repeats):
+        order = SIDES[rep % len(SIDES):] + SIDES[:rep % len(SIDES)]
+        for sd in order:
+            with tempfile.TemporaryDirectory() as tmp:
+                got[sd].append(side(Path(tmp), *sd, args.batch_size, args.steps))
     bc = broadcast_us()
-    print("| processes x threads | samples/s | step ms | peak RSS MB (largest process) | last loss |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['processes']} x {r['threads']} | {r['samples_per_s']} | {r['step_ms']} | {r['peak_rss_mb']} "
-              f"| {r['last_loss']:.6f} |")
-    share = 100 * bc / (1000 * rows[1]["step_ms"])
-    print(f"\nper-boundary broadcast (empty): {bc:.0f} us = {share:.2f} % of a 2-process step")
+    base = got[SIDES[0]]
+    print("| processes x threads | strategy | samples/s (median) | speed-up vs 1 x 2, per repeat | step ms "
+          "| peak RSS MB (largest process) | last loss |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for (p, t, strat), runs in got.items():
+        ratios = [r["samples_per_s"] / b["samples_per_s"] for r, b in zip(runs, base)]
+        med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+        print(f"| {p} x {t} | {strat if p > 1 else '-'} | {med('samples_per_s'):.2f} | "
+              f"{', '.join(f'{x:.2f}x' for x in ratios)} | {med('step_ms'):.1f} | {int(med('peak_rss_mb'))} "
+              f"| {runs[0]['last_loss']:.6f} |")
+    step = statistics.median(r["step_ms"] for r in got[SIDES[1]])
+    print(f"\nper-boundary broadcast (empty): {bc:.0f} us = {100 * bc / (1000 * step):.2f} % of a 2-process "
+          "DDP step")
     return 0
 
 
