@@ -180,7 +180,8 @@ def test_oom_on_rank1_halves_everywhere_once_and_pause_resume_replays_identicall
             os.environ.pop(k)
     assert first.returncode == 130, first.stderr[-2000:]
     # `run` on several processes draws rank 0's rows as one process's run does: the edit's line
-    assert '"source": "oom"' in next(ln for ln in first.stderr.splitlines() if ln.startswith("edit: ")), first.stderr
+    assert "step 2: edit applied (oom): batch_size=2 gradient_accumulation=2" in first.stderr.splitlines(), \
+        first.stderr
     run_dir = Path(first.stdout.strip())
     time.sleep(0.5)
     assert _group(run_dir) == {}

@@ -71,8 +71,11 @@ class Progress:
         if kind == "warning":
             self._line(f"warning: {row.get('message')}", final=True)
         elif kind in NOTED_EVENTS and (self.tty or kind != "checkpoint"):
+            # log.txt's line ("step 2: edit applied (oom): batch_size=2 gradient_accumulation=2")
+            from tuneterm.engine.logbook import describe
+
             detail = {k: v for k, v in row.items() if k not in ("kind", "time")}
-            self._line(f"{kind}: {json.dumps(detail)}", final=True)
+            self._line(describe(row) or f"{kind}: {json.dumps(detail)}", final=True)
 
     def reply(self, msg: dict) -> None:
         pass
