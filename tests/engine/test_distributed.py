@@ -266,3 +266,48 @@ def test_fsdp_refuses_what_it_cannot_train_in_one_line():
                       (acc(compile=True), "runtime.compile")):
         with pytest.raises(UserError, match=says):
             check(None, bad, session(), None)
+
+
+def _loading_torch(pid: int) -> bool:
+    """Whether process ``pid`` has begun to load torch's library (so its own first lines ran)."""
+    try:
+        return b"libtorch" in Path(f"/proc/{pid}/maps").read_bytes()
+    except OSError:
+        return False
+
+
+def test_ctrl_c_while_the_ranks_start_pauses_at_step_0_and_resumes(workspace: Path):
+    """Ctrl-C (SIGINT to the terminal's process group) while the ranks still import torch:
+    rank 0 holds it and pauses at its first boundary (a checkpoint at step 0, `run` exits
+    130 saying how to continue), the other rank follows, nothing is left running, and
+    `run --resume` trains the whole run. Before, rank 0 died of a KeyboardInterrupt, rank 1
+    waited a minute for it, and the run read as a lost rank."""
+    import signal
+    import time
+
+    session = lm_session(workspace, "ctrlc", steps=4)
+    env = {**os.environ, "TUNETERM_HOME": str(workspace), "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneterm", "run", str(session), "--processes", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    run_dir = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list((workspace / "runs").glob("ctrlc-*"))
+        rank0 = [pid for pid, r in _group(found[0]).items() if r == "RANK=0"] if found else []
+        if rank0 and _loading_torch(rank0[0]) and not (found[0] / "metrics.jsonl").exists():
+            run_dir = found[0]
+            break
+        time.sleep(0.01)
+    assert run_dir is not None, "the ranks never started"
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - t0 < 45, "the group took a rank's timeout to end"
+    assert proc.returncode == 130 and "paused; continue with" in err, err[-3000:]
+    time.sleep(0.5)
+    assert _group(run_dir) == {}, "processes left behind"
+    ends = [e for e in rows(run_dir, "events.jsonl") if e["kind"] == "end"]
+    assert [(e["state"], e["step"]) for e in ends] == [("paused", 0)]
+    again = _cli(workspace, "run", "--resume", str(run_dir))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["step"] for r in rows(run_dir) if r["kind"] == "train"] == [1, 2, 3, 4]

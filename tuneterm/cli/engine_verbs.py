@@ -273,9 +273,10 @@ def _train_group(run_dir: Path, ws: Path, args, resume: bool, control, replay_of
     argv += ["--replay-of", str(replay_of)] if replay_of else []
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if control != "-" else None,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    # Ctrl-C reaches the whole process group; a TERM to us is passed on as a pause.
+    # Ctrl-C reaches the whole process group (rank 0 pauses); a TERM to us is passed on as one.
+    interrupted: list[int] = []
     signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
-    signal.signal(signal.SIGINT, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(1))
     err = _follow_group(proc, rundir.RunDir(run_dir), started)
     ends = [r for r in rundir.read_jsonl(rundir.RunDir(run_dir).events) if r.get("kind") in ("start", "resume", "end")]
     if any(r["kind"] in ("start", "resume") for r in ends) and not started.started:
@@ -285,6 +286,12 @@ def _train_group(run_dir: Path, ws: Path, args, resume: bool, control, replay_of
     code = proc.returncode
     if code in (ExitCode.OK, ExitCode.PAUSED):
         return code, state
+    if interrupted and not started.started:
+        # Ctrl-C before rank 0 could hold it (a rank still starting its interpreter): nothing
+        # trained, so as on one process, no run is left behind — a resume starts it again.
+        if not resume:
+            _discard(run_dir)
+        raise KeyboardInterrupt
     last = next((ln for ln in reversed(err.splitlines()) if ln.startswith("tuneterm-worker:")), "")
     if code == EXIT_GROUP_LOST or code > 128:
         kept = _keep_group_output(run_dir, err)

@@ -19,7 +19,23 @@ import sys
 from pathlib import Path
 
 
+# A stop (SIGTERM, SIGINT) that arrives while a process starts up — importing torch, loading
+# the model, seconds — is held here and becomes a pause at the first step boundary (a
+# checkpoint at step 0, exit 75), as one arriving later does: dying of it mid-start read as a
+# crash (143), and a rank that died so left the other ranks waiting on it for a minute.
+EARLY_STOPS: list[int] = []
+PAUSE_AT_START_ENV = "TUNETERM_PAUSE_AT_START"  # the agent was stopped before its ranks started
+
+
+def hold_stop_signals() -> None:
+    """From a process's first lines: SIGTERM and SIGINT are held in EARLY_STOPS."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: EARLY_STOPS.append(signum))
+
+
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get("RANK", "0") == "0":  # the worker, an agent, rank 0 (the others ignore stops)
+        hold_stop_signals()
     ap = argparse.ArgumentParser(prog="tuneterm-worker")
     ap.add_argument("run_dir")
     ap.add_argument("--workspace", help="default: the run directory's grandparent")
@@ -52,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     if world_from_env() == 1:
         processes = args.processes or _session_processes(run_dir, workspace)
         if processes > 1:  # this process is the agent; the ranks run this module again
+            # The elastic agent's own handlers take over (it passes a stop on to the ranks);
+            # one held already reaches rank 0 as a pause at its first boundary.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
+            if EARLY_STOPS:
+                os.environ[PAUSE_AT_START_ENV] = "1"
             return launch.run_group(processes, run_dir, _rank_args(run_dir, workspace, args))
     elif os.environ.get("RANK", "0") != "0":
         return _follower(run_dir, workspace, args)
@@ -73,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_pause)
     signal.signal(signal.SIGINT, on_pause)
     signal.signal(signal.SIGUSR1, on_checkpoint)
+    for signum in EARLY_STOPS + ([signal.SIGTERM] if os.environ.pop(PAUSE_AT_START_ENV, None) else []):
+        on_pause(signum, None)
     if args.control:
         mailbox.read_path(args.control)
     else:
