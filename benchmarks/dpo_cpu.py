@@ -36,14 +36,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _sides  # noqa: E402  (from this folder, before it leaves the path)
 
 # benchmarks/ holds a script named kernels.py, which transformers would import as the
 # `kernels` package: keep this folder off the import path.
@@ -228,8 +227,8 @@ def run_side(args) -> None:
     fn = {"tuneterm": lambda: side_tuneterm(args, "auto"), "tuneterm-pre": lambda: side_tuneterm(args, "precompute"),
           "trl": lambda: side_trl(args, False), "trl-pre": lambda: side_trl(args, True)}[args.side]
     res = fn()
-    res.update(side=args.side, steps=args.steps, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print("RESULT " + json.dumps(res), flush=True)
+    res.update(side=args.side, steps=args.steps)
+    _sides.emit(res)
 
 
 def _rel(a: list, b: list) -> float:
@@ -254,21 +253,7 @@ def main() -> int:
     if args.side:
         run_side(args)
         return 0
-    sides = args.sides.split(",")
-    results: dict = {s: [] for s in sides}
-    passthrough = []
-    for k, v in vars(args).items():
-        if k not in ("repeats", "sides", "side"):
-            passthrough += [f"--{k.replace('_', '-')}", str(v)]
-    for rep in range(args.repeats):
-        for side in sides[rep % len(sides):] + sides[: rep % len(sides)]:
-            proc = subprocess.run([sys.executable, __file__, "--side", side, *passthrough], capture_output=True,
-                                  text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if not line:
-                print(f"{side}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
-                continue
-            results[side].append(json.loads(line[-1][7:]))
+    results = _sides.run_sides(__file__, args.sides.split(","), args.repeats, _sides.options(args))
     print(f"SmolLM2-135M DPO (sigmoid, beta {args.beta}), {args.steps} steps x {args.batch_size} pairs, max_length "
           f"{args.max_length}, {args.threads} threads, {args.repeats} repeat(s), embeddings + lower "
           f"{args.freeze_below} blocks frozen")

@@ -24,17 +24,15 @@ fine-tuning checkpoint would weigh (fp32 weights + two AdamW moments).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+import _sides  # noqa: E402  (from this folder, before it leaves the path)
+
 # benchmarks/ holds a kernels.py script: off the path, or transformers' `import kernels` finds it
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
@@ -153,8 +151,7 @@ def child(side: str, args) -> None:
         ws = Path(tmp)
         (ws / "runs").mkdir()
         res = side_tuneterm(ws, args) if side == "tuneterm" else side_trl(ws, args)
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(res))
+    _sides.emit(res)
 
 
 def main() -> None:
@@ -169,17 +166,7 @@ def main() -> None:
     if args.side:
         return child(args.side, args)
     sides = ["tuneterm", "trl"]
-    results: dict = {k: [] for k in sides}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    for rep in range(args.repeats):
-        for side in sides[rep % 2:] + sides[:rep % 2]:
-            cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--examples",
-                   str(args.examples), "--max-length", str(args.max_length), "--threads", str(args.threads)]
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
-            if p.returncode or not line:
-                sys.exit(f"{side} failed:\n{p.stderr[-3000:]}")
-            results[side].append(json.loads(line[0][7:]))
+    results = _sides.run_sides(__file__, sides, args.repeats, _sides.options(args), required=True)
     med = {s: {k: statistics.median(r[k] for r in results[s]) for k in ("tokens_per_s", "peak_rss_mb",
                                                                          "checkpoint_mb", "trainable")}
            for s in sides}

@@ -34,15 +34,13 @@ The packing gain is computed on the training set (padding share).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _sides  # noqa: E402  (from this folder, before it leaves the path)
 
 # benchmarks/ holds a script named kernels.py, which transformers would import as the
 # `kernels` package: keep this folder off the import path.
@@ -254,9 +252,8 @@ def run_side(args) -> None:
     torch.set_num_threads(args.threads)
     tok, train, val = _data(args)
     res = {"tuneterm": side_tuneterm, "trl": side_trl, "hf": side_hf}[args.side](args, tok, train, val)
-    res.update(side=args.side, steps=args.steps,
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print("RESULT " + json.dumps(res), flush=True)
+    res.update(side=args.side, steps=args.steps)
+    _sides.emit(res)
 
 
 def main() -> int:
@@ -277,22 +274,7 @@ def main() -> int:
     if args.side:
         run_side(args)
         return 0
-    sides = args.sides.split(",")
-    results: dict = {s: [] for s in sides}
-    passthrough = []  # the child's options: every parsed one but --repeats and --sides
-    for k, v in vars(args).items():
-        if k not in ("repeats", "sides", "side"):
-            passthrough += [f"--{k.replace('_', '-')}", str(v)]
-    for rep in range(args.repeats):
-        order = sides[rep % len(sides):] + sides[: rep % len(sides)]
-        for side in order:
-            proc = subprocess.run([sys.executable, __file__, "--side", side, *passthrough], capture_output=True,
-                                  text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if not line:
-                print(f"{side}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results[side].append(json.loads(line[-1][7:]))
+    results = _sides.run_sides(__file__, args.sides.split(","), args.repeats, _sides.options(args))
     _, train, _ = _data(args)
     from tuneterm.engine import lm_data as LM
 
