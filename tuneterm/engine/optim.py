@@ -9,7 +9,9 @@ Two implementations behind one small interface:
           (Triton on CUDA; its PyTorch path elsewhere), freezing by a segment flag, a
           learning-rate factor per segment (LoRA+).
 The learning rate and weight decay are passed in each step (the schedule is a pure
-function of the step, computed by the loop).
+function of the step, computed by the loop). Each loads the other's checkpointed state
+(a run resumed with other kernels: a GPU run on the CPU, ``auto`` resolving otherwise):
+the same moments and steps, so the run goes on where it was, not from fresh moments.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ class TorchAdamW:
         return tensors, {"impl": "torch", "steps": steps}
 
     def load_state(self, tensors: dict, meta: dict) -> None:
+        if meta.get("impl") == "flat":  # FlatAdamW's (the run trained with the other kernels)
+            meta = torch_meta_of_flat(tensors, meta)
         self.opt.state.clear()
         for n, step in meta.get("steps", {}).items():
             p = self.params[n]
@@ -157,7 +161,37 @@ class FlatAdamWAdapter:
         return tensors, {"impl": "flat", **meta}
 
     def load_state(self, tensors: dict, meta: dict) -> None:
+        if meta.get("impl") == "torch":  # TorchAdamW's (the other kernels, or an FSDP run)
+            tensors, meta = self._of_torch(tensors, meta)
         self.opt.load_state_dict(tensors, {k: v for k, v in meta.items() if k != "impl"})
+
+    def _of_torch(self, tensors: dict, meta: dict) -> tuple[dict, dict]:
+        """A TorchAdamW state in this optimizer's format. Both hold the same moments and
+        step per parameter and drop them on freezing, so the moments carry over exactly;
+        an active parameter torch never stepped has zero moments at step 0 here."""
+        _, layout = self.opt.state_dict()  # the parameters as they are (frozen groups already restored)
+        steps, out = meta.get("steps", {}), {}
+        for name, p in layout["params"].items():
+            if p["dtype"] != "float32":
+                raise ValueError(f"{name}: a torch AdamW state has no fp32 master weights for a {p['dtype']} "
+                                 "parameter")
+            p["step"] = int(steps.get(name, 0)) if p["active"] else 0
+            if p["active"]:
+                zeros = torch.zeros_like(self.params[name], dtype=torch.float32)
+                for k in ("exp_avg", "exp_avg_sq"):
+                    out[f"{k}/{name}"] = tensors.get(f"{k}/{name}", zeros)
+        return out, layout
+
+
+def torch_meta_of_flat(tensors: dict, meta: dict) -> dict:
+    """A FlatAdamW state's meta in TorchAdamW's terms (the tensors are named alike): the
+    steps of the active parameters that have stepped. A bf16 model's fp32 masters have no
+    place in the torch optimizer (it trains fp32 parameters only)."""
+    if any(k.startswith("master/") for k in tensors):
+        raise ValueError("the checkpoint's optimizer keeps fp32 master weights of bf16 parameters, which the "
+                         "torch AdamW does not hold")
+    return {"impl": "torch", "steps": {n: p["step"] for n, p in meta.get("params", {}).items()
+                                       if p.get("active") and p.get("step", 0) > 0}}
 
 
 def build(named_params, hp, *, impl: str, dtype: torch.dtype, lr_scale: dict | None = None):

@@ -61,6 +61,7 @@ def load(t, path: Path) -> None:
         t.state.load_json(saved)
     except (ValueError, TypeError) as e:
         raise UserError(f"{path.name}: {e}") from None
+    t.state.kernels = t.impl  # this attempt's (auto resolves per machine; the optimizer state carries over)
     drop.set_p(t.model, t.sites, t.hp.dropout)
     frozen = t.state.frozen
     t.set_frozen(L.group_names(t.groups), False)
@@ -69,7 +70,10 @@ def load(t, path: Path) -> None:
         t.lora_edit(name, value)
     t.task.knobs.update(t.state.task_knobs)
     t.last_ckpt_step = t.state.step
-    t.opt.load_state(tensors, t.state.optimizer)
+    try:
+        t.opt.load_state(tensors, t.state.optimizer)
+    except (ValueError, KeyError) as e:
+        raise UserError(f"{path.name}: the optimizer state does not fit this run: {e}") from None
 
 
 def starting_point(t) -> tuple[Path | None, list[tuple[Path, str]]]:

@@ -30,7 +30,7 @@ class TrainState:
     frozen: list  # frozen layer groups
     early_stopping: EarlyStopping
     last_eval_step: int
-    kernels: str  # "torch" | "triton": a checkpoint resumes with the kernels it trained with
+    kernels: str  # "torch" | "triton": what the attempt that wrote it trained with (a resume elsewhere may differ)
     dtype: str
     optimizer: dict = field(default_factory=dict)  # the optimizer's scalars (filled when saving)
     lora: dict = field(default_factory=dict)  # LoRA's live knobs as edited (dropout, lr_ratio, train_base)
