@@ -311,3 +311,32 @@ def test_ctrl_c_while_the_ranks_start_pauses_at_step_0_and_resumes(workspace: Pa
     again = _cli(workspace, "run", "--resume", str(run_dir))
     assert again.returncode == 0, again.stderr[-2000:]
     assert [r["step"] for r in rows(run_dir) if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+def test_a_stop_before_the_ranks_start_reaches_rank_0_as_a_pause(workspace: Path):
+    """SIGTERM to `run` while the agent itself still starts (it imports torch, no rank yet):
+    the agent holds it and tells rank 0, which pauses at step 0; `run` exits 130."""
+    import signal
+    import time
+
+    session = lm_session(workspace, "early", steps=4)
+    env = {**os.environ, "TUNETERM_HOME": str(workspace), "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneterm", "run", str(session), "--processes", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline, run_dir = time.monotonic() + 120, None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list((workspace / "runs").glob("early-*"))
+        group = _group(found[0]) if found else {}
+        agent = [pid for pid, r in group.items() if r == "agent"]
+        if agent and len(group) == 1 and _loading_torch(agent[0]):
+            run_dir = found[0]
+            break
+        time.sleep(0.005)
+    assert run_dir is not None, "the agent was never seen starting alone"
+    proc.send_signal(signal.SIGTERM)  # `run` passes it on to the agent
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "paused; continue with" in err, err[-3000:]
+    ends = [e for e in rows(run_dir, "events.jsonl") if e["kind"] == "end"]
+    assert [(e["state"], e["step"]) for e in ends] == [("paused", 0)]
+    time.sleep(0.5)
+    assert _group(run_dir) == {}
