@@ -100,6 +100,48 @@ def test_compiled_model_matches_eager_and_a_new_step_compiles_nothing():
     assert n_after_first and len(graphs) == n_after_first  # steps 1 and 2: new seeds, no recompile
 
 
+def test_a_causal_lm_trained_through_its_parts_runs_compiled():
+    """The causal-LM and preference tasks call the decoder stack and the head, not the model's
+    forward: compile = true compiles the stack (the backbone), so those calls run compiled
+    (before, a compiled top-level forward never ran and the flag did nothing), with the same
+    dropout masks as eager, and a new step compiles nothing."""
+    from tuneterm.engine import dropout as drop
+
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        from torch._dynamo.backends.debugging import aot_eager
+        return aot_eager(gm, example_inputs)
+
+    models = []
+    for compiled in (False, True):
+        m = _lm(tied=True).train()
+        ctx = drop.DropoutContext(seed=7)
+        drop.install(m, ctx, 0.2, "torch")
+        if compiled:
+            keys = list(m.state_dict())
+            accel.maybe_compile(m, accel.Accel("torch", torch.device("cpu"), torch.float32, None, True, False),
+                                backend=counting)
+            assert list(m.state_dict()) == keys
+        models.append((m, ctx))
+    ids = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(1))
+    seen = None
+    for step in range(3):
+        outs = []
+        for m, ctx in models:
+            ctx.at(step, 0)
+            m.zero_grad(set_to_none=True)
+            hidden = m.base_model(input_ids=ids, use_cache=False).last_hidden_state  # as the task calls it
+            m.get_output_embeddings()(hidden).float().pow(2).mean().backward()
+            outs.append((hidden.detach(), m.model.layers[0].mlp.up_proj.weight.grad.clone()))
+        torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-5, atol=1e-6)
+        if step == 0:
+            seen = len(graphs)
+    assert seen and len(graphs) == seen
+
+
 def _lm(tied: bool):
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -106,13 +106,19 @@ def autocast(acc: Accel):
 
 
 def maybe_compile(model: torch.nn.Module, acc: Accel, backend: str | None = None) -> torch.nn.Module:
-    """``[runtime] compile = true``: compile the model in place (``nn.Module.compile``: the
-    state_dict keys and the module tree stay as they are, so checkpoints and live edits do
-    not change). The dropout op is opaque to the compiler (its fake gives the shape); its
-    seed is drawn outside the graph, so a new step compiles nothing. Backend: ``backend``,
-    else $TUNETERM_COMPILE_BACKEND, else inductor."""
+    """``[runtime] compile = true``: compile the model's backbone in place — the transformer
+    stack every task's computation enters (``base_model``: a classifier's forward calls it, a
+    causal LM's task calls it and then the head; under PEFT, the base model's). Not the
+    top-level forward: the causal-LM and preference tasks never call it, so compiling it did
+    nothing for them. ``nn.Module.compile`` keeps the state_dict keys and the module tree, so
+    checkpoints and live edits do not change. The dropout op is opaque to the compiler (its
+    fake gives the shape); its seed is drawn outside the graph, so a new step compiles
+    nothing. Backend: ``backend``, else $TUNETERM_COMPILE_BACKEND, else inductor."""
     if acc.compile:
-        model.compile(backend=backend or os.environ.get(COMPILE_BACKEND_ENV) or "inductor")
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        target = getattr(inner, "base_model", None)
+        target = target if isinstance(target, torch.nn.Module) else model
+        target.compile(backend=backend or os.environ.get(COMPILE_BACKEND_ENV) or "inductor")
     return model
 
 

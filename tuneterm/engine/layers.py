@@ -76,6 +76,13 @@ def _find_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | No
     return best
 
 
+def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's transformer blocks, the modules layer.0 .. layer.N-1 are (FSDP shards
+    each); [] for a model without such a stack."""
+    found = _find_blocks(model)
+    return list(found[1]) if found else []
+
+
 def layer_groups(model: torch.nn.Module) -> list[LayerGroup]:
     """embeddings, layer.0 .. layer.N-1, head — in that order, every parameter in one group.
 

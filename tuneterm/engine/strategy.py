@@ -185,12 +185,11 @@ class FSDP(DDP):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         from tuneterm.engine.fsdp import Root
-        from tuneterm.engine.layers import _find_blocks
+        from tuneterm.engine.layers import blocks
 
         mp = MixedPrecisionPolicy() if self.device.type != "cuda" else \
             MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
-        found = _find_blocks(model)
-        for block in (found[1] if found else []):
+        for block in blocks(model):
             fully_shard(block, mesh=self.mesh, mp_policy=mp)
         self.root = Root(model)
         fully_shard(self.root, mesh=self.mesh, mp_policy=mp)
