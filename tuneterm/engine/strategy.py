@@ -175,9 +175,6 @@ class FSDP(DDP):
             raise UserError('distributed.strategy: "fsdp" trains fp32 parameters with the torch optimizer '
                             '(bf16 through precision = "bf16" autocast); set runtime.kernels to "auto" or '
                             '"torch" and model.dtype to float32')
-        if acc.compile:
-            raise UserError('distributed.strategy: "fsdp" does not combine with runtime.compile yet; '
-                            'use strategy = "ddp"')
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """``fully_shard`` each block, then a root around the model; gradients summed, not
