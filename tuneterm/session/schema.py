@@ -253,7 +253,7 @@ class RuntimeSpec:
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, "
                                       "same result: dropout masks are redrawn identically)")
     precision: str = _f("auto", "auto | fp32 | bf16 (autocast, fp32 master weights)", choices=PRECISIONS)
-    compile: bool = _f(False, "torch.compile the model")
+    compile: bool = _f(False, "torch.compile the model's transformer stack (its backbone)")
     deterministic: bool = _f(False, "deterministic algorithms: bit-exact replay on the same GPU")
     max_wall_s: float = _f(0.0, "wall-clock limit for the session in seconds (0: none)", min=0.0)
 
