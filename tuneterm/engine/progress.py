@@ -5,7 +5,6 @@ and the rows of `predict` and `eval` (called with the number done so far)."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import IO
@@ -74,8 +73,7 @@ class Progress:
             # log.txt's line ("step 2: edit applied (oom): batch_size=2 gradient_accumulation=2")
             from tuneterm.engine.logbook import describe
 
-            detail = {k: v for k, v in row.items() if k not in ("kind", "time")}
-            self._line(describe(row) or f"{kind}: {json.dumps(detail)}", final=True)
+            self._line(describe(row), final=True)
 
     def reply(self, msg: dict) -> None:
         pass

@@ -64,17 +64,15 @@ def quiet_gguf_reader():
     try:
         from transformers import modeling_gguf_pytorch_utils as reader
     except ImportError:  # another layout of transformers: its bar, if any, shows
-        yield
-        return
+        reader = None
     bar = getattr(reader, "tqdm", None)
-    if bar is None:
-        yield
-        return
-    reader.tqdm = functools.partial(bar, disable=True)
+    if bar is not None:
+        reader.tqdm = functools.partial(bar, disable=True)
     try:
         yield
     finally:
-        reader.tqdm = bar
+        if bar is not None:
+            reader.tqdm = bar
 
 
 def convert(gguf: Path, target: Path) -> None:

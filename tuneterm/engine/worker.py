@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         if processes > 1:  # this process is the agent; the ranks run this module again
             # The elastic agent's own handlers take over (it passes a stop on to the ranks);
             # one held already reaches rank 0 as a pause at its first boundary.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             if EARLY_STOPS:
                 os.environ[PAUSE_AT_START_ENV] = "1"
             return launch.run_group(processes, run_dir, _rank_args(run_dir, workspace, args))

@@ -224,10 +224,9 @@ class TimelinePanel(Vertical):
             table.clear()
             self._count = 0
         for e in entries[self._count:]:
-            # Text, not str: a str cell is markup, and a reason such as gloo's "[/path/file.cc:78]"
-            # would raise (or vanish) in the table's paint
+            # e.text as written (a PlainTable): gloo's "[/path/file.cc:78]" is not markup
             table.add_row(Text(str(e.step), justify="right"), Text(e.kind, style=TIMELINE_STYLE.get(e.kind, "")),
-                          Text(e.text))
+                          e.text)
         self._count = len(entries)
         if at_end and table.row_count:
             table.move_cursor(row=table.row_count - 1, animate=False)
